@@ -1,0 +1,125 @@
+"""`rushes` command line: a thin shell over the engine's Python API.
+
+    rushes generate --prompt "a red ball moving left on a black background" --out clip.mp4 --json
+    rushes history --json
+    rushes bake toyworld --stage vae --resume
+    rushes serve --port 7860
+
+Bad values exit with status 2 and one line naming the value; nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from engine import knobs
+
+ERROR_EXIT = 2
+
+
+def _add_generate(sub) -> None:
+    p = sub.add_parser("generate", help="generate one clip and save it (logged to the studio DB)",
+                       description="Example: rushes generate --prompt 'a red ball moving left on a "
+                                   "black background' --steps 4 --seed 7 --out clip.mp4 --json")
+    p.add_argument("--prompt", required=True, help="what the clip shows")
+    p.add_argument("--negative", default="", help="what to avoid (teacher only), e.g. 'blurry'")
+    p.add_argument("--model", default="toyworld", help="built-in name or pipeline folder (default toyworld)")
+    p.add_argument("--role", default="student", choices=["student", "teacher"],
+                   help="student: few steps, no CFG; teacher: many steps with CFG")
+    p.add_argument("--solver", default="euler", choices=["euler", "unipc"], help="teacher ODE solver")
+    for knob in knobs.GENERATE.values():
+        flag = "--" + knob.name.replace("_", "-")
+        p.add_argument(flag, type=knob.type, default=knob.default, help=knob.help)
+    p.add_argument("--lora", default=None, help="adapter folder or .safetensors file (diffusers LoRA)")
+    p.add_argument("--out", required=True, help="output file, .mp4 or .gif")
+    p.add_argument("--json", action="store_true", help="print one JSON object describing the clip")
+
+
+def _generate(args) -> int:
+    from engine.events import Failed, Result
+    from engine.requests import GenerateRequest
+    from engine.session import Session
+
+    req = GenerateRequest(prompt=args.prompt, negative=args.negative, model=args.model, role=args.role,
+                          steps=args.steps, seed=args.seed, frames=args.frames, height=args.height,
+                          width=args.width, guidance=args.guidance, solver=args.solver, lora=args.lora,
+                          lora_scale=args.lora_scale)
+    req.validate()  # before loading anything
+    for event in Session("cli").generate(req, out=args.out):
+        if isinstance(event, Failed):
+            print(f"error: {event.message}", file=sys.stderr)
+            return ERROR_EXIT
+        if isinstance(event, Result):
+            saved = event.value
+            meta = saved.clip.meta
+            summary = {"path": str(saved.path), **{k: meta[k] for k in (
+                "model", "role", "steps", "nfe", "seed", "frames", "height", "width")},
+                "timings": meta["timings"], "generation_id": saved.generation_id}
+            print(json.dumps(summary) if args.json else f"wrote {saved.path} (seed {meta['seed']})")
+    return 0
+
+
+def _history(args) -> int:
+    from engine import paths
+    from engine.store import Store
+
+    rows = Store(paths.database()).generations(limit=args.limit)
+    if args.json:
+        print(json.dumps(rows, default=str))
+    else:
+        for r in rows:
+            print(f"{r['id']:>5}  {r['role']:<7} {r['steps']:>3} steps  seed {r['seed']:<10} "
+                  f"{r['total_s']:.2f}s  {r['prompt'][:50]!r}  {r['path']}")
+    return 0
+
+
+def _bake(args) -> int:
+    from engine.toyworld.bake import bake
+
+    for line in bake(args.stage, resume=args.resume):
+        print(line, flush=True)
+    return 0
+
+
+def _serve(args) -> int:
+    from studio.app import launch
+
+    launch(host=args.host, port=args.port, auth=args.auth)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="rushes", description="few-step video generation studio")
+    sub = top.add_subparsers(dest="command", required=True)
+    _add_generate(sub)
+    h = sub.add_parser("history", help="list logged generations", description="Example: rushes history --json")
+    h.add_argument("--json", action="store_true", help="print rows as JSON")
+    h.add_argument("--limit", type=int, default=50, help="newest N rows (default 50)")
+    b = sub.add_parser("bake", help="rebuild the embedded toyworld model",
+                       description="Example: rushes bake toyworld --stage vae --resume")
+    b.add_argument("target", choices=["toyworld"], help="what to bake")
+    b.add_argument("--stage", choices=["vae", "all"], default="all",
+                   help="one stage or all in order")
+    b.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
+    s = sub.add_parser("serve", help="launch the studio in the browser",
+                       description="Example: rushes serve --port 7860")
+    s.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 needs --auth)")
+    s.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    s.add_argument("--auth", default=None, help="user:pass required when exposed")
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    handlers = {"generate": _generate, "history": _history, "bake": _bake, "serve": _serve}
+    try:
+        return handlers[args.command](args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return ERROR_EXIT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

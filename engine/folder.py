@@ -1,0 +1,115 @@
+"""Pipeline folders: diffusers format on disk, plus `rushes.json` for what diffusers lacks.
+
+A folder holds `model_index.json` (class WanPipeline), `transformer/`, `vae/`, `scheduler/`
+and optionally `text_encoder/` + `tokenizer/`; without them the engine injects MiniLM. It loads
+with plain `diffusers.DiffusionPipeline.from_pretrained(folder, text_encoder=..., tokenizer=...)`.
+`rushes.json` records the studio's facts: distilled students (steps -> subfolder and timestep
+list), shift, default guidance and clip size, fps. Only safetensors are ever read.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import diffusers
+
+WEIGHT_SUFFIXES_REFUSED = (".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str = "model"  # shown in the UI and logged with every clip
+    shift: float = 3.0  # flow-matching shift k used by sampling and training
+    guidance: float = 5.0  # teacher's default CFG scale
+    teacher_steps: int = 50  # teacher's default number of steps
+    students: dict[str, dict] = field(default_factory=dict)  # "4" -> {"folder", "timesteps"}
+    frames: int = 17  # default clip length
+    height: int = 64  # default height (pixels)
+    width: int = 64  # default width (pixels)
+    max_frames: int = 81  # longest clip the studio will ask for
+    max_side: int = 1280  # largest height or width
+    fps: int = 8  # playback rate of exported clips
+    text_max_length: int = 32  # tokens fed to cross-attention
+    kind: str = "teacher"  # "teacher": full model; "student": the folder's transformer is distilled
+    student_timesteps: list[int] = field(default_factory=list)  # for kind == "student"
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelInfo":
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown keys in rushes.json: {sorted(unknown)}")
+        return cls(**data)
+
+
+def read_info(folder: Path) -> ModelInfo:
+    path = folder / "rushes.json"
+    if path.exists():
+        return ModelInfo.from_dict(json.loads(path.read_text()))
+    info = ModelInfo(name=folder.name)
+    text_index = json.loads((folder / "model_index.json").read_text()).get("text_encoder", [None])
+    if text_index and text_index[0]:  # a real checkpoint with its own encoder (e.g. UMT5)
+        info = ModelInfo(name=folder.name, text_max_length=512, frames=81, height=480, width=832,
+                         fps=16, guidance=5.0, shift=_scheduler_shift(folder))
+    return info
+
+
+def _scheduler_shift(folder: Path) -> float:
+    cfg_path = folder / "scheduler" / "scheduler_config.json"
+    if not cfg_path.exists():
+        return 3.0
+    cfg = json.loads(cfg_path.read_text())
+    return float(cfg.get("flow_shift") or cfg.get("shift") or 3.0)
+
+
+def check_folder(folder: Path) -> None:
+    """Refuse folders that are not pipelines, or that carry pickle-format weights."""
+    if not (folder / "model_index.json").is_file():
+        raise ValueError(f"not a diffusers pipeline folder (no model_index.json): {folder}")
+    pickles = [p for p in folder.rglob("*") if p.suffix in WEIGHT_SUFFIXES_REFUSED]
+    if pickles:
+        raise ValueError(f"refusing pickle-format weights (only safetensors are loaded): {pickles[0]}")
+
+
+def write_pipeline(folder: Path, transformer, vae, scheduler, info: ModelInfo,
+                   students: dict[int, tuple[object, list[int]]] | None = None) -> Path:
+    """Write a pipeline folder atomically (temp folder, then rename); returns the folder.
+
+    `students` maps a step count to (transformer, timestep list); each is saved under
+    `students/<n>step/` and listed in rushes.json.
+    """
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    transformer.save_pretrained(tmp / "transformer", safe_serialization=True)
+    if type(vae).__name__ == "AutoencoderKL":  # WanPipeline reads these two from the VAE config
+        spatial = 2 ** (len(vae.config.block_out_channels) - 1)
+        vae.register_to_config(scale_factor_temporal=1, scale_factor_spatial=spatial)
+    vae.save_pretrained(tmp / "vae", safe_serialization=True)
+    scheduler.save_pretrained(tmp / "scheduler")
+    listed = dict(info.students)
+    for steps, (student, timesteps) in (students or {}).items():
+        sub = f"students/{steps}step"
+        student.save_pretrained(tmp / sub, safe_serialization=True)
+        listed[str(steps)] = {"folder": sub, "timesteps": list(timesteps)}
+    index = {
+        "_class_name": "WanPipeline",
+        "_diffusers_version": diffusers.__version__,
+        "scheduler": ["diffusers", type(scheduler).__name__],
+        "text_encoder": [None, None],
+        "tokenizer": [None, None],
+        "transformer": ["diffusers", type(transformer).__name__],
+        "transformer_2": [None, None],
+        "vae": ["diffusers", type(vae).__name__],
+        "boundary_ratio": None,
+        "expand_timesteps": False,
+    }
+    (tmp / "model_index.json").write_text(json.dumps(index, indent=2))
+    data = asdict(info) | {"students": listed}
+    (tmp / "rushes.json").write_text(json.dumps(data, indent=2))
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp.rename(folder)
+    return folder

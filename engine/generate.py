@@ -1,0 +1,142 @@
+"""Generation: a `GenerateRequest` in, a generator of typed events out, ending in a `Clip`.
+
+Steps, as a diffusers pipeline's `__call__` reads: (1) check inputs, (2) load the model,
+(3) encode the prompt(s), (4) draw the noise, (5) denoise with the role's sampler, checking
+the cancel flag between steps, (6) decode. Timings are split per stage and the network
+evaluations (NFE, CFG passes counted) are reported with the clip.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from engine import adapters, loading, schedule
+from engine.events import Failed, Preview, Progress, Result
+from engine.knobs import MAX_SEED
+from engine.requests import GenerateRequest
+from engine.sampling import noise_like, student_sample, teacher_sample
+
+
+@dataclass(frozen=True)
+class Clip:
+    frames: np.ndarray  # uint8 [T, H, W, 3]
+    fps: int
+    meta: dict  # every setting used, the seed, timestep list, nfe and timings
+
+
+class Cancelled(Exception):
+    pass
+
+
+class Engine:
+    """Holds loaded models (never module globals) and turns requests into clips."""
+
+    def __init__(self, device: str = "cpu", dtype: torch.dtype = torch.float32,
+                 decode_dtype: torch.dtype | None = None):
+        self.device = device
+        self.dtype = dtype
+        self.decode_dtype = decode_dtype
+        self._models: dict[str, loading.LoadedModel] = {}
+        self._lock = threading.Lock()
+
+    def model(self, name: str) -> loading.LoadedModel:
+        """Load a model once and keep it."""
+        key = str(name)
+        with self._lock:
+            if key not in self._models:
+                self._models[key] = loading.load(name, self.device, self.dtype, self.decode_dtype)
+            return self._models[key]
+
+    def settings(self, req: GenerateRequest, loaded: loading.LoadedModel) -> dict:
+        """Concrete settings for a request: model defaults filled in, model limits checked."""
+        info = loaded.info
+        s = {
+            "prompt": req.prompt, "negative": req.negative, "model": info.name, "role": req.role,
+            "frames": req.frames or info.frames, "height": req.height or info.height,
+            "width": req.width or info.width, "seed": req.seed, "lora": req.lora,
+            "lora_scale": req.lora_scale if req.lora else None, "solver": None, "guidance": None,
+        }
+        if s["seed"] is None:
+            s["seed"] = random.randint(0, MAX_SEED)
+        if s["frames"] > info.max_frames:
+            raise ValueError(f"frames must be <= {info.max_frames} for {info.name}, got {s['frames']}")
+        for side in ("height", "width"):
+            if s[side] > info.max_side:
+                raise ValueError(f"{side} must be <= {info.max_side} for {info.name}, got {s[side]}")
+        loaded.codec.check_frames(s["frames"])
+        if req.role == "student":
+            steps = req.steps or (4 if 4 in loaded.students else min(loaded.students, default=4))
+            _, timesteps = loaded.student(steps)
+            s.update(steps=steps, timesteps=timesteps)
+        else:
+            steps = req.steps or info.teacher_steps
+            guidance = info.guidance if req.guidance is None else req.guidance
+            s.update(steps=steps, guidance=guidance, solver=req.solver)
+        return s
+
+    def generate(self, req: GenerateRequest, cancel: threading.Event | None = None) -> Iterator:
+        """Yield Progress / Preview events and finally Result(Clip) or Failed(message)."""
+        try:
+            yield from self._generate(req, cancel or threading.Event())
+        except Cancelled:
+            yield Failed("cancelled", kind="cancelled")
+        except (ValueError, FileNotFoundError) as err:
+            yield Failed(str(err))
+
+    def _generate(self, req: GenerateRequest, cancel: threading.Event) -> Iterator:
+        t0 = time.perf_counter()
+        req.validate()  # 1. check inputs before any compute
+        loaded = self.model(req.model)  # 2. model (cached after the first request)
+        s = self.settings(req, loaded)
+        flow = loaded.student(s["steps"])[0] if req.role == "student" else loaded.teacher
+        with adapters.applied(flow.transformer, req.lora, req.lora_scale):
+            t_text = time.perf_counter()  # 3. text
+            text = loaded.text.encode([req.prompt]).to(flow.device)
+            uncond = loaded.text.encode([req.negative]).to(flow.device) if req.role == "teacher" else None
+            t_denoise = time.perf_counter()
+            generator = torch.Generator().manual_seed(s["seed"])  # 4. noise
+            shape = (1, *loaded.codec.latent_shape(s["frames"], s["height"], s["width"]))
+            noise = noise_like(shape, generator, flow.device)
+            nfe0 = flow.nfe
+            if req.role == "student":  # 5. denoise
+                sigmas = schedule.student_sigmas(s["timesteps"], loaded.info.shift)
+                steps = student_sample(flow, noise, sigmas, text, generator)
+            else:
+                sigmas = schedule.teacher_sigmas(s["steps"], loaded.info.shift)
+                steps = teacher_sample(flow, noise, sigmas, text, uncond, s["guidance"], s["solver"],
+                                       loaded.info.shift)
+            latents = yield from self._drive(steps, s["steps"], loaded, req.preview, cancel)
+            t_decode = time.perf_counter()
+            frames = loaded.codec.decode(latents)[0]  # 6. decode
+            t_end = time.perf_counter()
+        s["nfe"] = flow.nfe - nfe0
+        s["timings"] = {"text_encode_s": t_denoise - t_text, "denoise_s": t_decode - t_denoise,
+                        "decode_s": t_end - t_decode, "total_s": t_end - t0}
+        s["fps"] = loaded.info.fps
+        yield Result(Clip(frames, loaded.info.fps, s))
+
+    def _drive(self, steps, total: int, loaded, preview: bool, cancel: threading.Event):
+        """Run a sampler generator, yielding events between steps; returns the latents."""
+        while True:
+            if cancel.is_set():
+                raise Cancelled()
+            try:
+                i, x0 = next(steps)
+            except StopIteration as stop:
+                return stop.value
+            yield Progress(stage="denoise", step=i + 1, total=total)
+            if preview and _preview_due(i, total):
+                yield Preview(i + 1, total, loaded.codec.decode(x0[:, :, ::4])[0])
+
+
+def _preview_due(i: int, total: int, most: int = 4) -> bool:
+    """At most `most` previews per clip, the last step always among them."""
+    every = max(1, total // most)
+    return (i + 1) % every == 0 or i + 1 == total

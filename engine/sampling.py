@@ -1,0 +1,89 @@
+"""Samplers: the student's fixed step list and the teacher's many-step ODE with CFG.
+
+Student (DMD2 / Self-Forcing): at each listed level predict x0, then re-noise it with fresh
+noise to the next listed level; the last x0 is the sample. Teacher: flow-matching Euler
+(`x <- x + (s_next - s) v`) or UniPC (diffusers' scheduler with flow sigmas), with classifier-
+free guidance `v_u + w (v_c - v_u)`. Both
+draw all noise from the passed CPU generator, so the same seed gives the same clip anywhere.
+
+Samplers are generators: they yield `(step_index, x0_estimate)` after each step (so callers
+can report progress, preview and cancel between steps) and return the final latents;
+`run_to_end` drives one to completion for code that wants only the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+
+import torch
+
+from engine.model import FlowModel, add_noise
+
+Steps = Generator[tuple[int, torch.Tensor], None, torch.Tensor]
+
+
+def run_to_end(steps: Steps) -> torch.Tensor:
+    """Exhaust a sampler generator and return its final latents."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value
+
+
+def noise_like(shape: tuple[int, ...], generator: torch.Generator, device) -> torch.Tensor:
+    """Gaussian noise drawn on the CPU (device-independent for a seed), moved to `device`."""
+    return torch.randn(shape, generator=generator, dtype=torch.float32).to(device)
+
+
+def student_sample(model: FlowModel, noise: torch.Tensor, sigmas: torch.Tensor, text: torch.Tensor,
+                   generator: torch.Generator) -> Steps:
+    """Few-step sampling on a fixed list of noise levels; returns x0 [B, C, T, h, w]."""
+    b = noise.shape[0]
+    x = add_noise(torch.zeros_like(noise), noise, float(sigmas[0]))  # pure noise when s0 = 1
+    x0 = x
+    for i, s in enumerate(sigmas.tolist()):
+        x0 = model.predict_x0(x, torch.full((b,), s, device=x.device), text)
+        yield i, x0
+        if i + 1 < len(sigmas):
+            eps = noise_like(tuple(x0.shape), generator, x0.device)
+            x = add_noise(x0, eps, float(sigmas[i + 1]))
+    return x0
+
+
+def teacher_sample(model: FlowModel, noise: torch.Tensor, sigmas: torch.Tensor, text: torch.Tensor,
+                   uncond: torch.Tensor | None, guidance: float, solver: str = "euler",
+                   shift: float = 1.0) -> Steps:
+    """Many-step ODE from s = sigmas[0] to 0; `sigmas` holds steps + 1 levels ending at 0.
+
+    UniPC builds its own (shifted) schedule from the step count and `shift`.
+    """
+    if solver == "unipc":
+        return (yield from _unipc(model, noise, len(sigmas) - 1, shift, text, uncond, guidance))
+    if solver != "euler":
+        raise ValueError(f"solver must be 'euler' or 'unipc', got {solver!r}")
+    b = noise.shape[0]
+    x = noise
+    for i in range(len(sigmas) - 1):
+        s, s_next = float(sigmas[i]), float(sigmas[i + 1])
+        sigma = torch.full((b,), s, device=x.device)
+        v = model.guided_velocity(x, sigma, text, uncond, guidance)
+        yield i, x - s * v
+        x = x + (s_next - s) * v
+    return x
+
+
+def _unipc(model, noise, steps, shift, text, uncond, guidance) -> Steps:
+    from diffusers import UniPCMultistepScheduler
+
+    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
+                                        flow_shift=shift)
+    scheduler.set_timesteps(steps, device=noise.device)
+    b = noise.shape[0]
+    x = noise
+    for i, t in enumerate(scheduler.timesteps):
+        s = float(scheduler.sigmas[i])
+        v = model.guided_velocity(x, torch.full((b,), s, device=x.device), text, uncond, guidance)
+        yield i, x - s * v
+        x = scheduler.step(v, t, x, return_dict=False)[0]
+    return x

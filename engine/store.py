@@ -1,0 +1,140 @@
+"""The studio's SQLite log (sqlite-utils): sessions, generations, ratings, runs, metrics, adapters.
+
+WAL journal and a busy timeout so many threads and processes can write at once; one
+connection per thread (and so per process); schema changes are numbered migrations applied in
+order and recorded in `PRAGMA user_version`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import sqlite_utils
+
+BUSY_TIMEOUT_MS = 60_000
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    db["sessions"].create({"id": int, "started_at": float, "kind": str, "pid": int, "info": str}, pk="id")
+    db["generations"].create({
+        "id": int, "session_id": int, "created_at": float, "prompt": str, "negative": str,
+        "model": str, "role": str, "steps": int, "seed": int, "frames": int, "height": int,
+        "width": int, "guidance": float, "lora": str, "lora_scale": float, "nfe": int,
+        "text_encode_s": float, "denoise_s": float, "decode_s": float, "total_s": float,
+        "path": str, "settings": str,
+    }, pk="id", foreign_keys=[("session_id", "sessions", "id")])
+    db["ratings"].create({
+        "id": int, "generation_id": int, "created_at": float, "kind": str, "value": float,
+        "other_id": int,  # for pairwise choices: the clip that lost
+    }, pk="id", foreign_keys=[("generation_id", "generations", "id")])
+    db["runs"].create({
+        "id": int, "kind": str, "created_at": float, "updated_at": float, "status": str,
+        "config": str, "pid": int, "step": int, "checkpoint": str, "message": str,
+    }, pk="id")
+    db["run_metrics"].create({"id": int, "run_id": int, "step": int, "name": str, "value": float,
+                              "created_at": float}, pk="id", foreign_keys=[("run_id", "runs", "id")])
+    db["adapters"].create({"id": int, "run_id": int, "created_at": float, "path": str, "reward": str,
+                           "base_model": str, "metadata": str}, pk="id")
+    db["generations"].create_index(["created_at"])
+    db["run_metrics"].create_index(["run_id", "step"])
+
+
+MIGRATIONS = [_v1]
+
+
+class Store:
+    """Thread-safe access to the database: each thread gets its own connection."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._migrate()
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        conn = getattr(self._local, "db", None)
+        if conn is None or getattr(self._local, "pid", None) != os.getpid():
+            raw = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                                  check_same_thread=False)
+            raw.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            raw.execute("PRAGMA foreign_keys = ON")
+            conn = sqlite_utils.Database(raw)
+            self._local.db, self._local.pid = conn, os.getpid()
+        return conn
+
+    def _migrate(self) -> None:
+        db = self.db
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("BEGIN IMMEDIATE")  # one process migrates at a time
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            for number, migration in enumerate(MIGRATIONS[version:], start=version + 1):
+                migration(db)
+                db.execute(f"PRAGMA user_version = {number}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _insert(self, table: str, row: dict) -> int:
+        with self.db.conn:
+            return self.db[table].insert(row).last_pk
+
+    # sessions and generations
+    def start_session(self, kind: str, info: dict | None = None) -> int:
+        return self._insert("sessions", {"started_at": time.time(), "kind": kind, "pid": os.getpid(),
+                                         "info": json.dumps(info or {})})
+
+    def log_generation(self, session_id: int, settings: dict, path: str | None) -> int:
+        timings = settings.get("timings", {})
+        row = {k: settings.get(k) for k in ("prompt", "negative", "model", "role", "steps", "seed",
+                                            "frames", "height", "width", "guidance", "lora",
+                                            "lora_scale", "nfe")}
+        row.update({k: timings.get(k) for k in ("text_encode_s", "denoise_s", "decode_s", "total_s")})
+        row.update(session_id=session_id, created_at=time.time(), path=path,
+                   settings=json.dumps(settings, default=str))
+        return self._insert("generations", row)
+
+    def generations(self, limit: int = 50, where: str | None = None, params=()) -> list[dict]:
+        return list(self.db["generations"].rows_where(where, params, order_by="id desc", limit=limit))
+
+    def generation(self, generation_id: int) -> dict | None:
+        rows = list(self.db["generations"].rows_where("id = ?", [generation_id]))
+        return rows[0] if rows else None
+
+    # ratings
+    def rate(self, generation_id: int, kind: str, value: float, other_id: int | None = None) -> int:
+        return self._insert("ratings", {"generation_id": generation_id, "created_at": time.time(),
+                                        "kind": kind, "value": value, "other_id": other_id})
+
+    # runs
+    def create_run(self, kind: str, config: dict, status: str = "queued") -> int:
+        now = time.time()
+        return self._insert("runs", {"kind": kind, "created_at": now, "updated_at": now,
+                                     "status": status, "config": json.dumps(config), "step": 0})
+
+    def update_run(self, run_id: int, **fields) -> None:
+        with self.db.conn:
+            self.db["runs"].update(run_id, fields | {"updated_at": time.time()})
+
+    def run(self, run_id: int) -> dict:
+        return self.db["runs"].get(run_id)
+
+    def log_metrics(self, run_id: int, step: int, metrics: dict[str, float]) -> None:
+        now = time.time()
+        rows = [{"run_id": run_id, "step": step, "name": k, "value": float(v), "created_at": now}
+                for k, v in metrics.items()]
+        with self.db.conn:
+            self.db["run_metrics"].insert_all(rows)
+
+    def metrics(self, run_id: int, name: str | None = None) -> list[dict]:
+        where, params = "run_id = ?", [run_id]
+        if name:
+            where, params = where + " and name = ?", params + [name]
+        return list(self.db["run_metrics"].rows_where(where, params, order_by="step, id"))

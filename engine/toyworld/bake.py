@@ -1,0 +1,54 @@
+"""`rushes bake toyworld`: rebuild the embedded model stage by stage, resumably.
+
+Each stage trains from its newest complete checkpoint under `$RUSHES_HOME/bake/<stage>`
+and, when done, writes its component into `assets/toyworld/` atomically. The VAE must exist
+before the teacher, the teacher before the students.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+from engine import paths
+from engine.store import Store
+
+STAGES = ("vae",)
+
+
+def _vae(resume: bool) -> Iterator[str]:
+    from engine.toyworld import vae_bake
+
+    cfg = vae_bake.VaeBakeConfig()
+    work = paths.home() / "bake" / "vae"
+    for event in vae_bake.train(cfg, work, resume=resume):
+        yield event
+    report = vae_bake.export(work, paths.TOYWORLD / "vae", cfg)
+    yield {"stage": "vae", "done": True, **report}
+
+
+def bake(stage: str = "all", resume: bool = True) -> Iterator[str]:
+    """Run one stage or all; yields one printable line per progress report."""
+    stages = STAGES if stage == "all" else (stage,)
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise ValueError(f"unknown bake stage {unknown[0]!r}; available: {', '.join(STAGES)}")
+    store = Store(paths.database())
+    for name in stages:
+        run_id = store.create_run(f"bake-{name}", {"stage": name, "resume": resume}, status="running")
+        began = time.perf_counter()
+        try:
+            for item in {"vae": _vae}[name](resume):
+                if isinstance(item, dict):
+                    store.update_run(run_id, status="done", message=json.dumps(item))
+                    yield json.dumps(item | {"wall_s": round(time.perf_counter() - began, 1)})
+                    continue
+                store.log_metrics(run_id, item.step, item.metrics)
+                store.update_run(run_id, step=item.step)
+                eta = f" eta {item.eta_s / 60:.1f} min" if item.eta_s is not None else ""
+                metrics = " ".join(f"{k} {v:.4g}" for k, v in item.metrics.items())
+                yield f"[{name}] step {item.step}/{item.total} {metrics}{eta}"
+        except BaseException:
+            store.update_run(run_id, status="interrupted")
+            raise

@@ -1,0 +1,87 @@
+"""The toyworld vocabulary: shapes, colours, motions, backgrounds and their words.
+
+DESIGN.md §5 fixes the palette (sRGB) and the motions. Words are split into the ones seen in
+training and the paraphrases kept back for the `public-heldout` split, so that the held-out
+split measures generalisation to unseen wording as well as unseen combinations.
+"""
+
+from __future__ import annotations
+
+SHAPES = ("circle", "square", "triangle")
+
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (230, 40, 40),
+    "green": (40, 200, 60),
+    "blue": (40, 80, 230),
+    "yellow": (240, 220, 40),
+    "purple": (150, 60, 200),
+    "orange": (250, 140, 30),
+    "white": (245, 245, 245),
+    "cyan": (40, 210, 220),
+}
+
+MOTIONS = ("left", "right", "up", "down", "bounce", "grow", "shrink", "still")
+
+BACKGROUNDS: dict[str, tuple[int, int, int]] = {
+    "black": (0, 0, 0),
+    "navy": (20, 25, 60),
+    "charcoal": (50, 50, 50),
+    "forest": (20, 50, 25),
+}
+
+# word lists: (seen in training, held out for public-heldout paraphrases)
+SHAPE_WORDS = {
+    "circle": (["circle", "ball", "disc"], ["dot"]),
+    "square": (["square", "box", "block"], ["tile"]),
+    "triangle": (["triangle", "pyramid"], ["wedge"]),
+}
+COLOUR_WORDS = {
+    "red": (["red", "crimson"], ["scarlet"]),
+    "green": (["green", "emerald"], ["lime"]),
+    "blue": (["blue", "cobalt"], ["azure"]),
+    "yellow": (["yellow", "golden"], ["lemon"]),
+    "purple": (["purple", "violet"], ["lilac"]),
+    "orange": (["orange", "amber"], ["tangerine"]),
+    "white": (["white", "snowy"], ["ivory"]),
+    "cyan": (["cyan", "turquoise"], ["aqua"]),
+}
+MOTION_WORDS = {
+    "left": (["moving left", "drifting leftward", "sliding to the left"], ["heading left"]),
+    "right": (["moving right", "drifting rightward", "sliding to the right"], ["heading right"]),
+    "up": (["moving up", "rising", "floating upward"], ["climbing upward"]),
+    "down": (["moving down", "falling", "sinking downward"], ["dropping down"]),
+    "bounce": (["bouncing", "hopping up and down"], ["jumping up and down"]),
+    "grow": (["growing", "getting bigger", "expanding"], ["swelling"]),
+    "shrink": (["shrinking", "getting smaller", "contracting"], ["dwindling"]),
+    "still": (["staying still", "resting in place", "not moving"], ["sitting motionless"]),
+}
+BACKGROUND_WORDS = {
+    "black": (["a black background", "a dark night sky"], ["a pitch-dark void"]),
+    "navy": (["a navy background", "a deep blue backdrop"], ["a midnight-blue field"]),
+    "charcoal": (["a charcoal background", "a grey backdrop"], ["a slate-grey field"]),
+    "forest": (["a forest-green background", "a dark green backdrop"], ["a mossy field"]),
+}
+TEMPLATES = (
+    ["{obj} on {bg}", "{obj}, on {bg}", "a video of {obj} on {bg}"],
+    ["footage showing {obj} against {bg}"],
+)
+
+
+def all_combos() -> list[tuple[str, str, str]]:
+    """Every (colour, shape, motion) triple, in a fixed order."""
+    return [(c, s, m) for c in COLOURS for s in SHAPES for m in MOTIONS]
+
+
+def heldout_combos() -> set[tuple[str, str, str]]:
+    """Triples never rendered for training: one in eight, chosen by a fixed rule.
+
+    The rule shifts by colour so that every colour, shape and motion is still seen in training,
+    only never in these exact combinations.
+    """
+    held = set()
+    for ci, colour in enumerate(COLOURS):
+        for si, shape in enumerate(SHAPES):
+            for mi, motion in enumerate(MOTIONS):
+                if (ci + 3 * si + mi) % 8 == 0:
+                    held.add((colour, shape, motion))
+    return held

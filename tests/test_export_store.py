@@ -1,0 +1,78 @@
+import json
+import sqlite3
+import threading
+
+import numpy as np
+import pytest
+
+from engine.export import read_mp4, read_settings, sweep_partials, write_clip
+from engine.store import Store
+from engine.toyworld.render import render, sample_clip
+
+
+def _frames():
+    return render(sample_clip("train", 3)[0], frames=9, size=64)
+
+
+def test_mp4_round_trip_with_metadata(tmp_path):
+    frames = _frames()
+    settings = {"prompt": "a red; ball = #1", "seed": 3}
+    path = write_clip(frames, 8, tmp_path / "clip.mp4", settings)
+    back = read_mp4(path)
+    assert back.shape == frames.shape
+    assert np.abs(back.astype(int) - frames.astype(int)).mean() < 4  # h264 at crf 12, yuv420p
+    assert read_settings(path) == settings
+    assert json.loads((tmp_path / "clip.mp4.json").read_text()) == settings
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".partial")] == []
+
+
+def test_gif_and_bad_names(tmp_path):
+    path = write_clip(_frames(), 8, tmp_path / "clip.gif", {})
+    assert path.read_bytes()[:6] == b"GIF89a"
+    with pytest.raises(ValueError, match="clip.avi"):
+        write_clip(_frames(), 8, tmp_path / "clip.avi", {})
+    assert not (tmp_path / "clip.avi").exists()
+
+
+def test_sweep_partials(tmp_path):
+    (tmp_path / ".partial-123-x.mp4").write_bytes(b"half")
+    (tmp_path / "keep.mp4").write_bytes(b"whole")
+    assert sweep_partials(tmp_path) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.mp4"]
+
+
+def test_store_rows_and_migrations(tmp_path):
+    store = Store(tmp_path / "s.db")
+    sid = store.start_session("test")
+    gid = store.log_generation(sid, {"prompt": "p", "seed": 1, "steps": 4, "timings": {"total_s": 0.5}}, "/x.mp4")
+    store.rate(gid, "stars", 4)
+    run = store.create_run("tune", {"lr": 1e-4})
+    store.log_metrics(run, 1, {"loss": 0.5, "reward": 0.1})
+    store.update_run(run, status="running", step=1)
+    assert store.generation(gid)["total_s"] == 0.5
+    assert store.run(run)["status"] == "running"
+    assert [m["name"] for m in store.metrics(run)] == ["loss", "reward"]
+    again = Store(tmp_path / "s.db")  # reopening applies no migration twice
+    assert again.db.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert again.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_store_concurrent_writers_lose_nothing(tmp_path):
+    store = Store(tmp_path / "s.db")
+    sid = store.start_session("test")
+    run = store.create_run("tune", {})
+
+    def writer(k):
+        for i in range(100):
+            store.log_generation(sid, {"prompt": f"{k}-{i}", "seed": i}, None)
+            store.log_metrics(run, i, {f"m{k}": float(i)})
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    conn = sqlite3.connect(tmp_path / "s.db")
+    assert conn.execute("select count(*) from generations").fetchone()[0] == 800
+    assert conn.execute("select count(*) from run_metrics").fetchone()[0] == 800
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

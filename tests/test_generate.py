@@ -1,0 +1,114 @@
+import threading
+
+import diffusers
+import numpy as np
+import pytest
+import torch
+
+from engine.events import Failed, Preview, Progress, Result
+from engine.generate import Engine
+from engine.model import FlowModel
+from engine.requests import GenerateRequest
+from engine.sampling import run_to_end, teacher_sample
+from engine.textenc import load_minilm
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return Engine()
+
+
+def _clip(engine, folder, **kw):
+    events = list(engine.generate(GenerateRequest(prompt="a red ball moving left", model=str(folder), **kw)))
+    assert isinstance(events[-1], Result), events[-1]
+    return events
+
+
+def test_same_seed_same_frames_other_seed_differs(engine, tiny_folder):
+    a = _clip(engine, tiny_folder, seed=7, steps=4)[-1].value
+    b = _clip(engine, tiny_folder, seed=7, steps=4)[-1].value
+    c = _clip(engine, tiny_folder, seed=8, steps=4)[-1].value
+    assert a.frames.shape == (5, 32, 32, 3) and a.frames.dtype == np.uint8
+    assert np.array_equal(a.frames, b.frames)
+    assert not np.array_equal(a.frames, c.frames)
+
+
+def test_student_uses_its_step_list_and_counts_nfe(engine, tiny_folder):
+    for steps in (1, 2, 4):
+        meta = _clip(engine, tiny_folder, seed=1, steps=steps)[-1].value.meta
+        assert meta["nfe"] == steps and meta["steps"] == steps
+        assert meta["timesteps"][0] == 1000 and len(meta["timesteps"]) == steps
+        assert set(meta["timings"]) == {"text_encode_s", "denoise_s", "decode_s", "total_s"}
+
+
+def test_teacher_counts_cfg_passes(engine, tiny_folder):
+    meta = _clip(engine, tiny_folder, seed=1, role="teacher", steps=3, guidance=4.0)[-1].value.meta
+    assert meta["nfe"] == 6 and meta["guidance"] == 4.0
+    meta = _clip(engine, tiny_folder, seed=1, role="teacher", steps=3, guidance=1.0)[-1].value.meta
+    assert meta["nfe"] == 3  # w = 1 needs no unconditional pass
+
+
+def test_teacher_euler_matches_hand_loop(engine, tiny_folder):
+    loaded = engine.model(str(tiny_folder))
+    flow = loaded.teacher
+    text = loaded.text.encode(["a cat"])
+    uncond = loaded.text.encode([""])
+    noise = torch.randn(1, 4, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    sig = torch.tensor([1.0, 0.5, 0.0], dtype=torch.float64)
+    out = run_to_end(teacher_sample(flow, noise, sig, text, uncond, 3.0))
+    x = noise
+    for s, s_next in [(1.0, 0.5), (0.5, 0.0)]:
+        t = torch.tensor([s])
+        v_c = flow.velocity(x, t, text)
+        v_u = flow.velocity(x, t, uncond)
+        x = x + (s_next - s) * (v_u + 3.0 * (v_c - v_u))
+    assert torch.allclose(out, x, atol=1e-4)
+
+
+def test_progress_preview_and_cancel(engine, tiny_folder):
+    events = _clip(engine, tiny_folder, seed=1, steps=4, preview=True)
+    assert [e.step for e in events if isinstance(e, Progress)] == [1, 2, 3, 4]
+    previews = [e for e in events if isinstance(e, Preview)]
+    assert previews and previews[-1].frames.dtype == np.uint8
+    cancel = threading.Event()
+    gen = engine.generate(GenerateRequest(prompt="x", model=str(tiny_folder), role="teacher", steps=6), cancel)
+    first = next(gen)
+    assert isinstance(first, Progress)
+    cancel.set()
+    rest = list(gen)
+    assert isinstance(rest[-1], Failed) and rest[-1].kind == "cancelled"
+    assert not any(isinstance(e, Result) for e in rest)
+
+
+@pytest.mark.parametrize("kw, named", [
+    ({"prompt": ""}, "prompt"), ({"height": 40}, "40"), ({"frames": 0}, "frames"),
+    ({"steps": 10**6}, "1000000"), ({"steps": 3}, "3-step"), ({"frames": 1000}, "1000"),
+    ({"seed": -1}, "-1"), ({"guidance": float("nan")}, "nan"), ({"prompt": "a\x00b"}, "control"),
+])
+def test_bad_input_fails_before_compute(engine, tiny_folder, kw, named):
+    req = {"prompt": "ok", "model": str(tiny_folder)} | kw
+    events = list(engine.generate(GenerateRequest(**req)))
+    assert len(events) == 1 and isinstance(events[0], Failed)
+    assert named in events[0].message
+
+
+def test_folder_loads_with_plain_diffusers(tiny_folder):
+    encoder, tokenizer = load_minilm()
+    pipe = diffusers.DiffusionPipeline.from_pretrained(tiny_folder, text_encoder=encoder, tokenizer=tokenizer)
+    assert type(pipe).__name__ == "WanPipeline"
+    assert pipe.transformer.config.text_dim == 384
+
+
+def test_text_cache_returns_same_states(engine, tiny_folder):
+    text = engine.model(str(tiny_folder)).text
+    a = text.encode(["a blue square", "a red ball"])
+    b = text.encode(["a red ball"])
+    assert a.shape == (2, 32, 384) and torch.equal(a[1], b[0])
+    assert torch.all(a[0, -1] == 0)  # padding positions are zeroed
+
+
+def test_flow_model_predicts_float32(engine, tiny_folder):
+    flow: FlowModel = engine.model(str(tiny_folder)).teacher
+    x = torch.randn(1, 4, 2, 4, 4)
+    out = flow.predict_x0(x, torch.tensor([0.5]), torch.zeros(1, 32, 384))
+    assert out.dtype == torch.float32 and out.shape == x.shape
