@@ -3,6 +3,7 @@
     rushes generate --prompt "a red ball moving left on a black background" --out clip.mp4 --json
     rushes history --json
     rushes bake toyworld --stage vae --resume
+    rushes eval --role teacher --split public-heldout --json
     rushes serve --port 7860
 
 Bad values exit with status 2 and one line naming the value; nothing is written.
@@ -83,6 +84,24 @@ def _bake(args) -> int:
     return 0
 
 
+def _eval(args) -> int:
+    from engine.generate import Engine
+    from engine.toyworld import minibench
+
+    source = None
+    if args.model != "renderer":
+        source = minibench.model_source(Engine(), args.model, args.role, args.steps, args.guidance)
+    report = minibench.evaluate(source, args.split, prompts=args.prompts, seeds=args.seeds)
+    report |= {"model": args.model, "role": None if source is None else args.role, "steps": args.steps}
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"MiniBench {args.model} {report['split']}: total {report['total']:.2f}  "
+              f"semantic {report['semantic']:.3f}  quality {report['quality']:.3f}  "
+              f"diversity {report['diversity']}")
+    return 0
+
+
 def _serve(args) -> int:
     from studio.app import launch
 
@@ -100,9 +119,20 @@ def parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bake", help="rebuild the embedded toyworld model",
                        description="Example: rushes bake toyworld --stage vae --resume")
     b.add_argument("target", choices=["toyworld"], help="what to bake")
-    b.add_argument("--stage", choices=["vae", "all"], default="all",
+    b.add_argument("--stage", choices=["vae", "teacher", "all"], default="all",
                    help="one stage or all in order")
     b.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
+    e = sub.add_parser("eval", help="MiniBench: score a model (or the renderer) on a toyworld split",
+                       description="Example: rushes eval --role student --steps 4 --split public-heldout --json")
+    e.add_argument("--model", default="toyworld", help="model name or folder; 'renderer' scores the renderer")
+    e.add_argument("--role", default="student", choices=["student", "teacher"], help="which role samples")
+    e.add_argument("--steps", type=int, default=None, help="sampling steps (default: the role's)")
+    e.add_argument("--guidance", type=float, default=None, help="teacher CFG scale (default: the model's)")
+    e.add_argument("--split", default="public-eval", choices=["public-eval", "public-heldout", "train"],
+                   help="which captions to use")
+    e.add_argument("--prompts", type=int, default=32, help="captions to evaluate (default 32)")
+    e.add_argument("--seeds", type=int, default=2, help="seeds per caption, for diversity (default 2)")
+    e.add_argument("--json", action="store_true", help="print the report as JSON")
     s = sub.add_parser("serve", help="launch the studio in the browser",
                        description="Example: rushes serve --port 7860")
     s.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 needs --auth)")
@@ -113,7 +143,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    handlers = {"generate": _generate, "history": _history, "bake": _bake, "serve": _serve}
+    handlers = {"generate": _generate, "history": _history, "bake": _bake, "eval": _eval,
+                "serve": _serve}
     try:
         return handlers[args.command](args)
     except (ValueError, FileNotFoundError) as err:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from engine import paths
 from engine.store import Store
 
-STAGES = ("vae",)
+STAGES = ("vae", "teacher")
 
 
 def _vae(resume: bool) -> Iterator[str]:
@@ -25,7 +25,22 @@ def _vae(resume: bool) -> Iterator[str]:
     for event in vae_bake.train(cfg, work, resume=resume):
         yield event
     report = vae_bake.export(work, paths.TOYWORLD / "vae", cfg)
+    _record("vae", report)
     yield {"stage": "vae", "done": True, **report}
+
+
+def _teacher(resume: bool) -> Iterator:
+    from engine.toyworld import teacher_bake
+
+    cfg = teacher_bake.TeacherBakeConfig()
+    yield from teacher_bake.train(cfg, paths.home() / "bake" / "teacher", paths.TOYWORLD, resume=resume)
+    yield {"stage": "teacher", "done": True, **teacher_bake.bake_record(paths.TOYWORLD)["teacher"]}
+
+
+def _record(stage: str, report: dict) -> None:
+    path = paths.TOYWORLD / "bake.json"
+    data = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps(data | {stage: report}, indent=2))
 
 
 def bake(stage: str = "all", resume: bool = True) -> Iterator[str]:
@@ -39,7 +54,7 @@ def bake(stage: str = "all", resume: bool = True) -> Iterator[str]:
         run_id = store.create_run(f"bake-{name}", {"stage": name, "resume": resume}, status="running")
         began = time.perf_counter()
         try:
-            for item in {"vae": _vae}[name](resume):
+            for item in {"vae": _vae, "teacher": _teacher}[name](resume):
                 if isinstance(item, dict):
                     store.update_run(run_id, status="done", message=json.dumps(item))
                     yield json.dumps(item | {"wall_s": round(time.perf_counter() - began, 1)})

@@ -27,7 +27,7 @@ from engine.toyworld.render import render, sample_clip
 
 @dataclass(frozen=True)
 class VaeBakeConfig:
-    steps: int = 16000  # optimizer steps in all
+    steps: int = 8000  # optimizer steps in all
     batch_frames: int = 16  # frames per step (4 clips x 4 frames)
     lr: float = 1e-3  # peak learning rate after warm-up
     min_lr: float = 1e-5  # end of the cosine decay
