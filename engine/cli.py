@@ -84,6 +84,24 @@ def _bake(args) -> int:
     return 0
 
 
+def _distill(args) -> int:
+    from dataclasses import replace
+
+    from engine import paths
+    from engine.distill.config import DistillConfig
+    from engine.distill.run import run_distillation
+
+    cfg = DistillConfig.from_file(args.config) if args.config else DistillConfig()
+    overrides = {k: v for k, v in {"method": args.method, "student_steps": args.student_steps,
+                                   "cd_m": args.cd_m, "steps": args.steps, "reward": args.reward}.items()
+                 if v is not None}
+    cfg = replace(cfg, **overrides)
+    out = args.out or str(paths.home() / "models" / f"{args.model}-{cfg.method.replace('+', '-')}-{cfg.student_steps}step")
+    for line in run_distillation(cfg, args.model, out, resume=args.resume):
+        print(line, flush=True)
+    return 0
+
+
 def _eval(args) -> int:
     from engine.generate import Engine
     from engine.toyworld import minibench
@@ -119,9 +137,23 @@ def parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bake", help="rebuild the embedded toyworld model",
                        description="Example: rushes bake toyworld --stage vae --resume")
     b.add_argument("target", choices=["toyworld"], help="what to bake")
-    b.add_argument("--stage", choices=["vae", "teacher", "all"], default="all",
+    b.add_argument("--stage", choices=["vae", "teacher", "students", "all"], default="all",
                    help="one stage or all in order")
     b.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
+    d = sub.add_parser("distill", help="distil a few-step student with DOLLAR (VSD + CD + LRM)",
+                       description="Example: rushes distill --method vsd+cd+lrm --student-steps 4 --steps 500 "
+                                   "--out ~/models/toyworld-4step. Multi-process: accelerate launch "
+                                   "--num_processes N -m engine.cli distill ...")
+    d.add_argument("--config", default=None, help="JSON file of DistillConfig fields (unknown keys are refused)")
+    d.add_argument("--model", default="toyworld", help="teacher pipeline (name or folder)")
+    d.add_argument("--method", default=None, choices=["vsd", "vsd+cd", "vsd+lrm", "vsd+cd+lrm"],
+                   help="which terms (the DOLLAR ablations); default vsd+cd+lrm")
+    d.add_argument("--student-steps", type=int, default=None, choices=[1, 2, 4], help="student steps (default 4)")
+    d.add_argument("--cd-m", type=int, default=None, help="teacher ODE steps per consistency pair (1 or 5)")
+    d.add_argument("--steps", type=int, default=None, help="generator updates (default 1000)")
+    d.add_argument("--reward", default=None, help="pixel reward the LRM learns (default toyworld-semantic)")
+    d.add_argument("--out", default=None, help="pipeline folder to write (the teacher plus this student)")
+    d.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
     e = sub.add_parser("eval", help="MiniBench: score a model (or the renderer) on a toyworld split",
                        description="Example: rushes eval --role student --steps 4 --split public-heldout --json")
     e.add_argument("--model", default="toyworld", help="model name or folder; 'renderer' scores the renderer")
@@ -143,7 +175,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    handlers = {"generate": _generate, "history": _history, "bake": _bake, "eval": _eval,
+    handlers = {"generate": _generate, "history": _history, "bake": _bake, "eval": _eval, "distill": _distill,
                 "serve": _serve}
     try:
         return handlers[args.command](args)

@@ -46,6 +46,10 @@ class TextEncoder:
         return int(self.encoder.config.hidden_size if hasattr(self.encoder.config, "hidden_size")
                    else self.encoder.config.d_model)
 
+    def clear_cache(self) -> None:
+        """Forget cached prompts (benchmarks use this to time text encoding every time)."""
+        self._cache.clear()
+
     @torch.no_grad()
     def _encode_uncached(self, prompts: list[str]) -> torch.Tensor:
         device = next(self.encoder.parameters()).device

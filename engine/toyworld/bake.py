@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from engine import paths
 from engine.store import Store
 
-STAGES = ("vae", "teacher")
+STAGES = ("vae", "teacher", "students")
+STUDENT_UPDATES = 600  # generator updates per student (DOLLAR recipe, toyworld scale)
 
 
 def _vae(resume: bool) -> Iterator[str]:
@@ -37,6 +38,18 @@ def _teacher(resume: bool) -> Iterator:
     yield {"stage": "teacher", "done": True, **teacher_bake.bake_record(paths.TOYWORLD)["teacher"]}
 
 
+def _students(resume: bool) -> Iterator:
+    from engine.distill.config import DistillConfig
+    from engine.distill.run import run_distillation
+
+    for steps in (4, 2, 1):
+        cfg = DistillConfig(method="vsd+cd+lrm", student_steps=steps, steps=STUDENT_UPDATES,
+                            reward="toyworld-semantic")
+        for line in run_distillation(cfg, "toyworld", paths.TOYWORLD, resume=resume):
+            yield line
+    yield {"stage": "students", "done": True, "reward": "toyworld-semantic"}
+
+
 def _record(stage: str, report: dict) -> None:
     path = paths.TOYWORLD / "bake.json"
     data = json.loads(path.read_text()) if path.exists() else {}
@@ -54,7 +67,10 @@ def bake(stage: str = "all", resume: bool = True) -> Iterator[str]:
         run_id = store.create_run(f"bake-{name}", {"stage": name, "resume": resume}, status="running")
         began = time.perf_counter()
         try:
-            for item in {"vae": _vae, "teacher": _teacher}[name](resume):
+            for item in {"vae": _vae, "teacher": _teacher, "students": _students}[name](resume):
+                if isinstance(item, str):
+                    yield item
+                    continue
                 if isinstance(item, dict):
                     store.update_run(run_id, status="done", message=json.dumps(item))
                     yield json.dumps(item | {"wall_s": round(time.perf_counter() - began, 1)})

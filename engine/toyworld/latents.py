@@ -2,7 +2,8 @@
 
 Rendering and VAE-encoding a clip costs about as much as a training step, so loops add a few
 fresh clips per step and sample batches from everything encoded so far (bounded by capacity,
-oldest replaced first). Caption states are stored in float16 to halve memory.
+oldest replaced first). Clip j of a pool is fixed by (seed, j), so a resumed run can rebuild
+exactly the pool it had (`fast_forward`). Caption states are stored in float16.
 """
 
 from __future__ import annotations
@@ -17,20 +18,25 @@ from engine.toyworld.render import render, sample_clip
 
 class LatentPool:
     def __init__(self, codec: VideoCodec, text: TextEncoder, split: str = "train",
-                 capacity: int = 12000, seed: int = 0):
+                 capacity: int = 12000, seed: int = 0, frames: int = 17, size: int = 64):
         self.codec, self.text, self.split = codec, text, split
+        self.frames, self.clip_size = frames, size
         self.capacity = capacity
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
         self.latents: torch.Tensor | None = None  # [capacity, C, T, h, w]
         self.states: torch.Tensor | None = None  # [capacity, L, D] float16
         self.captions: list[str] = []
         self.size = 0
-        self.added = 0
+        self.added = 0  # clips of the stream added so far
+
+    def _clip(self, j: int):
+        index = int(np.random.default_rng([self.seed, j]).integers(2**31))
+        return sample_clip(self.split, index)
 
     def add(self, count: int) -> None:
-        """Render, encode and store `count` fresh clips of the split."""
-        specs = [sample_clip(self.split, int(self.rng.integers(2**31))) for _ in range(count)]
-        videos = np.stack([render(spec) for spec, _ in specs])  # [n, T, H, W, 3]
+        """Render, encode and store the next `count` clips of the pool's stream."""
+        specs = [self._clip(self.added + i) for i in range(count)]
+        videos = np.stack([render(spec, self.frames, self.clip_size) for spec, _ in specs])  # [n, T, H, W, 3]
         captions = [caption for _, caption in specs]
         z = self.codec.encode(videos)
         states = self.text.encode(captions).half().cpu()
@@ -44,7 +50,14 @@ class LatentPool:
             self.added += 1
         self.size = min(self.added, self.capacity)
 
-    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    def fast_forward(self, total: int, keep: int | None = None, chunk: int = 32) -> None:
+        """Rebuild the pool as after `total` clips of the stream, encoding only the last
+        `keep` (default: capacity, which restores it exactly)."""
+        self.added = max(0, total - min(keep or self.capacity, self.capacity))
+        while self.added < total:
+            self.add(min(chunk, total - self.added))
+
+    def batch(self, n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         """(latents [n, C, T, h, w], caption states [n, L, D] float32, captions)."""
-        idx = self.rng.integers(self.size, size=n)
+        idx = rng.integers(self.size, size=n)
         return self.latents[idx], self.states[idx].float(), [self.captions[i] for i in idx]

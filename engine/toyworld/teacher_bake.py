@@ -98,14 +98,13 @@ def train(cfg: TeacherBakeConfig, work: Path, out: Path, resume: bool = True) ->
         exported = WanTransformer3DModel.from_pretrained(out / "transformer", torch_dtype=torch.float32)
         model.load_state_dict(exported.state_dict())
         ema.load_state_dict(exported.state_dict())
-    pool.rng = np.random.default_rng([cfg.seed, start])
+    pool.fast_forward(64 + start * cfg.new_clips_per_step, keep=1024)  # a warm pool, quickly
     empty = text.encode([""])[0]  # [L, D]
-    pool.add(64)
     gen = torch.Generator().manual_seed(cfg.seed + start)
     began, loss_avg = time.perf_counter(), None
     for step in range(start, cfg.steps):
         pool.add(cfg.new_clips_per_step)
-        x0, states, _ = pool.batch(cfg.batch)
+        x0, states, _ = pool.batch(cfg.batch, np.random.default_rng([cfg.seed, step]))
         drop = torch.rand(cfg.batch, generator=gen) < cfg.caption_dropout
         states[drop] = empty
         sigma = sample_levels(cfg.batch, TOYWORLD_INFO.shift, gen)

@@ -1,0 +1,78 @@
+"""The distillation run's typed configuration (DESIGN.md §3): every knob with a default and a reason."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+METHODS = ("vsd", "vsd+cd", "vsd+lrm", "vsd+cd+lrm")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    method: str = "vsd+cd+lrm"  # which generator terms: one of METHODS (the DOLLAR ablations)
+    student_steps: int = 4  # 1, 2 or 4: the student's fixed list, e.g. 4 -> [1000, 750, 500, 250]
+    steps: int = 1000  # generator updates
+    batch: int = 4  # clips per process per update
+    lr: float = 5e-5  # student (generator) learning rate
+    fake_lr: float = 1e-4  # fake score learning rate
+    lrm_lr: float = 1e-3  # latent reward model learning rate
+    fake_updates: int = 5  # fake-score updates per generator update (two time-scale rule)
+    w_vsd: float = 1.0  # weight of L_VSD
+    w_cd: float = 0.5  # weight of L_CD
+    w_ft: float = 1.0  # weight of L_FT = -mean R_lrm
+    vsd_guidance: float = 3.5  # teacher CFG inside the VSD real score
+    vsd_min_level: float = 0.02  # VSD noise level clamp, low end
+    vsd_max_level: float = 0.98  # VSD noise level clamp, high end
+    cd_guidance: float = 7.5  # teacher CFG inside the CD ODE solver
+    cd_m: int = 5  # teacher ODE steps per consistency pair (1 or 5 in the ablation)
+    cd_grid: int = 50  # teacher grid the CD pairs are drawn from
+    cd_distance: str = "huber"  # "huber" or "mse"
+    ema_decay: float = 0.95  # EMA of the student used as the CD target (LCM's value)
+    generator_input: str = "backward"  # "backward" simulation from noise, or "real" latents noised
+    reward: str = "toyworld-semantic"  # pixel reward the LRM learns (a built-in name)
+    lrm_width: int = 128  # LRM channels
+    lrm_text: bool = True  # text-conditioned LRM (needed for prompt-dependent rewards)
+    checkpoint_every: int = 50  # updates between atomic checkpoints
+    max_nonfinite: int = 3  # consecutive non-finite losses before the run stops as diverged
+    pool_capacity: int = 4000  # encoded real clips kept
+    new_clips_per_step: int = 1  # real clips rendered and encoded per update
+    frames: int = 17  # real clip length (toyworld renders)
+    size: int = 64  # real clip side (toyworld renders)
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.student_steps not in (1, 2, 3, 4):
+            raise ValueError(f"student_steps must be 1, 2, 3 or 4, got {self.student_steps}")
+        if self.generator_input not in ("backward", "real"):
+            raise ValueError(f"generator_input must be 'backward' or 'real', got {self.generator_input!r}")
+        if not 1 <= self.cd_m < self.cd_grid:
+            raise ValueError(f"cd_m must be in [1, cd_grid), got {self.cd_m}")
+        for name in ("steps", "batch", "fake_updates", "checkpoint_every", "max_nonfinite"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    @property
+    def use_cd(self) -> bool:
+        return "cd" in self.method.split("+")
+
+    @property
+    def use_lrm(self) -> bool:
+        return "lrm" in self.method.split("+")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DistillConfig":
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown distillation settings: {sorted(unknown)}")
+        return cls(**data)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "DistillConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,57 @@
+"""A distillation run end to end: store row, trainer, metrics, export of the student.
+
+Shared by `rushes distill` and the bake's students stage. The run's checkpoints live under
+`$RUSHES_HOME/runs/distill-<hash of settings>` so the same settings resume the same run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from engine import loading, paths
+from engine.distill.config import DistillConfig
+from engine.distill.export import add_student
+from engine.distill.trainer import train
+from engine.events import Failed, Progress, Result
+from engine.store import Store
+
+
+def run_dir(cfg: DistillConfig, model: str) -> Path:
+    key = hashlib.sha1(json.dumps([cfg.to_dict(), str(model)], sort_keys=True).encode()).hexdigest()[:10]
+    return paths.runs() / f"distill-{key}"
+
+
+def run_distillation(cfg: DistillConfig, model: str, out: str | Path, resume: bool = True) -> Iterator[str]:
+    """Train, log and export; yields printable lines. Raises ValueError on failure."""
+    loaded = loading.load(model)
+    store = Store(paths.database())
+    work = run_dir(cfg, model)
+    run_id = store.create_run("distill", cfg.to_dict() | {"model": str(model), "out": str(out)}, status="running")
+    store.update_run(run_id, pid=os.getpid(), checkpoint=str(work))
+    try:
+        for event in train(cfg, loaded, work, resume=resume,
+                           on_metrics=lambda step, logs: store.log_metrics(run_id, step, logs)):
+            if isinstance(event, Progress):
+                store.update_run(run_id, step=event.step)
+                shown = " ".join(f"{k} {v:.4g}" for k, v in event.metrics.items()
+                                 if k in ("generator_loss", "vsd_loss", "cd_loss", "lrm_reward", "reward_student"))
+                yield f"[distill] step {event.step}/{event.total} {shown} eta {event.eta_s / 60:.1f} min"
+            elif isinstance(event, Failed):
+                store.update_run(run_id, status=event.kind, message=event.message)
+                raise ValueError(event.message)
+            elif isinstance(event, Result):
+                trainer = event.value
+                if trainer.acc.is_main_process:
+                    student = trainer.acc.unwrap_model(trainer.student_ddp)
+                    add_student(loaded.folder, student, cfg.student_steps, trainer.timesteps, Path(out),
+                                record={"method": cfg.method, "steps": cfg.steps, "reward": cfg.reward})
+                store.update_run(run_id, status="done", step=trainer.step)
+                yield json.dumps({"out": str(out), "student_steps": cfg.student_steps, "method": cfg.method,
+                                  "timesteps": trainer.timesteps, "run_id": run_id})
+    except (KeyboardInterrupt, SystemExit):
+        store.update_run(run_id, status="interrupted")
+        raise

@@ -1,0 +1,247 @@
+"""The DOLLAR distillation loop: model-agnostic, under accelerate (DDP/FSDP on N processes).
+
+Per generator update (DESIGN.md §3):
+ 1. generator input: backward simulation (the student runs k listed steps from noise under
+    no_grad) or real latents noised to listed level k;
+ 2. `fake_updates` fake-score updates: flow matching on the detached generator sample (one
+    sample per update round, fresh noise and level each time, to save CPU time);
+ 3. the generator loss L = w_vsd L_VSD + w_cd L_CD + w_ft L_FT; the student's generator pass
+    and its CD pass run as one batched forward (DDP allows one forward per backward);
+ 4. the latent reward model fits the pixel reward of decoded real and student latents;
+ 5. the EMA target follows the student.
+Checkpoints are atomic; a non-finite loss skips the step, `max_nonfinite` in a row stop the
+run as diverged with nothing saved; `should_stop()` is checked between updates.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+
+from engine import checkpoint, schedule
+from engine.distill import cd as cd_mod
+from engine.distill.config import DistillConfig
+from engine.distill.flow_matching import flow_matching_loss, sample_levels
+from engine.distill.vsd import vsd_loss
+from engine.events import Failed, Progress, Result
+from engine.loading import LoadedModel
+from engine.model import FlowModel, add_noise
+from engine.reward import builtin
+from engine.reward.lrm import LatentRewardModel, lrm_fit_loss, reward_loss
+from engine.toyworld.latents import LatentPool
+
+
+class Diverged(Exception):
+    pass
+
+
+class DollarTrainer:
+    def __init__(self, cfg: DistillConfig, loaded: LoadedModel, work: Path, accelerator: Accelerator | None = None):
+        self.cfg, self.loaded, self.work = cfg, loaded, work
+        self.acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+        torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+        self.teacher = loaded.teacher
+        self.teacher.transformer.requires_grad_(False)
+        base = loaded.teacher.transformer
+        student = copy.deepcopy(base).requires_grad_(True).train()
+        fake = copy.deepcopy(base).requires_grad_(True).train()
+        lrm = LatentRewardModel(loaded.codec.channels, cfg.lrm_width,
+                                loaded.text.dim if cfg.lrm_text else None)
+        self.ema = copy.deepcopy(base).requires_grad_(False).eval()
+        opts = [torch.optim.AdamW(m.parameters(), lr=lr, weight_decay=0.0)
+                for m, lr in ((student, cfg.lr), (fake, cfg.fake_lr), (lrm, cfg.lrm_lr))]
+        student, fake, lrm, *opts = self.acc.prepare(student, fake, lrm, *opts)
+        self.student_ddp, self.fake_ddp, self.lrm_ddp = student, fake, lrm
+        self.opt_student, self.opt_fake, self.opt_lrm = opts
+        self.student = FlowModel(student, loaded.codec)
+        self.fake = FlowModel(fake, loaded.codec)
+        self.ema_model = FlowModel(self.ema, loaded.codec)
+        self.reward = builtin.get(cfg.reward) if cfg.use_lrm else None
+        self.timesteps = schedule.default_student_timesteps(cfg.student_steps)
+        self.sigmas = schedule.student_sigmas(self.timesteps, loaded.info.shift).tolist()
+        self.grid = schedule.teacher_sigmas(cfg.cd_grid, loaded.info.shift).tolist()
+        rank = self.acc.process_index
+        self.pool = LatentPool(loaded.codec, loaded.text, capacity=cfg.pool_capacity,
+                               seed=cfg.seed * 1000 + rank, frames=cfg.frames, size=cfg.size)
+        self.initial_clips = 4 * cfg.batch  # encoded before the first update
+        self.uncond = loaded.text.encode([""])
+        self.step = 0
+
+    # --- state -------------------------------------------------------------------------
+    def state(self) -> dict:
+        unwrap = self.acc.unwrap_model
+        return {"student": unwrap(self.student_ddp).state_dict(), "fake": unwrap(self.fake_ddp).state_dict(),
+                "lrm": unwrap(self.lrm_ddp).state_dict(), "ema": self.ema.state_dict(),
+                "opt_student": self.opt_student.state_dict(), "opt_fake": self.opt_fake.state_dict(),
+                "opt_lrm": self.opt_lrm.state_dict()}
+
+    def resume(self) -> bool:
+        found = checkpoint.latest(self.work)
+        if not found:
+            return False
+        self.step, state, _ = found
+        unwrap = self.acc.unwrap_model
+        unwrap(self.student_ddp).load_state_dict(state["student"])
+        unwrap(self.fake_ddp).load_state_dict(state["fake"])
+        unwrap(self.lrm_ddp).load_state_dict(state["lrm"])
+        self.ema.load_state_dict(state["ema"])
+        self.opt_student.load_state_dict(state["opt_student"])
+        self.opt_fake.load_state_dict(state["opt_fake"])
+        self.opt_lrm.load_state_dict(state["opt_lrm"])
+        return True
+
+    def fill_pool(self) -> None:
+        """The pool as it was at `self.step` (the same clips a run without a break would hold)."""
+        self.pool.fast_forward(self.initial_clips + self.step * self.cfg.new_clips_per_step)
+
+    # --- pieces of one update ------------------------------------------------------------
+    def _generator_input(self, real: torch.Tensor, text: torch.Tensor, gen: torch.Generator):
+        """(x_t at listed level k, level s_k [B]) for the generator's training pass."""
+        b = real.shape[0]
+        k = int(torch.randint(len(self.sigmas), (1,), generator=gen))  # same k on every rank
+        noise = torch.randn(real.shape, generator=gen).to(real.device)
+        if self.cfg.generator_input == "real":
+            x_t = add_noise(real, noise, self.sigmas[k])
+        else:
+            x_t = noise
+            with torch.no_grad():
+                for i in range(k):
+                    x0 = self.student.predict_x0(x_t, torch.full((b,), self.sigmas[i]), text)
+                    eps = torch.randn(real.shape, generator=gen).to(real.device)
+                    x_t = add_noise(x0, eps, self.sigmas[i + 1])
+        return x_t, torch.full((b,), self.sigmas[k])
+
+    def _cd_pair(self, real, text, gen):
+        """(x at s_{n+m}, s_{n+m} [B], f_ema target at s_n) on noised real latents."""
+        b, m = real.shape[0], self.cfg.cd_m
+        n = int(torch.randint(1, self.cfg.cd_grid - m + 1, (1,), generator=gen))  # grid index of s_n
+        hi, lo = self.grid[self.cfg.cd_grid - n - m], self.grid[self.cfg.cd_grid - n]  # s_{n+m} > s_n
+        noise = torch.randn(real.shape, generator=gen).to(real.device)
+        x_hi = add_noise(real, noise, hi)
+        segment = self.grid[self.cfg.cd_grid - n - m: self.cfg.cd_grid - n + 1]
+        uncond = self.uncond.expand(b, -1, -1)
+        x_lo = cd_mod.teacher_segment(self.teacher, x_hi, segment, text, uncond, self.cfg.cd_guidance)
+        with torch.no_grad():
+            s_lo = torch.full((b,), lo)
+            target = cd_mod.consistency_fn(x_lo, self.ema_model.predict_x0(x_lo, s_lo, text), s_lo)
+        return x_hi, torch.full((b,), hi), target
+
+    def _fake_updates(self, x: torch.Tensor, text: torch.Tensor, gen: torch.Generator) -> dict:
+        logs = {}
+        for _ in range(self.cfg.fake_updates):
+            sigma = sample_levels(x.shape[0], self.loaded.info.shift, gen)
+            eps = torch.randn(x.shape, generator=gen).to(x.device)
+            v = self.fake.velocity(add_noise(x, eps, sigma), sigma, text)
+            loss, logs = flow_matching_loss(v, x, eps)
+            self._apply(loss, self.opt_fake, "fake")
+        return {"fake_" + k: v for k, v in logs.items()}
+
+    def _apply(self, loss: torch.Tensor, opt, name: str) -> None:
+        opt.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            raise Diverged(f"{name} loss is {loss.item()}")
+        self.acc.backward(loss)
+        opt.step()
+
+    def _pixel_rewards(self, latents: torch.Tensor, captions: list[str]) -> torch.Tensor:
+        frames = self.loaded.codec.decode(latents)  # no grad: the reward need not be differentiable
+        values = [float(self.reward(f, c)) for f, c in zip(frames, captions)]
+        if not all(np.isfinite(values)):
+            raise Diverged(f"reward returned a non-finite value: {values}")
+        return torch.tensor(values, device=latents.device)
+
+    # --- one update ------------------------------------------------------------------------
+    def update(self) -> dict:
+        cfg = self.cfg
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step)
+        self.pool.add(cfg.new_clips_per_step)
+        rng = np.random.default_rng([cfg.seed, self.acc.process_index, self.step])
+        real, states, captions = self.pool.batch(cfg.batch, rng)
+        real, text = real.to(self.acc.device), states.to(self.acc.device)
+        b = real.shape[0]
+        uncond = self.uncond.expand(b, -1, -1)
+        x_t, s_k = self._generator_input(real, text, gen)
+        if cfg.use_cd:  # one batched forward for the generator pass and the CD pass
+            x_hi, s_hi, cd_target = self._cd_pair(real, text, gen)
+            x0_all = self.student.predict_x0(torch.cat([x_t, x_hi]), torch.cat([s_k, s_hi]), torch.cat([text, text]))
+            x, x0_hi = x0_all[:b], x0_all[b:]
+        else:
+            x = self.student.predict_x0(x_t, s_k, text)
+        logs = self._fake_updates(x.detach(), text, gen)
+        # VSD: real score (teacher, CFG) and fake score at a random shifted, clamped level
+        level = sample_levels(b, self.loaded.info.shift, gen).clamp(cfg.vsd_min_level, cfg.vsd_max_level)
+        x_noisy = add_noise(x.detach(), torch.randn(x.shape, generator=gen).to(x.device), level)
+        with torch.no_grad():
+            x0_real = self.teacher.predict_x0(x_noisy, level, text, uncond, cfg.vsd_guidance)
+            x0_fake = self.fake.predict_x0(x_noisy, level, text)
+        loss, vlogs = vsd_loss(x, x0_real, x0_fake)
+        loss = cfg.w_vsd * loss
+        logs |= vlogs
+        if cfg.use_cd:
+            f_student = cd_mod.consistency_fn(x_hi, x0_hi, s_hi)
+            l_cd, clogs = cd_mod.cd_loss(f_student, cd_target, cfg.cd_distance)
+            loss, logs = loss + cfg.w_cd * l_cd, logs | clogs
+        if cfg.use_lrm:
+            lrm_core = self.acc.unwrap_model(self.lrm_ddp).requires_grad_(False)
+            l_ft, flogs = reward_loss(lrm_core(x, text))  # gradient reaches x through the LRM only
+            lrm_core.requires_grad_(True)
+            loss, logs = loss + cfg.w_ft * l_ft, logs | flogs
+        self._apply(loss, self.opt_student, "generator")
+        logs["generator_loss"] = loss.item()
+        if cfg.use_lrm:
+            both = torch.cat([real, x.detach()])
+            targets = self._pixel_rewards(both, captions + captions)
+            fit, llogs = lrm_fit_loss(self.lrm_ddp(both, torch.cat([text, text])), targets)
+            self._apply(fit, self.opt_lrm, "lrm")
+            logs |= llogs | {"reward_student": targets[b:].mean().item(), "reward_real": targets[:b].mean().item()}
+        with torch.no_grad():
+            for e, p in zip(self.ema.parameters(), self.acc.unwrap_model(self.student_ddp).parameters()):
+                e.lerp_(p, 1 - cfg.ema_decay)
+        self.step += 1
+        return logs
+
+
+def train(cfg: DistillConfig, loaded: LoadedModel, work: Path, resume: bool = True,
+          should_stop: Callable[[], bool] = lambda: False,
+          on_metrics: Callable[[int, dict], None] | None = None,
+          accelerator: Accelerator | None = None) -> Iterator:
+    """Run (or continue) a distillation; yields Progress, then Result(trainer) or Failed."""
+    trainer = DollarTrainer(cfg, loaded, work, accelerator)
+    if resume:
+        trainer.resume()
+    trainer.fill_pool()
+    began, start, nonfinite = time.perf_counter(), trainer.step, 0
+    while trainer.step < cfg.steps:
+        if should_stop():
+            yield Failed("cancelled", kind="cancelled")
+            return
+        try:
+            logs = trainer.update()
+            nonfinite = 0
+        except Diverged as err:
+            nonfinite += 1
+            trainer.step += 1
+            if nonfinite >= cfg.max_nonfinite:
+                yield Failed(f"diverged: {err} ({nonfinite} steps in a row); nothing saved", kind="diverged")
+                return
+            continue
+        if on_metrics and trainer.acc.is_main_process:
+            on_metrics(trainer.step, logs)
+        if trainer.step % cfg.checkpoint_every == 0 or trainer.step == cfg.steps:
+            if trainer.acc.is_main_process:
+                state = trainer.state()
+                if not all(torch.isfinite(t).all() for k, t in state["student"].items()):
+                    yield Failed("diverged: non-finite student weights; nothing saved", kind="diverged")
+                    return
+                checkpoint.save(work, trainer.step, state, logs)
+            trainer.acc.wait_for_everyone()
+        rate = (trainer.step - start) / (time.perf_counter() - began)
+        yield Progress(stage="distill", step=trainer.step, total=cfg.steps, metrics=logs,
+                       eta_s=(cfg.steps - trainer.step) / max(rate, 1e-9))
+    yield Result(trainer)

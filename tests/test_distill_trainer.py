@@ -1,0 +1,120 @@
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
+
+from conftest import tiny_transformer, tiny_vae
+from engine import checkpoint, loading
+from engine.distill.config import DistillConfig
+from engine.distill.trainer import train
+from engine.events import Failed, Progress, Result
+from engine.folder import ModelInfo, write_pipeline
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory):
+    folder = write_pipeline(tmp_path_factory.mktemp("d") / "tiny", tiny_transformer(), tiny_vae(),
+                            FlowMatchEulerDiscreteScheduler(shift=3.0), ModelInfo(name="tiny"))
+    return loading.load(str(folder))
+
+
+def _cfg(**kw):
+    base = dict(steps=4, batch=2, frames=3, size=32, checkpoint_every=2, pool_capacity=32, fake_updates=2)
+    return DistillConfig(**(base | kw))
+
+
+def test_config_rejects_unknown_and_bad_values():
+    with pytest.raises(ValueError, match="typo"):
+        DistillConfig.from_dict({"typo": 1})
+    with pytest.raises(ValueError, match="vsd\\+gan"):
+        DistillConfig(method="vsd+gan")
+    with pytest.raises(ValueError, match="cd_m"):
+        DistillConfig(cd_m=0)
+
+
+@pytest.mark.parametrize("method", ["vsd", "vsd+cd", "vsd+lrm", "vsd+cd+lrm"])
+def test_each_ablation_trains_and_logs_its_terms(loaded, tmp_path, method):
+    events = list(train(_cfg(method=method, steps=2, student_steps=2), loaded, tmp_path))
+    progress = [e for e in events if isinstance(e, Progress)]
+    assert [p.step for p in progress] == [1, 2] and isinstance(events[-1], Result)
+    keys = set(progress[-1].metrics)
+    assert "vsd_loss" in keys and "fake_flow_loss" in keys
+    assert ("cd_loss" in keys) == ("cd" in method)
+    assert ("lrm_fit_loss" in keys) == ("lrm" in method)
+    student = events[-1].value.acc.unwrap_model(events[-1].value.student_ddp)
+    teacher = loaded.teacher.transformer
+    assert any(not torch.equal(a, b) for a, b in zip(student.parameters(), teacher.parameters()))
+
+
+def test_resume_equals_uninterrupted(loaded, tmp_path):
+    cfg = _cfg(method="vsd+cd+lrm", generator_input="real")
+    whole = list(train(cfg, loaded, tmp_path / "whole"))
+    first = train(cfg, loaded, tmp_path / "split")
+    for event in first:  # stop after the step-2 checkpoint, as a kill would
+        if isinstance(event, Progress) and event.step == 2:
+            break
+    first.close()
+    resumed = list(train(cfg, loaded, tmp_path / "split"))
+    assert [e.step for e in resumed if isinstance(e, Progress)] == [3, 4]
+    a = checkpoint.latest(tmp_path / "whole")
+    b = checkpoint.latest(tmp_path / "split")
+    assert a[0] == b[0] == 4
+    for key, tensor in a[1]["student"].items():
+        assert torch.allclose(tensor, b[1]["student"][key], atol=1e-5), key
+    assert a[2]["generator_loss"] == pytest.approx(b[2]["generator_loss"], rel=1e-4, abs=1e-6)
+
+
+def test_huge_learning_rate_stops_as_diverged_without_saving_nan(loaded, tmp_path):
+    events = list(train(_cfg(method="vsd", lr=1e4, fake_lr=1e4, steps=30, checkpoint_every=1),
+                        loaded, tmp_path))
+    assert isinstance(events[-1], Failed) and events[-1].kind == "diverged"
+    found = checkpoint.latest(tmp_path)
+    if found:
+        assert all(torch.isfinite(t).all() for t in found[1]["student"].values())
+
+
+def test_cancel_stops_between_updates(loaded, tmp_path):
+    calls = []
+    events = list(train(_cfg(steps=10), loaded, tmp_path, should_stop=lambda: len(calls.append(1) or calls) > 2))
+    assert isinstance(events[-1], Failed) and events[-1].kind == "cancelled"
+    assert max(e.step for e in events if isinstance(e, Progress)) == 2
+
+
+def test_two_processes_stay_in_sync(tmp_path):
+    # `accelerate launch --multi_gpu` starts torchrun; on a CPU machine the Accelerator uses gloo
+    env = os.environ | {"PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                           str(ROOT / "tests" / "ddp_distill_script.py"), str(tmp_path)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = re.findall(r"rank (\d) (\d+) (-?[\d.]+) (-?\d+\.\d{6})", proc.stdout)
+    assert len(lines) == 2, proc.stdout
+    (r0, steps0, sum0, data0), (r1, steps1, sum1, data1) = sorted(lines)
+    assert steps0 == steps1 == "2" and sum0 == sum1  # same weights after two synced updates
+    assert data0 != data1  # but each rank trained on its own clips
+
+
+def test_cli_distill_writes_a_loadable_student(tiny_folder, tmp_path, capsys):
+    from engine.cli import main
+
+    config = tmp_path / "c.json"
+    config.write_text('{"batch": 2, "frames": 3, "size": 32, "pool_capacity": 16, "fake_updates": 1}')
+    out = tmp_path / "out"
+    assert main(["distill", "--config", str(config), "--model", str(tiny_folder), "--steps", "2",
+                 "--student-steps", "2", "--method", "vsd+cd", "--out", str(out)]) == 0
+    info = (out / "rushes.json").read_text()
+    assert '"2"' in info and (out / "students" / "2step" / "config.json").exists()
+    assert main(["generate", "--model", str(out), "--prompt", "a ball", "--steps", "2",
+                 "--out", str(tmp_path / "x.mp4"), "--json"]) == 0
+    assert '"nfe": 2' in capsys.readouterr().out
+    config.write_text('{"batch": 2, "lr_typo": 1}')
+    assert main(["distill", "--config", str(config), "--model", str(tiny_folder), "--out", str(out)]) == 2
+    assert "lr_typo" in capsys.readouterr().err
