@@ -58,7 +58,8 @@ class Engine:
         """Concrete settings for a request: model defaults filled in, model limits checked."""
         info = loaded.info
         s = {
-            "prompt": req.prompt, "negative": req.negative, "model": info.name, "role": req.role,
+            "prompt": req.prompt, "negative": req.negative, "model": info.name, "model_ref": str(req.model),
+            "role": req.role,
             "frames": req.frames or info.frames, "height": req.height or info.height,
             "width": req.width or info.width, "seed": req.seed, "lora": req.lora,
             "lora_scale": req.lora_scale if req.lora else None, "solver": None, "guidance": None,

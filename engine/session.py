@@ -7,6 +7,7 @@ same way; a failed or cancelled request writes nothing.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from engine import paths
 from engine.events import Failed, Result
-from engine.export import sweep_partials, write_clip
+from engine.export import read_mp4, sweep_partials, write_clip
 from engine.generate import Clip, Engine
 from engine.requests import GenerateRequest
 from engine.store import Store
@@ -54,3 +55,72 @@ class Session:
                 return
             gen_id = self.store.log_generation(self.id, clip.meta, str(path.resolve()))
             yield Result(SavedClip(clip, path, gen_id))
+
+    def model_defaults(self, model: str) -> dict:
+        """Clip-size defaults and limits for the UI's sliders (loads the model once)."""
+        try:
+            info = self.engine.model(model).info
+        except (ValueError, FileNotFoundError):
+            return {"frames": 17, "size": 64, "max_frames": 33, "max_side": 128, "ready": False}
+        return {"frames": info.frames, "size": info.height, "max_frames": info.max_frames,
+                "max_side": min(info.max_side, 1024), "ready": True}
+
+    # --- ratings and the library ---------------------------------------------------------
+    RATING_KINDS = {"thumb": (-1, 1), "stars": (1, 5), "pair": (1, 1)}
+
+    def rate(self, generation_id: int, kind: str, value: float, other_id: int | None = None) -> int:
+        """Store a rating: thumb -1/+1, stars 1..5, or pair (this clip beat `other_id`)."""
+        if kind not in self.RATING_KINDS:
+            raise ValueError(f"rating kind must be one of {sorted(self.RATING_KINDS)}, got {kind!r}")
+        low, high = self.RATING_KINDS[kind]
+        if not low <= value <= high or (kind == "thumb" and value == 0):
+            raise ValueError(f"{kind} rating must be in [{low}, {high}], got {value!r}")
+        for gid in (generation_id, other_id) if kind == "pair" else (generation_id,):
+            if gid is None or self.store.generation(gid) is None:
+                raise ValueError(f"no clip with id {gid!r}")
+        return self.store.rate(generation_id, kind, value, other_id)
+
+    def library(self, text: str = "", role: str = "", limit: int = 200) -> list[dict]:
+        """Logged clips, newest first, filtered by prompt text and role."""
+        where, params = ["1 = 1"], []
+        if text:
+            where.append("prompt like ?")
+            params.append(f"%{text}%")
+        if role:
+            where.append("role = ?")
+            params.append(role)
+        return self.store.generations(limit=limit, where=" and ".join(where), params=params)
+
+    def request_for(self, generation_id: int) -> GenerateRequest:
+        """The request that reproduces a logged clip (same seed and settings)."""
+        row = self.store.generation(generation_id)
+        if row is None:
+            raise ValueError(f"no clip with id {generation_id!r}")
+        s = json.loads(row["settings"])
+        return GenerateRequest(prompt=s["prompt"], negative=s.get("negative", ""), model=s.get("model_ref") or s["model"],
+                               role=s["role"], steps=s["steps"], seed=s["seed"], frames=s["frames"],
+                               height=s["height"], width=s["width"], guidance=s.get("guidance"),
+                               solver=s.get("solver") or "euler", lora=s.get("lora"),
+                               lora_scale=s.get("lora_scale") or 1.0)
+
+    def delete(self, generation_id: int) -> None:
+        """Delete a clip's rows (ratings too) and then its files."""
+        row = self.store.generation(generation_id)
+        if row is None:
+            raise ValueError(f"no clip with id {generation_id!r}")
+        db = self.store.db
+        with db.conn:
+            db.execute("delete from ratings where generation_id = ? or other_id = ?", [generation_id, generation_id])
+            db.execute("delete from generations where id = ?", [generation_id])
+        if row["path"]:
+            for path in (Path(row["path"]), Path(row["path"] + ".json")):
+                path.unlink(missing_ok=True)
+
+    def export_gif(self, generation_id: int) -> Path:
+        """A gif beside a logged mp4 (written atomically), for download."""
+        row = self.store.generation(generation_id)
+        if row is None or not row["path"] or not Path(row["path"]).exists():
+            raise ValueError(f"no clip file for id {generation_id!r}")
+        settings = json.loads(row["settings"])
+        gif = Path(row["path"]).with_suffix(".gif")
+        return write_clip(read_mp4(row["path"]), settings.get("fps", 8), gif, settings)

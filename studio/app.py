@@ -1,7 +1,7 @@
 """The studio's Gradio app: builds the page and launches it with safe network defaults.
 
 The UI renders engine events and never computes: every action builds one request dataclass
-and hands it to the engine session.
+and hands it to the engine session. Heavy handlers share one "gpu" queue slot.
 """
 
 from __future__ import annotations
@@ -10,26 +10,47 @@ import gradio as gr
 
 from engine import paths
 from engine.session import Session
-from studio import create
+from studio import create, library, system
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+QUEUE_SIZE = 32  # waiting requests beyond this are told the queue is full
 
 
-def build(session: Session) -> gr.Blocks:
+def build(session: Session, model: str = "toyworld") -> gr.Blocks:
     with gr.Blocks(title="rushes studio") as demo:
-        gr.Markdown("# rushes studio\nFew-step video previews on the embedded **toyworld** model.")
-        with gr.Tab("Create"):
-            create.render(session)
+        gr.Markdown("# rushes studio\nFew-step video previews, side by side with the many-step teacher.")
+        with gr.Tabs() as tabs:
+            with gr.Tab("Create", id="create"):
+                create_inputs = create.render(session, model)
+            with gr.Tab("Library", id="library"):
+                library.render(session, create_inputs, tabs)
+            with gr.Tab("System", id="system"):
+                system.render(session, model)
+    demo.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
     return demo
 
 
-def launch(host: str = "127.0.0.1", port: int = 7860, auth: str | None = None, **kwargs) -> None:
-    """Serve the studio; refuses to listen beyond this machine without a password."""
-    if host not in ("127.0.0.1", "localhost", "::1") and not auth:
+def check_exposure(host: str, auth: str | None) -> tuple[str, str] | None:
+    """Credentials to use; refuses to listen beyond this machine without a password."""
+    if host not in LOCAL_HOSTS and not auth:
         raise ValueError(f"refusing to serve on {host} without --auth user:pass")
-    credentials = tuple(auth.split(":", 1)) if auth else None
-    if auth and (len(credentials) != 2 or not all(credentials)):
+    if not auth:
+        return None
+    user, _, password = auth.partition(":")
+    if not user or not password:
         raise ValueError("--auth must look like user:pass")
-    demo = build(Session("studio"))
-    demo.queue(default_concurrency_limit=1, max_size=32)
-    demo.launch(server_name=host, server_port=port, auth=credentials, max_file_size="20mb",
-                allowed_paths=[str(paths.outputs())],
-                blocked_paths=[str(paths.database()), str(paths.adapters()), str(paths.runs())], **kwargs)
+    return user, password
+
+
+def launch_kwargs() -> dict:
+    """File-serving limits: only outputs are reachable; the DB, adapters and runs never are."""
+    return {"max_file_size": "20mb", "allowed_paths": [str(paths.outputs())],
+            "blocked_paths": [str(paths.database()), str(paths.adapters()), str(paths.runs()),
+                              str(paths.home() / "bake")]}
+
+
+def launch(host: str = "127.0.0.1", port: int = 7860, auth: str | None = None, model: str = "toyworld",
+           **kwargs) -> None:
+    credentials = check_exposure(host, auth)
+    demo = build(Session("studio"), model)
+    demo.launch(server_name=host, server_port=port, auth=credentials, **launch_kwargs(), **kwargs)

@@ -1,50 +1,191 @@
-"""Create tab: prompt -> clip, rendering the engine's Progress / Preview / Result events."""
+"""Create tab: prompt -> clip (with per-step previews), side by side with the teacher, rating.
+
+Handlers only build requests and render engine events; every heavy handler runs in the one
+"gpu" concurrency slot shared with tuning.
+"""
 
 from __future__ import annotations
 
 import gradio as gr
+import numpy as np
 
 from engine import knobs
 from engine.events import Failed, Preview, Progress, Result
 from engine.requests import GenerateRequest
 from engine.session import Session
 
-STEP_PRESETS = {"student 1 step": ("student", 1), "student 2 steps": ("student", 2),
-                "student 4 steps": ("student", 4), "teacher 50 steps": ("teacher", 50)}
+PRESETS = {"student 1 step": ("student", 1), "student 2 steps": ("student", 2),
+           "student 4 steps": ("student", 4), "teacher 50 steps": ("teacher", 50),
+           "teacher 20 steps": ("teacher", 20)}
+GPU = {"concurrency_id": "gpu", "concurrency_limit": 1}
 
 
-def render(session: Session) -> None:
+def _strip(frames: np.ndarray) -> np.ndarray:
+    """A preview image: the frames side by side, enlarged 2x."""
+    strip = np.concatenate(list(frames), axis=1)
+    return strip.repeat(2, axis=0).repeat(2, axis=1)
+
+
+def _summary(saved) -> str:
+    m, t = saved.clip.meta, saved.clip.meta["timings"]
+    return (f"**clip {saved.generation_id}** · seed **{m['seed']}** · {m['role']} {m['steps']} steps · "
+            f"NFE {m['nfe']} · text {t['text_encode_s']:.2f}s · denoise {t['denoise_s']:.2f}s · "
+            f"decode {t['decode_s']:.2f}s · **total {t['total_s']:.2f}s**")
+
+
+def build_request(model, prompt, negative, preset, seed, frames, size, adapter, scale) -> GenerateRequest:
+    role, steps = PRESETS[preset]
+    try:
+        req = GenerateRequest(
+            prompt=prompt, negative=negative or "", model=model, role=role, steps=steps,
+            seed=None if seed in (None, "") else int(seed), frames=int(frames) if frames else None,
+            height=int(size) if size else None, width=int(size) if size else None,
+            lora=adapter or None, lora_scale=float(scale))
+        return req.validate()
+    except (ValueError, TypeError) as err:
+        raise gr.Error(str(err)) from None
+
+
+def run_request(session: Session, req: GenerateRequest):
+    """Yield (preview image or None, saved clip or None, status text) while the clip is made."""
+    for event in session.generate(req):
+        if isinstance(event, Progress):
+            yield None, None, f"{req.role}: step {event.step}/{event.total}"
+        elif isinstance(event, Preview):
+            yield _strip(event.frames), None, f"{req.role}: step {event.step}/{event.total}"
+        elif isinstance(event, Failed):
+            raise gr.Error(event.message)
+        elif isinstance(event, Result):
+            yield None, event.value, _summary(event.value)
+
+
+def render(session: Session, model: str) -> dict:
+    """Lay out the tab and wire its events; returns the inputs other tabs fill ("reuse")."""
+    d = session.model_defaults(model)
     with gr.Row():
-        with gr.Column():
-            prompt = gr.Textbox(label="Prompt", value="a red ball moving right on a black background")
+        with gr.Column(scale=1):
+            prompt = gr.Textbox(label="Prompt", value="a red ball moving right on a black background",
+                                elem_id="prompt")
             negative = gr.Textbox(label="Negative prompt (teacher only)", value="")
-            preset = gr.Radio(list(STEP_PRESETS), value="student 4 steps", label="Steps")
-            seed = gr.Number(label="Seed (empty = random)", value=None, precision=0,
-                             info=knobs.GENERATE["seed"].help)
-            button = gr.Button("Generate", variant="primary")
-        with gr.Column():
-            video = gr.Video(label="Clip", autoplay=True, loop=True)
-            status = gr.Markdown()
+            preset = gr.Radio(list(PRESETS), value="student 4 steps", label="Steps", elem_id="preset")
+            with gr.Row():
+                seed = gr.Number(label="Seed (empty = random)", value=None, precision=0,
+                                 info=knobs.GENERATE["seed"].help, elem_id="seed")
+                frames = gr.Slider(1, d["max_frames"], value=d["frames"], step=1, label="Frames", info=knobs.GENERATE["frames"].help)
+                size = gr.Slider(16, d["max_side"], value=d["size"], step=16, label="Size (px)", info=knobs.GENERATE["height"].help)
+            with gr.Row():
+                adapter = gr.Dropdown(choices=[("none", "")], value="", label="Adapter", allow_custom_value=True)
+                scale = gr.Slider(-1, 2, value=1.0, step=0.05, label="Adapter scale",
+                                  info=knobs.GENERATE["lora_scale"].help)
+            with gr.Row():
+                live = gr.Checkbox(label="Live (regenerate as you type)", value=False, elem_id="live")
+                compare = gr.Checkbox(label="Side by side with the teacher", value=False, elem_id="compare")
+            button = gr.Button("Generate", variant="primary", elem_id="generate")
+        with gr.Column(scale=1):
+            preview = gr.Image(label="Steps preview", height=110, elem_id="preview")
+            with gr.Row():
+                video = gr.Video(label="Clip", autoplay=True, loop=True, elem_id="clip")
+                teacher_video = gr.Video(label="Teacher", autoplay=True, loop=True, visible=False,
+                                         elem_id="teacher-clip")
+            status = gr.Markdown(elem_id="status")
+            teacher_status = gr.Markdown(elem_id="teacher-status")
+            with gr.Row():
+                up = gr.Button("👍", elem_id="thumb-up", size="sm")
+                down = gr.Button("👎", elem_id="thumb-down", size="sm")
+                stars = gr.Radio([1, 2, 3, 4, 5], label="Stars", elem_id="stars")
+            with gr.Row(visible=False) as ab_row:
+                a_better = gr.Button("Student is better", size="sm", elem_id="a-better")
+                b_better = gr.Button("Teacher is better", size="sm", elem_id="b-better")
+            rated = gr.Markdown(elem_id="rated")
+            with gr.Row():
+                gif_button = gr.Button("Make GIF", size="sm")
+                download = gr.File(label="Download", elem_id="download")
+    clip_id = gr.State(None)
+    teacher_id = gr.State(None)
+    inputs = [prompt, negative, preset, seed, frames, size, adapter, scale]
 
-    def run(prompt_text, negative_text, preset_name, seed_value):
-        role, steps = STEP_PRESETS[preset_name]
-        seed_int = None if seed_value in (None, "") else int(seed_value)
+    def generate(prompt_, negative_, preset_, seed_, frames_, size_, adapter_, scale_, compare_):
+        req = build_request(model, prompt_, negative_, preset_, seed_, frames_, size_, adapter_, scale_)
+        req = GenerateRequest(**{**req.__dict__, "preview": True})
+        keep = gr.update()
+        saved = None
+        hidden = gr.update(visible=compare_, value=None)
+        for image, result, text in run_request(session, req):
+            saved = result or saved
+            yield (keep if image is None else image, str(result.path) if result else keep, text,
+                   result.generation_id if result else keep, hidden, "", gr.update(visible=False), None)
+        if not compare_:
+            return
+        teacher_req = GenerateRequest(**{**req.__dict__, "role": "teacher", "steps": None, "preview": False,
+                                         "seed": saved.clip.meta["seed"]})
+        student = (str(saved.path), _summary(saved), saved.generation_id)  # re-sent: the API keeps the last yield
+        for _, result, text in run_request(session, teacher_req):
+            if result is None:
+                yield keep, keep, keep, keep, keep, text, keep, keep
+                continue
+            ratio = result.clip.meta["timings"]["total_s"] / saved.clip.meta["timings"]["total_s"]
+            text += f" · the teacher took **{ratio:.1f}x** the student's end-to-end time"
+            yield (keep, student[0], student[1], student[2], gr.update(visible=True, value=str(result.path)),
+                   text, gr.update(visible=True), result.generation_id)
+
+    outputs = [preview, video, status, clip_id, teacher_video, teacher_status, ab_row, teacher_id]
+    button.click(generate, inputs + [compare], outputs, api_name="generate", **GPU)
+
+    def live_generate(prompt_, negative_, preset_, seed_, frames_, size_, adapter_, scale_, live_):
+        if not live_ or not prompt_.strip():
+            return gr.update(), gr.update(), gr.update()
+        req = build_request(model, prompt_, negative_, preset_, seed_ if seed_ not in (None, "") else 0,
+                            frames_, size_, adapter_, scale_)
+        saved = [r for _, r, _ in run_request(session, req) if r][-1]
+        return str(saved.path), _summary(saved), saved.generation_id
+
+    for component in (prompt, preset, seed, frames, size, scale):
+        component.change(live_generate, inputs + [live], [video, status, clip_id], api_name=False,
+                         trigger_mode="always_last", show_progress="hidden", **GPU)
+
+    def rate(kind, value):
+        def handler(gen_id):
+            if gen_id is None:
+                raise gr.Error("generate a clip first")
+            try:
+                session.rate(int(gen_id), kind, value)
+            except ValueError as err:
+                raise gr.Error(str(err)) from None
+            return f"rated clip {gen_id}: {kind} {value}"
+        return handler
+
+    up.click(rate("thumb", 1), [clip_id], [rated], api_name="thumb_up")
+    down.click(rate("thumb", -1), [clip_id], [rated], api_name="thumb_down")
+
+    def star(gen_id, value):
+        if value is None:
+            return gr.update()
+        return rate("stars", int(value))(gen_id)
+
+    stars.input(star, [clip_id, stars], [rated], api_name="stars")
+
+    def pair(winner_is_student):
+        def handler(student_id, teacher_id_):
+            if student_id is None or teacher_id_ is None:
+                raise gr.Error("make a side-by-side pair first")
+            win, lose = (student_id, teacher_id_) if winner_is_student else (teacher_id_, student_id)
+            session.rate(int(win), "pair", 1, other_id=int(lose))
+            return f"clip {win} preferred over clip {lose}"
+        return handler
+
+    a_better.click(pair(True), [clip_id, teacher_id], [rated], api_name="prefer_student")
+    b_better.click(pair(False), [clip_id, teacher_id], [rated], api_name="prefer_teacher")
+
+    def make_gif(gen_id):
+        if gen_id is None:
+            raise gr.Error("generate a clip first")
         try:
-            req = GenerateRequest(prompt=prompt_text, negative=negative_text, role=role, steps=steps,
-                                  seed=seed_int).validate()
+            return str(session.export_gif(int(gen_id)))
         except ValueError as err:
             raise gr.Error(str(err)) from None
-        for event in session.generate(req):
-            if isinstance(event, Progress):
-                yield gr.update(), f"step {event.step}/{event.total}"
-            elif isinstance(event, Failed):
-                raise gr.Error(event.message)
-            elif isinstance(event, Result):
-                meta = event.value.clip.meta
-                t = meta["timings"]
-                yield str(event.value.path), (
-                    f"seed **{meta['seed']}** · {meta['role']} {meta['steps']} steps · NFE {meta['nfe']} · "
-                    f"text {t['text_encode_s']:.2f}s · denoise {t['denoise_s']:.2f}s · "
-                    f"decode {t['decode_s']:.2f}s · total {t['total_s']:.2f}s")
 
-    button.click(run, [prompt, negative, preset, seed], [video, status], api_name="generate")
+    gif_button.click(make_gif, [clip_id], [download], api_name="gif")
+    video.change(lambda path: path, [video], [download], api_name=False)
+    return {"prompt": prompt, "negative": negative, "preset": preset, "seed": seed, "frames": frames,
+            "size": size, "adapter": adapter, "scale": scale, "video": video, "status": status, "clip_id": clip_id}
+

@@ -1,0 +1,14 @@
+"""System tab: the model in use, device, memory and the data folder."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from engine.session import Session
+from engine.system import describe
+
+
+def render(session: Session, model: str) -> None:
+    info = gr.JSON(label="System", elem_id="system-info")
+    refresh = gr.Button("Refresh", elem_id="system-refresh")
+    refresh.click(lambda: describe(session.engine, model), [], [info], api_name="system")

@@ -1,0 +1,97 @@
+"""Every studio endpoint through gradio_client, against a tiny model."""
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from gradio_client import Client
+
+from engine.session import Session
+from studio.app import build, check_exposure, launch_kwargs
+
+ARGS = ["", "student 4 steps", 3, 5, 32, "", 1.0]  # negative, preset, seed, frames, size, adapter, scale
+
+
+@pytest.fixture(scope="module")
+def studio(tiny_folder, tmp_path_factory):
+    import os
+
+    home = tmp_path_factory.mktemp("studio-home")
+    os.environ["RUSHES_HOME"] = str(home)
+    demo = build(Session("test"), str(tiny_folder))
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None,
+                            quiet=True, **launch_kwargs())
+    yield url, home
+    demo.close()
+
+
+@pytest.fixture
+def client(studio, monkeypatch):
+    monkeypatch.setenv("RUSHES_HOME", str(studio[1]))
+    return Client(studio[0], verbose=False)
+
+
+def _count(home, table):
+    return sqlite3.connect(home / "studio.db").execute(f"select count(*) from {table}").fetchone()[0]
+
+
+def test_generate_rate_and_download(client, studio):
+    out = client.predict("a red ball", *ARGS, False, api_name="/generate")
+    video, status = out[1], out[2]
+    assert Path(video["video"] if isinstance(video, dict) else video).exists()
+    assert "seed **3**" in status and "student 4 steps" in status and "NFE 4" in status
+    assert "thumb 1" in client.predict(api_name="/thumb_up")
+    assert "stars 4" in client.predict(4, api_name="/stars")
+    gif = client.predict(api_name="/gif")
+    assert Path(gif).read_bytes()[:6] == b"GIF89a"
+    assert _count(studio[1], "ratings") >= 2
+
+
+def test_side_by_side_and_pair_choice(client):
+    # the API returns (preview, clip, status, teacher clip, teacher status): states are not outputs
+    out = client.predict("a blue square", *ARGS, True, api_name="/generate")
+    assert "teacher" in out[4] and "the student's end-to-end time" in out[4]
+    assert "student 4 steps" in out[2]  # the student's result survives the teacher phase
+    assert "preferred over" in client.predict(api_name="/prefer_teacher")
+
+
+def test_bad_input_is_a_clear_error_and_writes_nothing(client, studio):
+    before = _count(studio[1], "generations")
+    for prompt, size, named in [("", 32, "prompt"), ("ok", 40, "40")]:
+        with pytest.raises(Exception, match=named):
+            client.predict(prompt, "", "student 4 steps", 3, 5, size, "", 1.0, False, api_name="/generate")
+    assert _count(studio[1], "generations") == before
+
+
+def test_library_open_reuse_rerun_delete(client, studio):
+    client.predict("a green triangle", *ARGS, False, api_name="/generate")
+    table = client.predict("green", "", api_name="/library")
+    rows = table["data"]
+    assert rows and rows[0][5] == "a green triangle"
+    gen_id = rows[0][0]
+    video, settings = client.predict(gen_id, api_name="/open_clip")
+    assert settings["seed"] == 3 and settings["prompt"] == "a green triangle"
+    reused = client.predict(gen_id, api_name="/reuse")
+    assert reused[0] == "a green triangle" and reused[2] == "student 4 steps" and reused[3] == 3
+    _, meta, message, _ = client.predict(gen_id, "green", "", api_name="/rerun")
+    assert meta["seed"] == 3 and "re-ran" in message
+    path = Path(settings and sqlite3.connect(studio[1] / "studio.db").execute(
+        "select path from generations where id = ?", [gen_id]).fetchone()[0])
+    assert path.exists()
+    _, _, message, table = client.predict(gen_id, "green", "", api_name="/delete")
+    assert "deleted" in message and not path.exists()
+    assert gen_id not in [r[0] for r in table["data"]]
+
+
+def test_system_reports_model_and_device(client, tiny_folder):
+    info = client.predict(api_name="/system")
+    assert info["device"] == "cpu" and info["model_name"] == "tiny" and info["students"] == [1, 2, 4]
+
+
+def test_exposure_rules():
+    assert check_exposure("127.0.0.1", None) is None
+    with pytest.raises(ValueError, match="0.0.0.0"):
+        check_exposure("0.0.0.0", None)
+    assert check_exposure("0.0.0.0", "me:secret") == ("me", "secret")
+    with pytest.raises(ValueError, match="user:pass"):
+        check_exposure("0.0.0.0", "nopassword")

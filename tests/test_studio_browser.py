@@ -1,0 +1,88 @@
+"""The studio in a real browser (Debian's chromium driven by Playwright): the user's journeys."""
+
+import shutil
+
+import pytest
+
+from engine.session import Session
+from studio.app import build, launch_kwargs
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = pytest.mark.skipif(not shutil.which("chromium"), reason="Debian's chromium is not installed")
+
+
+@pytest.fixture(scope="module")
+def url(tiny_folder, tmp_path_factory):
+    import os
+
+    os.environ["RUSHES_HOME"] = str(tmp_path_factory.mktemp("browser-home"))
+    demo = build(Session("browser"), str(tiny_folder))
+    _, local_url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **launch_kwargs())
+    yield local_url
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        yield b
+        b.close()
+
+
+def _generate(page, compare=False):
+    if compare:
+        page.locator("#compare input").check()
+    page.locator("#generate").click()
+    page.wait_for_function("() => document.querySelector('#status') && "
+                           "document.querySelector('#status').innerText.includes('total')", timeout=60000)
+
+
+def test_generate_plays_then_rate_and_compare(browser, url):
+    page = browser.new_page()
+    page.goto(url)
+    page.locator("#prompt textarea").fill("a red ball moving right on a black background")
+    page.locator("#seed input").fill("5")
+    _generate(page)
+    assert "seed 5" in page.locator("#status").inner_text()
+    page.wait_for_function("() => { const v = document.querySelector('#clip video');"
+                           " return v && v.readyState >= 2 && v.duration > 0; }", timeout=30000)
+    assert page.evaluate("() => document.querySelector('#clip video').videoWidth") == 32
+    page.locator("#thumb-up").click()
+    page.wait_for_function("() => document.querySelector('#rated').innerText.includes('thumb 1')", timeout=15000)
+    _generate(page, compare=True)
+    page.wait_for_function("() => document.querySelector('#teacher-status').innerText.includes('teacher')",
+                           timeout=60000)
+    page.locator("#b-better").click()
+    page.wait_for_function("() => document.querySelector('#rated').innerText.includes('preferred over')",
+                           timeout=15000)
+    page.close()
+
+
+def test_bad_size_shows_an_error_toast(browser, url):
+    page = browser.new_page()
+    page.goto(url)
+    page.locator("#prompt textarea").fill("   ")
+    page.locator("#generate").click()
+    page.wait_for_selector("text=prompt must not be empty", timeout=30000)
+    page.close()
+
+
+def test_library_lists_and_reuses_a_clip(browser, url):
+    page = browser.new_page()
+    page.goto(url)
+    page.locator("#prompt textarea").fill("a cyan box rising")
+    page.locator("#seed input").fill("11")
+    _generate(page)
+    page.get_by_role("tab", name="Library").click()
+    page.locator("#lib-refresh").click()
+    page.wait_for_selector("#lib-table >> text=a cyan box rising", timeout=30000)
+    page.locator("#lib-table >> text=a cyan box rising").first.click()
+    page.wait_for_function("() => document.querySelector('#lib-id input').value !== ''", timeout=15000)
+    page.locator("#lib-reuse").click()
+    page.wait_for_function("() => document.querySelector('#seed input').value === '11'", timeout=15000)
+    page.close()
