@@ -27,8 +27,8 @@ def _add_generate(sub) -> None:
     p.add_argument("--prompt", required=True, help="what the clip shows")
     p.add_argument("--negative", default="", help="what to avoid (teacher only), e.g. 'blurry'")
     p.add_argument("--model", default="toyworld", help="built-in name or pipeline folder (default toyworld)")
-    p.add_argument("--role", default="student", choices=["student", "teacher"],
-                   help="student: few steps, no CFG; teacher: many steps with CFG")
+    p.add_argument("--role", default="auto", choices=["auto", "student", "teacher"],
+                   help="student: few steps, no CFG; teacher: many steps with CFG; auto: student if the model has one")
     p.add_argument("--solver", default="euler", choices=["euler", "unipc"], help="teacher ODE solver")
     for knob in knobs.GENERATE.values():
         flag = "--" + knob.name.replace("_", "-")

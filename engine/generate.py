@@ -57,9 +57,10 @@ class Engine:
     def settings(self, req: GenerateRequest, loaded: loading.LoadedModel) -> dict:
         """Concrete settings for a request: model defaults filled in, model limits checked."""
         info = loaded.info
+        role = req.role if req.role != "auto" else ("student" if loaded.students else "teacher")
         s = {
             "prompt": req.prompt, "negative": req.negative, "model": info.name, "model_ref": str(req.model),
-            "role": req.role,
+            "role": role,
             "frames": req.frames or info.frames, "height": req.height or info.height,
             "width": req.width or info.width, "seed": req.seed, "lora": req.lora,
             "lora_scale": req.lora_scale if req.lora else None, "solver": None, "guidance": None,
@@ -72,7 +73,7 @@ class Engine:
             if s[side] > info.max_side:
                 raise ValueError(f"{side} must be <= {info.max_side} for {info.name}, got {s[side]}")
         loaded.codec.check_frames(s["frames"])
-        if req.role == "student":
+        if role == "student":
             steps = req.steps or (4 if 4 in loaded.students else min(loaded.students, default=4))
             _, timesteps = loaded.student(steps)
             s.update(steps=steps, timesteps=timesteps)
@@ -96,17 +97,18 @@ class Engine:
         req.validate()  # 1. check inputs before any compute
         loaded = self.model(req.model)  # 2. model (cached after the first request)
         s = self.settings(req, loaded)
-        flow = loaded.student(s["steps"])[0] if req.role == "student" else loaded.teacher
+        student = s["role"] == "student"
+        flow = loaded.student(s["steps"])[0] if student else loaded.teacher
         with adapters.applied(flow.transformer, req.lora, req.lora_scale):
             t_text = time.perf_counter()  # 3. text
             text = loaded.text.encode([req.prompt]).to(flow.device)
-            uncond = loaded.text.encode([req.negative]).to(flow.device) if req.role == "teacher" else None
+            uncond = None if student else loaded.text.encode([req.negative]).to(flow.device)
             t_denoise = time.perf_counter()
             generator = torch.Generator().manual_seed(s["seed"])  # 4. noise
             shape = (1, *loaded.codec.latent_shape(s["frames"], s["height"], s["width"]))
             noise = noise_like(shape, generator, flow.device)
             nfe0 = flow.nfe
-            if req.role == "student":  # 5. denoise
+            if student:  # 5. denoise
                 sigmas = schedule.student_sigmas(s["timesteps"], loaded.info.shift)
                 steps = student_sample(flow, noise, sigmas, text, generator)
             else:

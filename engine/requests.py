@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from engine import adapters, knobs
 
-ROLES = ("student", "teacher")
+ROLES = ("auto", "student", "teacher")
 SOLVERS = ("euler", "unipc")
 
 
@@ -15,7 +15,7 @@ class GenerateRequest:
     prompt: str
     negative: str = ""  # teacher only: the unconditional branch of CFG
     model: str = "toyworld"  # a built-in name or a pipeline folder
-    role: str = "student"  # "student" (few steps, no CFG) or "teacher" (many steps, CFG)
+    role: str = "auto"  # "student" (few steps, no CFG), "teacher" (many steps, CFG), "auto": student if any
     steps: int | None = None  # None: 4 for a student, the model's teacher steps otherwise
     seed: int | None = None  # None: a random seed, reported with the clip
     frames: int | None = None  # None: the model's default

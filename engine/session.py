@@ -61,9 +61,9 @@ class Session:
         try:
             info = self.engine.model(model).info
         except (ValueError, FileNotFoundError):
-            return {"frames": 17, "size": 64, "max_frames": 33, "max_side": 128, "ready": False}
+            return {"frames": 17, "size": 64, "max_frames": 33, "max_side": 128, "students": []}
         return {"frames": info.frames, "size": info.height, "max_frames": info.max_frames,
-                "max_side": min(info.max_side, 1024), "ready": True}
+                "max_side": min(info.max_side, 1024), "students": sorted(self.engine.model(model).students)}
 
     # --- ratings and the library ---------------------------------------------------------
     RATING_KINDS = {"thumb": (-1, 1), "stars": (1, 5), "pair": (1, 1)}

@@ -67,7 +67,9 @@ def render(session: Session, model: str) -> dict:
             prompt = gr.Textbox(label="Prompt", value="a red ball moving right on a black background",
                                 elem_id="prompt")
             negative = gr.Textbox(label="Negative prompt (teacher only)", value="")
-            preset = gr.Radio(list(PRESETS), value="student 4 steps", label="Steps", elem_id="preset")
+            default = "student 4 steps" if 4 in d["students"] else "teacher 20 steps"
+            preset = gr.Radio(list(PRESETS), value=default, label="Steps", elem_id="preset",
+                              info="students: 1/2/4 steps, no CFG; teacher: many steps with CFG")
             with gr.Row():
                 seed = gr.Number(label="Seed (empty = random)", value=None, precision=0,
                                  info=knobs.GENERATE["seed"].help, elem_id="seed")

@@ -100,9 +100,9 @@ def train(cfg: TeacherBakeConfig, work: Path, out: Path, resume: bool = True) ->
         ema.load_state_dict(exported.state_dict())
     pool.fast_forward(64 + start * cfg.new_clips_per_step, keep=1024)  # a warm pool, quickly
     empty = text.encode([""])[0]  # [L, D]
-    gen = torch.Generator().manual_seed(cfg.seed + start)
     began, loss_avg = time.perf_counter(), None
     for step in range(start, cfg.steps):
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # fixed per step: exact resume
         pool.add(cfg.new_clips_per_step)
         x0, states, _ = pool.batch(cfg.batch, np.random.default_rng([cfg.seed, step]))
         drop = torch.rand(cfg.batch, generator=gen) < cfg.caption_dropout

@@ -97,20 +97,19 @@ def train(cfg: VaeBakeConfig, work: Path, resume: bool = True) -> Iterator[Progr
     torch.manual_seed(cfg.seed)
     vae = make_vae()
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
-    start, rng = 0, np.random.default_rng(cfg.seed)
+    start = 0
     found = checkpoint.latest(work) if resume else None
     if found:
         start, state, _ = found
         vae.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
-        rng = np.random.default_rng([cfg.seed, start])  # fresh stream per resume point
     vae.train()
     began, loss_avg = time.perf_counter(), None
     end = min(cfg.steps, cfg.stop_at)
     for step in range(start, end):
         for group in opt.param_groups:
             group["lr"] = learning_rate(cfg, step)
-        x = frame_batch(rng, cfg.batch_frames)
+        x = frame_batch(np.random.default_rng([cfg.seed, step]), cfg.batch_frames)  # fixed per step: exact resume
         posterior = vae.encode(x).latent_dist
         recon = vae.decode(posterior.mode()).sample
         loss = torch.nn.functional.mse_loss(recon, x) + cfg.kl_weight * posterior.kl().mean()
