@@ -102,6 +102,28 @@ def _distill(args) -> int:
     return 0
 
 
+def _tune(args) -> int:
+    from engine.events import Failed, Progress, Result
+    from engine.tune.config import TuneConfig
+    from engine.tune.run import run_tune
+
+    cfg = TuneConfig(model=args.model, student_steps=args.student_steps, reward=args.reward,
+                     reference=args.reference, reward_file=args.reward_file, steps=args.steps,
+                     rank=args.rank, alpha=float(args.rank), lr=args.lr, batch=args.batch)
+    for event in run_tune(cfg, args.out, eval_prompts=args.eval_prompts):
+        if isinstance(event, Progress) and not args.json:
+            shown = " ".join(f"{k} {event.metrics[k]:.4g}" for k in ("reward", "lrm_reward", "reg") if k in event.metrics)
+            print(f"[tune] step {event.step}/{event.total} {shown} eta {event.eta_s / 60:.1f} min", flush=True)
+        elif isinstance(event, Failed):
+            print(f"error: {event.message}", file=sys.stderr)
+            return ERROR_EXIT
+        elif isinstance(event, Result):
+            print(json.dumps(event.value) if args.json else
+                  f"adapter {event.value['adapter']}: reward {event.value['reward_before']} -> "
+                  f"{event.value['reward_after']} in {event.value['wall_s']} s")
+    return 0
+
+
 def _eval(args) -> int:
     from engine.generate import Engine
     from engine.toyworld import minibench
@@ -128,6 +150,8 @@ def _serve(args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    from engine.reward.spec import NAMES as REWARD_NAMES
+
     top = argparse.ArgumentParser(prog="rushes", description="few-step video generation studio")
     sub = top.add_subparsers(dest="command", required=True)
     _add_generate(sub)
@@ -154,6 +178,21 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--reward", default=None, help="pixel reward the LRM learns (default toyworld-semantic)")
     d.add_argument("--out", default=None, help="pipeline folder to write (the teacher plus this student)")
     d.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
+    t = sub.add_parser("tune", help="short latent-reward LoRA fine-tune of a student toward a reward",
+                       description="Example: rushes tune --reward colourfulness --steps 300 --out ~/adapters/vivid --json")
+    t.add_argument("--model", default="toyworld", help="pipeline whose student is tuned")
+    t.add_argument("--student-steps", type=int, default=4, help="which student (default 4)")
+    t.add_argument("--reward", required=True, help="built-in name, 'palette' (needs --reference) or 'custom' "
+                                                    "(needs --reward-file): " + ", ".join(REWARD_NAMES))
+    t.add_argument("--reward-file", default=None, help="a .py file defining reward(frames, prompt) -> float")
+    t.add_argument("--reference", default=None, help="image whose colour palette the clips should match")
+    t.add_argument("--steps", type=int, default=300, help="LoRA updates (default 300)")
+    t.add_argument("--rank", type=int, default=8, help="LoRA rank (default 8)")
+    t.add_argument("--lr", type=float, default=1e-3, help="LoRA learning rate (default 1e-3)")
+    t.add_argument("--batch", type=int, default=4, help="clips per update (default 4)")
+    t.add_argument("--eval-prompts", type=int, default=4, help="held-out prompts for reward before/after (0 skips)")
+    t.add_argument("--out", required=True, help="adapter folder to write (diffusers LoRA format)")
+    t.add_argument("--json", action="store_true", help="print adapter path, reward before/after, wall time")
     e = sub.add_parser("eval", help="MiniBench: score a model (or the renderer) on a toyworld split",
                        description="Example: rushes eval --role student --steps 4 --split public-heldout --json")
     e.add_argument("--model", default="toyworld", help="model name or folder; 'renderer' scores the renderer")
@@ -176,6 +215,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     handlers = {"generate": _generate, "history": _history, "bake": _bake, "eval": _eval, "distill": _distill,
+                "tune": _tune,
                 "serve": _serve}
     try:
         return handlers[args.command](args)

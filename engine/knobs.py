@@ -52,7 +52,7 @@ def check(name: str, value):
             raise ValueError(f"{name} must be finite, got {value!r}")
     if (knob.low is not None and value < knob.low) or (knob.high is not None and value > knob.high):
         raise ValueError(f"{name} must be in [{knob.low:g}, {knob.high:g}], got {value!r}")
-    if value % knob.multiple_of:
+    if knob.multiple_of > 1 and value % knob.multiple_of:
         raise ValueError(f"{name} must be a multiple of {knob.multiple_of}, got {value!r}")
     return value
 

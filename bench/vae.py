@@ -1,0 +1,68 @@
+"""The toyworld VAE: decode time of a 17x64x64 clip and reconstruction PSNR, side by side with
+the alternative the design considered (a tiny 3D AutoencoderKLWan, random weights: speed only).
+
+    python bench/vae.py [--repeats 7] [--clips 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from engine import paths  # noqa: E402
+from engine.codec import VideoCodec  # noqa: E402
+from engine.loading import quiet_libraries  # noqa: E402
+from engine.toyworld.vae_bake import psnr  # noqa: E402
+
+
+def decode_time(codec: VideoCodec, latents: torch.Tensor, repeats: int) -> float:
+    codec.decode(latents)  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        codec.decode(latents)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--clips", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    quiet_libraries()
+    from diffusers import AutoencoderKL, AutoencoderKLWan
+
+    vae = AutoencoderKL.from_pretrained(paths.TOYWORLD / "vae", use_safetensors=True).eval()
+    wan = AutoencoderKLWan(base_dim=16, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
+                           temperal_downsample=[False, True, True]).eval()
+    rows = []
+    for name, model in (("per-frame AutoencoderKL (shipped)", vae), ("tiny AutoencoderKLWan (random)", wan)):
+        params = sum(p.numel() for p in model.parameters()) / 1e6
+        for dtype in (torch.float32, torch.bfloat16):
+            codec = VideoCodec(model, decode_dtype=dtype)
+            z = torch.randn(1, *codec.latent_shape(17, 64, 64))
+            rows.append((name, params, str(dtype).replace("torch.", ""), decode_time(codec, z, args.repeats)))
+            model.to(torch.float32)
+    fp32 = rows[0][3]
+    print(f"torch threads {args.threads}; median of {args.repeats}; 17x64x64 clip\n")
+    print("| VAE | params (M) | decode dtype | decode s | vs shipped fp32 |")
+    print("|---|---|---|---|---|")
+    for name, params, dtype, t in rows:
+        print(f"| {name} | {params:.2f} | {dtype} | {t:.4f} | {t / fp32:.2f}x |")
+    print()
+    for split in ("public-eval", "public-heldout"):
+        print(f"PSNR {split} ({args.clips} clips, fp32): {psnr(vae, args.clips, split):.2f} dB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""Background jobs: a tune runs in its own spawned process, so it survives a closed browser
+tab and never blocks the studio; status, metrics and checkpoints live in the store.
+
+Cancel = set the run's status to "cancelling" (the trainer polls it between steps). A run
+whose process died (kill -9, reboot) is found by `sweep_interrupted` and marked interrupted;
+`resume` starts it again from its last complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from pathlib import Path
+
+import psutil
+
+from engine import paths
+from engine.store import Store
+from engine.tune.config import TuneConfig
+
+ACTIVE = ("queued", "running", "cancelling")
+
+
+def _tune_main(run_id: int, cfg: dict, out: str, home: str) -> None:
+    os.environ["RUSHES_HOME"] = home
+    from engine.tune.run import run_tune
+
+    for _ in run_tune(TuneConfig.from_dict(cfg), out, run_id=run_id):
+        pass
+
+
+def start_tune(store: Store, cfg: TuneConfig, out: str | Path, run_id: int | None = None) -> int:
+    """Start (or resume, given run_id) a tune in a spawned process; returns the run id."""
+    if run_id is None:
+        run_id = store.create_run("tune", cfg.to_dict() | {"out": str(out)}, status="queued")
+    else:
+        store.update_run(run_id, status="queued", message="")
+    ctx = multiprocessing.get_context("spawn")
+    proc = ctx.Process(target=_tune_main, args=(run_id, cfg.to_dict(), str(out), str(paths.home())), daemon=False)
+    proc.start()
+    store.update_run(run_id, pid=proc.pid)
+    return run_id
+
+
+def cancel(store: Store, run_id: int) -> None:
+    if store.run(run_id)["status"] in ACTIVE:
+        store.update_run(run_id, status="cancelling")
+
+
+def resume(store: Store, run_id: int) -> int:
+    import json
+
+    row = store.run(run_id)
+    if row["status"] in ("running", "queued"):
+        raise ValueError(f"run {run_id} is still {row['status']}")
+    config = json.loads(row["config"])
+    out = config.pop("out")
+    return start_tune(store, TuneConfig.from_dict(config), out, run_id=run_id)
+
+
+def sweep_interrupted(store: Store) -> list[int]:
+    """Mark runs whose process is gone as interrupted; returns their ids."""
+    found = []
+    for row in store.db["runs"].rows_where("status in ('queued', 'running', 'cancelling')"):
+        if not row["pid"] or not psutil.pid_exists(row["pid"]) or \
+                psutil.Process(row["pid"]).status() == psutil.STATUS_ZOMBIE:
+            store.update_run(row["id"], status="interrupted")
+            found.append(row["id"])
+    return found

@@ -1,0 +1,51 @@
+"""A latent-reward LoRA tune's typed configuration (DESIGN.md §4)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+REGULARISERS = ("base", "vsd", "none")
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    model: str = "toyworld"  # pipeline whose student is tuned
+    student_steps: int = 4  # which student (its fixed step list)
+    reward: str = "colourfulness"  # built-in name, "palette" or "custom"
+    reference: str | None = None  # palette reward: reference image
+    reward_file: str | None = None  # custom reward: .py file
+    steps: int = 300  # generator (LoRA) updates
+    rank: int = 8  # LoRA rank
+    alpha: float = 8.0  # LoRA alpha (scale = alpha / rank)
+    target_modules: list[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
+    lr: float = 1e-3  # LoRA learning rate
+    lrm_lr: float = 1e-3  # latent reward model learning rate
+    lrm_warmup: int = 10  # updates fitting only the LRM before the LoRA moves
+    batch: int = 4  # clips per update
+    reg: str = "base"  # regulariser: "base" (distance to the frozen student), "vsd", "none"
+    reg_weight: float = 1.0  # lambda in -LRM + lambda * regulariser
+    reward_scale: float = 1.0  # multiplies the LRM term
+    prompts: list[str] = field(default_factory=list)  # empty: toyworld train captions
+    checkpoint_every: int = 25
+    max_nonfinite: int = 3
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.reg not in REGULARISERS:
+            raise ValueError(f"reg must be one of {REGULARISERS}, got {self.reg!r}")
+        for name in ("steps", "rank", "batch", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive number, got {self.lr}")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TuneConfig":
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown tune settings: {sorted(unknown)}")
+        return cls(**data)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

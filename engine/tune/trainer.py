@@ -1,0 +1,166 @@
+"""Latent-reward LoRA tuning of a few-step student (DESIGN.md §4; DOLLAR §3.3).
+
+Per update: prompts -> the student (LoRA on its attention projections) makes latents x by
+backward simulation (k listed steps under no_grad, the next with grad); the pixel reward of
+decode(x) (no grad: any reward works, differentiable or not) trains the latent reward model;
+after `lrm_warmup` updates the LoRA minimises
+
+    L = -reward_scale * mean R_lrm(x) + reg_weight * mean (x - x_base)^2
+
+where x_base is the frozen student's prediction from the same input (adapter disabled), so
+the reward is reached without drifting off the student's distribution. A reward that fails
+(raises, NaN, wrong type) skips the update: no optimizer step is taken on a bad reward.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from peft import LoraConfig
+from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+
+from engine import checkpoint, schedule
+from engine.events import Failed, Progress, Result
+from engine.loading import LoadedModel
+from engine.model import FlowModel, add_noise
+from engine.reward.custom import RewardError
+from engine.reward.lrm import LatentRewardModel, lrm_fit_loss, reward_loss
+from engine.reward.spec import RewardSpec, scorer
+from engine.tune.config import TuneConfig
+
+ADAPTER = "tune"
+
+
+def default_prompts(n: int = 512) -> list[str]:
+    from engine.toyworld.render import sample_clip
+
+    return [sample_clip("train", i)[1] for i in range(n)]
+
+
+class Tuner:
+    def __init__(self, cfg: TuneConfig, loaded: LoadedModel, work: Path):
+        self.cfg, self.loaded, self.work = cfg, loaded, work
+        torch.manual_seed(cfg.seed)
+        flow, self.timesteps = loaded.student(cfg.student_steps)
+        self.transformer = flow.transformer
+        self.transformer.requires_grad_(False)
+        if ADAPTER in getattr(self.transformer, "peft_config", {}):
+            self.transformer.delete_adapters([ADAPTER])
+        self.transformer.add_adapter(LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, init_lora_weights=True,
+                                                target_modules=list(cfg.target_modules)), adapter_name=ADAPTER)
+        self.transformer.set_adapter(ADAPTER)
+        self.flow = FlowModel(self.transformer, loaded.codec)
+        self.lora_params = [p for p in self.transformer.parameters() if p.requires_grad]
+        self.lrm = LatentRewardModel(loaded.codec.channels, 128, loaded.text.dim)
+        self.opt = torch.optim.AdamW(self.lora_params, lr=cfg.lr, weight_decay=0.0)
+        self.opt_lrm = torch.optim.AdamW(self.lrm.parameters(), lr=cfg.lrm_lr)
+        self.spec = RewardSpec(cfg.reward, cfg.reference, cfg.reward_file)
+        self.score = scorer(self.spec)
+        self.prompts = list(cfg.prompts) or default_prompts()
+        self.sigmas = schedule.student_sigmas(self.timesteps, loaded.info.shift).tolist()
+        info = loaded.info
+        self.latent_shape = loaded.codec.latent_shape(info.frames, info.height, info.width)
+        self.step = 0
+
+    def state(self) -> dict:
+        return {"lora": get_peft_model_state_dict(self.transformer, adapter_name=ADAPTER),
+                "lrm": self.lrm.state_dict(), "opt": self.opt.state_dict(), "opt_lrm": self.opt_lrm.state_dict()}
+
+    def resume(self) -> bool:
+        found = checkpoint.latest(self.work)
+        if not found:
+            return False
+        self.step, state, _ = found
+        set_peft_model_state_dict(self.transformer, state["lora"], adapter_name=ADAPTER)
+        self.lrm.load_state_dict(state["lrm"])
+        self.opt.load_state_dict(state["opt"])
+        self.opt_lrm.load_state_dict(state["opt_lrm"])
+        return True
+
+    def _inputs(self, gen: torch.Generator, prompts: list[str]):
+        """(x_t at a random listed level, level [B], text states) by backward simulation."""
+        b = len(prompts)
+        text = self.loaded.text.encode(prompts)
+        k = int(torch.randint(len(self.sigmas), (1,), generator=gen))
+        x_t = torch.randn((b, *self.latent_shape), generator=gen)
+        with torch.no_grad():
+            for i in range(k):
+                x0 = self.flow.predict_x0(x_t, torch.full((b,), self.sigmas[i]), text)
+                x_t = add_noise(x0, torch.randn(x0.shape, generator=gen), self.sigmas[i + 1])
+        return x_t, torch.full((b,), self.sigmas[k]), text
+
+    def update(self) -> dict:
+        cfg = self.cfg
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step)
+        rng = np.random.default_rng([cfg.seed, self.step])
+        prompts = [self.prompts[i] for i in rng.integers(len(self.prompts), size=cfg.batch)]
+        x_t, level, text = self._inputs(gen, prompts)
+        x = self.flow.predict_x0(x_t, level, text)  # grad through the LoRA only
+        rewards = torch.tensor(self.score(list(self.loaded.codec.decode(x.detach())), prompts))
+        fit, logs = lrm_fit_loss(self.lrm(x.detach(), text), rewards)
+        self.opt_lrm.zero_grad(set_to_none=True)
+        fit.backward()
+        self.opt_lrm.step()
+        logs["reward"] = rewards.mean().item()
+        if self.step >= cfg.lrm_warmup:
+            self.lrm.requires_grad_(False)
+            term, rlogs = reward_loss(self.lrm(x, text))
+            self.lrm.requires_grad_(True)
+            loss = cfg.reward_scale * term
+            if cfg.reg == "base":
+                self.transformer.disable_adapters()
+                with torch.no_grad():
+                    x_base = self.flow.predict_x0(x_t, level, text)
+                self.transformer.enable_adapters()
+                reg = torch.mean((x - x_base) ** 2)
+                loss = loss + cfg.reg_weight * reg
+                logs["reg"] = reg.item()
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"tune loss is {loss.item()}")
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.lora_params, 1.0)
+            self.opt.step()
+            logs |= rlogs | {"loss": loss.item()}
+        self.step += 1
+        return logs
+
+
+def train(cfg: TuneConfig, loaded: LoadedModel, work: Path, resume: bool = True,
+          should_stop: Callable[[], bool] = lambda: False) -> Iterator:
+    """Run or continue a tune; yields Progress, then Result(tuner) or Failed."""
+    tuner = Tuner(cfg, loaded, work)
+    if resume:
+        tuner.resume()
+    began, start, bad = time.perf_counter(), tuner.step, 0
+    while tuner.step < cfg.steps:
+        if should_stop():
+            yield Failed("cancelled", kind="cancelled")
+            return
+        try:
+            logs = tuner.update()
+            bad = 0
+        except RewardError as err:
+            yield Failed(str(err), kind="error")  # no optimizer step was taken on this reward
+            return
+        except FloatingPointError as err:
+            bad += 1
+            tuner.step += 1
+            if bad >= cfg.max_nonfinite:
+                yield Failed(f"diverged: {err} ({bad} steps in a row); nothing saved", kind="diverged")
+                return
+            continue
+        if tuner.step % cfg.checkpoint_every == 0 or tuner.step == cfg.steps:
+            state = tuner.state()
+            if not all(torch.isfinite(t).all() for t in state["lora"].values()):
+                yield Failed("diverged: non-finite LoRA weights; nothing saved", kind="diverged")
+                return
+            checkpoint.save(work, tuner.step, state, logs)
+        rate = (tuner.step - start) / (time.perf_counter() - began)
+        yield Progress(stage="tune", step=tuner.step, total=cfg.steps, metrics=logs,
+                       eta_s=(cfg.steps - tuner.step) / max(rate, 1e-9))
+    yield Result(tuner)

@@ -1,0 +1,159 @@
+import json
+import sqlite3
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from engine import checkpoint, loading
+from engine.events import Failed, Progress, Result
+from engine.reward import builtin
+from engine.reward.custom import CustomReward, RewardError
+from engine.reward.spec import RewardSpec, scorer
+from engine.store import Store
+from engine.toyworld.render import render, sample_clip
+from engine.tune.config import TuneConfig
+from engine.tune.trainer import train
+
+CLIP = render(sample_clip("train", 2)[0])
+
+
+def test_builtin_rewards_move_the_right_way():
+    grey = np.full_like(CLIP, 128)
+    assert builtin.colourfulness(CLIP) > builtin.colourfulness(grey) == 0
+    assert builtin.contrast(CLIP) > builtin.contrast(grey) == 0
+    assert builtin.brightness(grey, target=0.5) > builtin.brightness(CLIP, target=0.5)
+    blurred = ((CLIP.astype(np.float32) + np.roll(CLIP, 1, 2) + np.roll(CLIP, 1, 1)) / 3).astype(np.uint8)
+    assert builtin.sharpness(CLIP) > builtin.sharpness(blurred)
+    still = np.repeat(CLIP[:1], len(CLIP), 0)
+    assert builtin.motion(CLIP) > builtin.motion(still) == 0
+    noisy = np.random.default_rng(0).integers(0, 255, CLIP.shape, dtype=np.uint8)
+    assert builtin.smoothness(CLIP) > builtin.smoothness(noisy)
+    assert builtin.compressibility(grey) > builtin.compressibility(noisy)
+    red = np.zeros((8, 8, 3), np.uint8)
+    red[..., 0] = 230
+    palette = builtin.palette_reward(red)
+    redder = CLIP.copy()
+    redder[..., 0], redder[..., 1:] = 230, 0
+    assert palette(redder) > palette(CLIP)
+    spec, caption = sample_clip("public-eval", 0)
+    assert builtin.toyworld_semantic(render(spec), caption) == 1.0
+    assert builtin.toyworld_semantic(np.zeros_like(CLIP), caption) == 0.0
+
+
+@pytest.mark.parametrize("body, named", [
+    ("def reward(f, p):\n    while True: pass\n", "timed out"),
+    ("import os\ndef reward(f, p):\n    if os.fork() == 0:\n        import time; time.sleep(60)\n    while True: pass\n", "timed out"),
+    ("def reward(f, p):\n    raise RuntimeError('boom')\n", "boom"),
+    ("def reward(f, p):\n    return float('nan')\n", "non-finite"),
+    ("def reward(f, p):\n    return 'high'\n", "instead of a number"),
+])
+def test_custom_rewards_that_misbehave_are_stopped(tmp_path, body, named):
+    path = tmp_path / "r.py"
+    path.write_text(body)
+    began = time.perf_counter()
+    with pytest.raises(RewardError, match=named):
+        CustomReward(path, timeout_s=2).batch([CLIP], ["x"])
+    assert time.perf_counter() - began < 20
+
+
+def test_custom_reward_that_works(tmp_path):
+    path = tmp_path / "r.py"
+    path.write_text("def reward(frames, prompt):\n    return float(frames.mean()) / 255 + len(prompt)\n")
+    values = scorer(RewardSpec("custom", file=str(path)))([CLIP, CLIP * 0], ["ab", "a"])
+    assert values[0] == pytest.approx(CLIP.mean() / 255 + 2) and values[1] == 1.0
+
+
+def test_bad_reward_names_are_clear():
+    for spec, named in [(RewardSpec("sparkle"), "sparkle"), (RewardSpec("palette"), "reference"),
+                        (RewardSpec("custom"), "reward file"), (RewardSpec("palette", reference="/nope.png"), "nope")]:
+        with pytest.raises(ValueError, match=named):
+            scorer(spec)
+
+
+def _cfg(folder, **kw):
+    return TuneConfig(**({"model": str(folder), "steps": 4, "batch": 2, "lrm_warmup": 1, "checkpoint_every": 2,
+                          "reward": "colourfulness", "prompts": ["a red ball", "a blue box"]} | kw))
+
+
+def test_tune_moves_only_the_lora_and_resumes(tiny_folder, tmp_path):
+    events = list(train(_cfg(tiny_folder), loading.load(str(tiny_folder)), tmp_path / "a"))
+    assert isinstance(events[-1], Result)
+    tuner = events[-1].value
+    lora = [n for n, p in tuner.transformer.named_parameters() if p.requires_grad]
+    assert lora and all("lora_" in n for n in lora)
+    assert {"reward", "lrm_fit_loss", "reg", "loss"} <= set(events[-1 - 1].metrics)
+    gen = train(_cfg(tiny_folder), loading.load(str(tiny_folder)), tmp_path / "b")
+    for event in gen:
+        if isinstance(event, Progress) and event.step == 2:
+            break
+    gen.close()
+    rest = list(train(_cfg(tiny_folder), loading.load(str(tiny_folder)), tmp_path / "b"))
+    assert [e.step for e in rest if isinstance(e, Progress)] == [3, 4]
+    a, b = checkpoint.latest(tmp_path / "a"), checkpoint.latest(tmp_path / "b")
+    for key in a[1]["lora"]:
+        assert torch.allclose(a[1]["lora"][key], b[1]["lora"][key], atol=1e-5), key
+
+
+def test_bad_reward_stops_the_run_without_an_optimizer_step(tiny_folder, tmp_path):
+    path = tmp_path / "bad.py"
+    path.write_text("def reward(f, p):\n    return float('nan')\n")
+    loaded = loading.load(str(tiny_folder))
+    events = list(train(_cfg(tiny_folder, reward="custom", reward_file=str(path)), loaded, tmp_path / "w"))
+    assert isinstance(events[-1], Failed) and "non-finite" in events[-1].message
+    assert checkpoint.latest(tmp_path / "w") is None
+
+
+def test_huge_lr_diverges_without_saving_nan(tiny_folder, tmp_path):
+    events = list(train(_cfg(tiny_folder, lr=1e4, steps=30, checkpoint_every=1),
+                        loading.load(str(tiny_folder)), tmp_path / "w"))
+    assert isinstance(events[-1], Failed) and events[-1].kind == "diverged"
+    found = checkpoint.latest(tmp_path / "w")
+    assert found is None or all(torch.isfinite(t).all() for t in found[1]["lora"].values())
+
+
+def test_cli_tune_writes_a_diffusers_adapter(tiny_folder, rushes_home, tmp_path, capsys):
+    from engine.cli import main
+
+    out = tmp_path / "adapter"
+    code = main(["tune", "--model", str(tiny_folder), "--reward", "contrast", "--steps", "3", "--batch", "2",
+                 "--eval-prompts", "1", "--out", str(out), "--json"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["adapter"] == str(out) and summary["reward_before"] is not None
+    meta = json.loads((out / "adapter.json").read_text())
+    assert meta["reward"] == "contrast" and meta["steps"] == 3
+    db = sqlite3.connect(rushes_home / "studio.db")
+    assert db.execute("select status from runs").fetchone()[0] == "done"
+    assert db.execute("select count(*) from run_metrics").fetchone()[0] > 0
+    assert db.execute("select count(*) from adapters").fetchone()[0] == 1
+    assert main(["generate", "--model", str(tiny_folder), "--prompt", "x", "--lora", str(out), "--lora-scale", "0.5",
+                 "--out", str(tmp_path / "x.mp4")]) == 0
+
+
+def test_background_job_cancel_and_resume(tiny_folder, rushes_home, tmp_path):
+    from engine import jobs, paths
+
+    store = Store(paths.database())
+    cfg = _cfg(tiny_folder, steps=400, checkpoint_every=2)
+    run_id = jobs.start_tune(store, cfg, tmp_path / "adapter")
+    deadline = time.time() + 120
+    while time.time() < deadline and (store.run(run_id)["step"] or 0) < 3:
+        time.sleep(0.5)
+    assert store.run(run_id)["status"] == "running" and store.run(run_id)["step"] >= 3
+    jobs.cancel(store, run_id)
+    while time.time() < deadline and store.run(run_id)["status"] != "cancelled":
+        time.sleep(0.5)
+    assert store.run(run_id)["status"] == "cancelled"
+    import psutil
+
+    psutil.Process(store.run(run_id)["pid"]).wait(timeout=30)
+    assert jobs.sweep_interrupted(store) == []
+    stopped_at = store.run(run_id)["step"]
+    jobs.resume(store, run_id)
+    while time.time() < deadline + 60 and (store.run(run_id)["step"] or 0) <= stopped_at + 1:
+        time.sleep(0.5)
+    assert store.run(run_id)["step"] > stopped_at
+    jobs.cancel(store, run_id)
+    psutil.Process(store.run(run_id)["pid"]).wait(timeout=60)
