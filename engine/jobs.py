@@ -14,7 +14,6 @@ from pathlib import Path
 
 import psutil
 
-from engine import paths
 from engine.store import Store
 from engine.tune.config import TuneConfig
 
@@ -36,7 +35,8 @@ def start_tune(store: Store, cfg: TuneConfig, out: str | Path, run_id: int | Non
     else:
         store.update_run(run_id, status="queued", message="")
     ctx = multiprocessing.get_context("spawn")
-    proc = ctx.Process(target=_tune_main, args=(run_id, cfg.to_dict(), str(out), str(paths.home())), daemon=False)
+    home = str(store.path.parent)  # the child logs to the same database as the caller
+    proc = ctx.Process(target=_tune_main, args=(run_id, cfg.to_dict(), str(out), home), daemon=False)
     proc.start()
     store.update_run(run_id, pid=proc.pid)
     return run_id

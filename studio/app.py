@@ -10,7 +10,7 @@ import gradio as gr
 
 from engine import paths
 from engine.session import Session
-from studio import create, library, system
+from studio import create, library, system, tune
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 QUEUE_SIZE = 32  # waiting requests beyond this are told the queue is full
@@ -22,6 +22,8 @@ def build(session: Session, model: str = "toyworld") -> gr.Blocks:
         with gr.Tabs() as tabs:
             with gr.Tab("Create", id="create"):
                 create_inputs = create.render(session, model)
+            with gr.Tab("Tune", id="tune"):
+                tune.render(session, model, create_inputs["adapter"])
             with gr.Tab("Library", id="library"):
                 library.render(session, create_inputs, tabs)
             with gr.Tab("System", id="system"):

@@ -6,6 +6,8 @@ Handlers only build requests and render engine events; every heavy handler runs 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gradio as gr
 import numpy as np
 
@@ -30,7 +32,8 @@ def _summary(saved) -> str:
     m, t = saved.clip.meta, saved.clip.meta["timings"]
     return (f"**clip {saved.generation_id}** · seed **{m['seed']}** · {m['role']} {m['steps']} steps · "
             f"NFE {m['nfe']} · text {t['text_encode_s']:.2f}s · denoise {t['denoise_s']:.2f}s · "
-            f"decode {t['decode_s']:.2f}s · **total {t['total_s']:.2f}s**")
+            f"decode {t['decode_s']:.2f}s · **total {t['total_s']:.2f}s**"
+            + (f" · adapter {Path(m['lora']).name} x{m['lora_scale']:g}" if m.get("lora") else ""))
 
 
 def build_request(model, prompt, negative, preset, seed, frames, size, adapter, scale) -> GenerateRequest:
@@ -76,7 +79,8 @@ def render(session: Session, model: str) -> dict:
                 frames = gr.Slider(1, d["max_frames"], value=d["frames"], step=1, label="Frames", info=knobs.GENERATE["frames"].help)
                 size = gr.Slider(16, d["max_side"], value=d["size"], step=16, label="Size (px)", info=knobs.GENERATE["height"].help)
             with gr.Row():
-                adapter = gr.Dropdown(choices=[("none", "")], value="", label="Adapter", allow_custom_value=True)
+                adapter = gr.Dropdown(choices=[("none", "")], value="", label="Adapter", allow_custom_value=True,
+                                      elem_id="adapter", info="tuned adapters appear here")
                 scale = gr.Slider(-1, 2, value=1.0, step=0.05, label="Adapter scale",
                                   info=knobs.GENERATE["lora_scale"].help)
             with gr.Row():

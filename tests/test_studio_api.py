@@ -95,3 +95,25 @@ def test_exposure_rules():
     assert check_exposure("0.0.0.0", "me:secret") == ("me", "secret")
     with pytest.raises(ValueError, match="user:pass"):
         check_exposure("0.0.0.0", "nopassword")
+
+
+def test_tune_start_status_cancel_and_adapter_listing(client, studio):
+    import time
+
+    run_id, message = client.predict("contrast", None, None, 400, 4, 1e-3, "crisp", api_name="/tune_start")
+    assert "started run" in message
+    deadline = time.time() + 120
+    status = ""
+    while time.time() < deadline:
+        status, plot, runs, _ = client.predict(run_id, api_name="/tune_status")
+        if "running" in status and plot["data"]:
+            break
+        time.sleep(1)
+    assert "running" in status and {row[2] for row in plot["data"]} >= {"reward"}
+    assert "cancelling" in client.predict(run_id, api_name="/tune_cancel")
+    while time.time() < deadline and "cancelled" not in status:
+        status, *_ = client.predict(run_id, api_name="/tune_status")
+        time.sleep(1)
+    assert "cancelled" in status
+    with pytest.raises(Exception, match="sparkle"):
+        client.predict("sparkle", None, None, 10, 4, 1e-3, "x", api_name="/tune_start")

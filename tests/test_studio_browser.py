@@ -86,3 +86,23 @@ def test_library_lists_and_reuses_a_clip(browser, url):
     page.locator("#lib-reuse").click()
     page.wait_for_function("() => document.querySelector('#seed input').value === '11'", timeout=15000)
     page.close()
+
+
+def test_tune_then_apply_the_adapter(browser, url):
+    page = browser.new_page()
+    page.goto(url)
+    page.get_by_role("tab", name="Tune").click()
+    steps = page.locator("#tune-steps input[type=number]")
+    steps.fill("5")
+    steps.press("Enter")
+    page.locator("#tune-name textarea").fill("vivid")
+    page.locator("#tune-start").click()
+    page.wait_for_function("() => document.querySelector('#tune-status').innerText.includes('running')", timeout=60000)
+    page.wait_for_function("() => document.querySelector('#tune-status').innerText.includes('done')", timeout=240000)
+    assert page.locator("#tune-plot").is_visible()
+    page.get_by_role("tab", name="Create").click()
+    page.locator("#adapter input").click()
+    page.locator("ul[role=listbox] >> text=vivid").first.click()
+    _generate(page)
+    assert "adapter vivid" in page.locator("#status").inner_text()
+    page.close()

@@ -1,0 +1,118 @@
+"""Tune tab: pick a reward, start / cancel / resume a background tune, watch its reward and
+loss from the store, and find the saved adapters (which the Create tab's picker lists)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from engine import jobs, paths
+from engine.reward.spec import NAMES
+from engine.session import Session
+from engine.tune.config import TuneConfig
+
+REWARD_HELP = ("colourfulness, brightness, contrast, sharpness, motion, smoothness, compressibility, "
+               "toyworld-semantic (the MiniBench judge); palette: match a reference image; custom: your .py file")
+
+
+def _runs(session: Session) -> list[list]:
+    rows = []
+    for r in session.store.db["runs"].rows_where("kind = 'tune'", order_by="id desc", limit=20):
+        cfg = json.loads(r["config"])
+        rows.append([r["id"], r["status"], f"{r['step']}/{cfg.get('steps')}", cfg.get("reward"), r["message"] or ""])
+    return rows
+
+
+def _plot_rows(session: Session, run_id) -> pd.DataFrame:
+    rows = [] if run_id in (None, "") else [
+        {"step": m["step"], "value": m["value"], "metric": m["name"]}
+        for m in session.store.metrics(int(run_id)) if m["name"] in ("reward", "lrm_reward", "loss")]
+    return pd.DataFrame(rows, columns=["step", "value", "metric"])
+
+
+def adapter_choices(session: Session) -> list[tuple[str, str]]:
+    rows = session.store.db["adapters"].rows_where(order_by="id desc", limit=50)
+    return [("none", "")] + [(f"{Path(a['path']).name} ({a['reward']})", a["path"]) for a in rows
+                             if Path(a["path"]).exists()]
+
+
+def render(session: Session, model: str, adapter_picker: gr.Dropdown) -> None:
+    with gr.Row():
+        with gr.Column():
+            reward = gr.Dropdown(NAMES, value="colourfulness", label="Reward", info=REWARD_HELP, elem_id="tune-reward")
+            reference = gr.Image(label="Palette reference (for 'palette')", type="filepath", height=120)
+            reward_file = gr.File(label="Reward file (for 'custom'): defines reward(frames, prompt)",
+                                  file_types=[".py"], type="filepath")
+            with gr.Row():
+                steps = gr.Slider(5, 1000, value=300, step=5, label="Steps", info="LoRA updates", elem_id="tune-steps")
+                rank = gr.Slider(1, 64, value=8, step=1, label="LoRA rank", info="adapter capacity")
+                lr = gr.Number(value=1e-3, label="Learning rate", info="e.g. 1e-3")
+            name = gr.Textbox(label="Adapter name", value="my-adapter", elem_id="tune-name")
+            with gr.Row():
+                start = gr.Button("Start tune", variant="primary", elem_id="tune-start")
+                cancel = gr.Button("Cancel", elem_id="tune-cancel")
+                resume = gr.Button("Resume", elem_id="tune-resume")
+        with gr.Column():
+            run_id = gr.Number(label="Run", precision=0, elem_id="tune-run")
+            status = gr.Markdown(elem_id="tune-status")
+            plot = gr.LinePlot(x="step", y="value", color="metric", label="Reward and loss", height=250,
+                               elem_id="tune-plot")
+            runs = gr.Dataframe(headers=["run", "status", "step", "reward", "message"], value=[],
+                                interactive=False, label="Tune runs")
+    timer = gr.Timer(2.0)
+
+    def start_run(reward_, reference_, file_, steps_, rank_, lr_, name_):
+        safe = "".join(c for c in (name_ or "adapter") if c.isalnum() or c in "-_") or "adapter"
+        out = paths.adapters() / f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}"
+        try:
+            cfg = TuneConfig(model=model, reward=reward_, reference=reference_, reward_file=file_,
+                             steps=int(steps_), rank=int(rank_), alpha=float(rank_), lr=float(lr_))
+            from engine.reward.spec import RewardSpec, scorer
+
+            scorer(RewardSpec(cfg.reward, cfg.reference, cfg.reward_file))  # clear error before starting
+            session.engine.model(model).student(cfg.student_steps)
+        except ValueError as err:
+            raise gr.Error(str(err)) from None
+        new_id = jobs.start_tune(session.store, cfg, out)
+        return new_id, f"started run {new_id} → {out.name}"
+
+    start.click(start_run, [reward, reference, reward_file, steps, rank, lr, name], [run_id, status],
+                api_name="tune_start")
+
+    def cancel_run(rid):
+        if rid in (None, ""):
+            raise gr.Error("no run selected")
+        jobs.cancel(session.store, int(rid))
+        return f"cancelling run {int(rid)}"
+
+    cancel.click(cancel_run, [run_id], [status], api_name="tune_cancel")
+
+    def resume_run(rid):
+        if rid in (None, ""):
+            raise gr.Error("no run selected")
+        try:
+            jobs.resume(session.store, int(rid))
+        except ValueError as err:
+            raise gr.Error(str(err)) from None
+        return f"resumed run {int(rid)}"
+
+    resume.click(resume_run, [run_id], [status], api_name="tune_resume")
+
+    def poll(rid):
+        jobs.sweep_interrupted(session.store)
+        text = ""
+        if rid not in (None, ""):
+            row = session.store.run(int(rid))
+            steps_total = json.loads(row["config"]).get("steps")
+            eta = ""
+            if row["status"] == "running" and row["step"]:
+                rate = row["step"] / max(1e-6, row["updated_at"] - row["created_at"])
+                eta = f" · ETA {max(0, steps_total - row['step']) / max(rate, 1e-6):.0f} s"
+            text = f"run {int(rid)}: **{row['status']}** · step {row['step']}/{steps_total}{eta} · {row['message'] or ''}"
+        return text, _plot_rows(session, rid), _runs(session), gr.update(choices=adapter_choices(session))
+
+    timer.tick(poll, [run_id], [status, plot, runs, adapter_picker], api_name="tune_status", show_progress="hidden")
