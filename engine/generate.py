@@ -58,6 +58,8 @@ class Engine:
         """Concrete settings for a request: model defaults filled in, model limits checked."""
         info = loaded.info
         role = req.role if req.role != "auto" else ("student" if loaded.students else "teacher")
+        if role == "teacher" and info.kind == "student":
+            raise ValueError(f"model {info.name!r} is a distilled student; use its teacher model for role teacher")
         s = {
             "prompt": req.prompt, "negative": req.negative, "model": info.name, "model_ref": str(req.model),
             "role": role,

@@ -9,14 +9,14 @@ only; nothing is fetched from a hub here.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import diffusers
 import torch
 import transformers
 
-from engine import paths
+from engine import adapters, paths, registry
 from engine.codec import VideoCodec
 from engine.folder import ModelInfo, check_folder, read_info
 from engine.model import FlowModel
@@ -25,19 +25,36 @@ from engine.textenc import TextEncoder, load_minilm
 BUILTIN = {"toyworld": lambda: paths.TOYWORLD}
 
 
-def resolve(model: str | Path) -> Path:
-    """A model name or folder -> the pipeline folder, with a clear error when it is missing."""
+def resolve(model: str | Path) -> tuple[Path, registry.Entry | None]:
+    """A model name or folder -> (pipeline folder, registry entry), with a clear error when missing."""
     name = str(model)
     if name in BUILTIN:
         folder = BUILTIN[name]()
         if not (folder / "model_index.json").exists():
             raise FileNotFoundError(
                 f"the embedded model {name!r} is not baked at {folder}; run `rushes bake toyworld`")
-        return folder
+        return folder, None
     folder = Path(name).expanduser()
     if folder.is_dir():
-        return folder
-    raise ValueError(f"unknown model {name!r}: give a pipeline folder or one of {sorted(BUILTIN)}")
+        return folder, None
+    entries = registry.load_registry()
+    if name in entries:
+        return registry.materialise(entries[name]), entries[name]
+    raise ValueError(f"unknown model {name!r}: give a pipeline folder, a name from "
+                     f"{registry.registry_path()}, or one of {sorted(BUILTIN)}")
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _apply_entry(info: ModelInfo, entry: registry.Entry | None) -> ModelInfo:
+    if entry is None:
+        return info
+    changes = {"name": entry.name, "guidance": entry.guidance, "teacher_steps": entry.teacher_steps,
+               "kind": entry.role, "student_timesteps": list(entry.timesteps)}
+    if entry.shift is not None:
+        changes["shift"] = entry.shift
+    return replace(info, **changes)
 
 
 def quiet_libraries() -> None:
@@ -92,14 +109,27 @@ def load(model: str | Path, device: str = "cpu", dtype: torch.dtype = torch.floa
          decode_dtype: torch.dtype | None = None) -> LoadedModel:
     """Load every role a folder provides: teacher (or the folder's own student) and students."""
     quiet_libraries()
-    folder = resolve(model)
+    folder, entry = resolve(model)
     check_folder(folder)
-    info = read_info(folder)
+    info = _apply_entry(read_info(folder), entry)
+    if entry is not None and dtype == torch.float32:
+        dtype = DTYPES[entry.dtype]
     vae_cls = getattr(diffusers, _index_class(folder, "vae") or "AutoencoderKL")
     vae = vae_cls.from_pretrained(folder / "vae", torch_dtype=dtype, use_safetensors=True).to(device)
     codec = VideoCodec(vae, decode_dtype=decode_dtype)
     transformer = _load_transformer(folder / "transformer", dtype, device)
     loaded = LoadedModel(folder, info, _load_text(folder, info, device), codec, FlowModel(transformer, codec))
+    if entry is not None and entry.lora:
+        from diffusers import WanPipeline
+
+        lora = adapters.weights_path(entry.lora)
+        state = WanPipeline.lora_state_dict(str(lora))  # converts the common Wan LoRA layouts
+        state = state[0] if isinstance(state, tuple) else state
+        if not all(torch.isfinite(v).all() for v in state.values()):
+            raise ValueError(f"step-distillation LoRA {lora} holds non-finite values")
+        transformer.load_lora_adapter(state, prefix="transformer", adapter_name="step_distill")
+        transformer.fuse_lora()  # the distilled student is the fused model
+        transformer.unload_lora()
     if info.kind == "student":
         loaded.students[len(info.student_timesteps)] = (loaded.teacher, list(info.student_timesteps))
     for steps, entry in info.students.items():

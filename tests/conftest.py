@@ -28,6 +28,7 @@ def tiny_vae(seed: int = 0, channels: int = 4) -> AutoencoderKL:
 @pytest.fixture(autouse=True)
 def rushes_home(tmp_path, monkeypatch):
     home = tmp_path / "home"
+    home.mkdir()
     monkeypatch.setenv("RUSHES_HOME", str(home))
     return home
 
