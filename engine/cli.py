@@ -77,9 +77,10 @@ def _history(args) -> int:
 
 
 def _bake(args) -> int:
-    from engine.toyworld.bake import bake
+    from engine.toyworld.bake import bake, export_only
 
-    for line in bake(args.stage, resume=args.resume):
+    lines = export_only(args.stage) if args.export_only else bake(args.stage, resume=args.resume)
+    for line in lines:
         print(line, flush=True)
     return 0
 
@@ -164,6 +165,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--stage", choices=["vae", "teacher", "students", "all"], default="all",
                    help="one stage or all in order")
     b.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
+    b.add_argument("--export-only", action="store_true",
+                   help="write the newest teacher checkpoint into assets/toyworld and stop")
     d = sub.add_parser("distill", help="distil a few-step student with DOLLAR (VSD + CD + LRM)",
                        description="Example: rushes distill --method vsd+cd+lrm --student-steps 4 --steps 500 "
                                    "--out ~/models/toyworld-4step. Multi-process: accelerate launch "

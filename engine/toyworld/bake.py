@@ -56,6 +56,16 @@ def _record(stage: str, report: dict) -> None:
     path.write_text(json.dumps(data | {stage: report}, indent=2))
 
 
+def export_only(stage: str) -> Iterator[str]:
+    """Write a stage's newest checkpoint into assets/toyworld without training further."""
+    if stage != "teacher":
+        raise ValueError(f"--export-only applies to the teacher stage, got {stage!r}")
+    from engine.toyworld import teacher_bake
+
+    teacher_bake.export_latest(paths.home() / "bake" / "teacher", paths.TOYWORLD)
+    yield json.dumps({"stage": "teacher", "exported": teacher_bake.bake_record(paths.TOYWORLD)["teacher"]})
+
+
 def bake(stage: str = "all", resume: bool = True) -> Iterator[str]:
     """Run one stage or all; yields one printable line per progress report."""
     stages = STAGES if stage == "all" else (stage,)

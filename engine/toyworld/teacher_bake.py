@@ -135,6 +135,18 @@ def train(cfg: TeacherBakeConfig, work: Path, out: Path, resume: bool = True) ->
             export(ema, vae, out, {"step": done, "loss": loss_avg, "of": cfg.steps})
 
 
+def export_latest(work: Path, out: Path) -> Path:
+    """Export the newest complete checkpoint's EMA teacher (e.g. after stopping a bake early)."""
+    found = checkpoint.latest(work)
+    if not found:
+        raise FileNotFoundError(f"no complete teacher checkpoint under {work}")
+    step, state, info = found
+    teacher = make_teacher()
+    teacher.load_state_dict(state["ema"])
+    cfg = TeacherBakeConfig()
+    return export(teacher, load_vae(out / "vae"), out, {"step": step, "loss": info.get("loss"), "of": cfg.steps})
+
+
 def bake_record(out: Path) -> dict:
     """What each stage has baked so far (`bake.json` beside the pipeline)."""
     path = out / "bake.json"
