@@ -146,7 +146,7 @@ def _eval(args) -> int:
 def _serve(args) -> int:
     from studio.app import launch
 
-    launch(host=args.host, port=args.port, auth=args.auth)
+    launch(host=args.host, port=args.port, auth=args.auth, model=args.model)
     return 0
 
 
@@ -212,6 +212,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 needs --auth)")
     s.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     s.add_argument("--auth", default=None, help="user:pass required when exposed")
+    s.add_argument("--model", default="toyworld", help="model name, registry entry or pipeline folder")
     return top
 
 

@@ -1,0 +1,115 @@
+"""Studio timings in a real browser: cold start of `python app.py` to a usable page, first clip,
+and live mode (keystroke -> a new 4-step clip playing), median over several keystrokes.
+
+    python bench/studio.py [--keystrokes 7] [--screenshots docs/screenshots]
+
+Uses Debian's chromium through Playwright; `RUSHES_HOME` is a fresh temp folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+URL = "http://127.0.0.1:7860/"
+
+
+def wait_http(url: str, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(url)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--keystrokes", type=int, default=7)
+    ap.add_argument("--screenshots", default=None, help="folder for a screenshot of each tab")
+    ap.add_argument("--random", action="store_true",
+                    help="serve toyworld's architecture with random weights and 1/2/4-step students (speed only)")
+    args = ap.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    env = os.environ | {"RUSHES_HOME": tempfile.mkdtemp()}
+    began = time.perf_counter()
+    command = [sys.executable, "app.py"]
+    if args.random:
+        sys.path.insert(0, str(ROOT / "bench"))
+        from speed import random_toyworld
+
+        command = [sys.executable, "-m", "engine.cli", "serve", "--model",
+                   str(random_toyworld(Path(tempfile.mkdtemp())))]
+        began = time.perf_counter()
+    server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        wait_http(URL)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(URL)
+            page.wait_for_selector("#generate")
+            usable = time.perf_counter() - began
+            page.locator("#seed input").fill("1")
+            page.locator("#generate").click()
+            page.wait_for_function("() => { const v = document.querySelector('#clip video');"
+                                   " return v && v.readyState >= 2; }", timeout=120000)
+            first_clip = time.perf_counter() - began
+            page.locator("#live input").check()
+            box = page.locator("#prompt textarea")
+            latencies = []
+            for i in range(args.keystrokes + 1):
+                src = page.evaluate("() => document.querySelector('#clip video').currentSrc")
+                t = time.perf_counter()
+                box.press("End")
+                box.type("x" if i % 2 == 0 else "\b")
+                page.wait_for_function(
+                    "(old) => { const v = document.querySelector('#clip video');"
+                    " return v && v.currentSrc !== old && v.readyState >= 2 && !v.paused; }",
+                    arg=src, timeout=60000)
+                if i:  # the first keystroke warms the path
+                    latencies.append(time.perf_counter() - t)
+            if args.screenshots:
+                shots = Path(args.screenshots)
+                shots.mkdir(parents=True, exist_ok=True)
+                page.locator("#live input").uncheck()
+                page.locator("#compare input").check()
+                page.locator("#generate").click()
+                page.wait_for_function("() => document.querySelector('#teacher-status').innerText.includes('total')",
+                                       timeout=300000)
+                page.wait_for_timeout(1500)
+                page.screenshot(path=str(shots / "create.png"), full_page=True)
+                for tab in ("Tune", "Library", "System"):
+                    page.get_by_role("tab", name=tab).click()
+                    if tab == "Library":
+                        page.locator("#lib-refresh").click()
+                    if tab == "System":
+                        page.locator("#system-refresh").click()
+                    page.wait_for_timeout(2500)
+                    page.screenshot(path=str(shots / f"{tab.lower()}.png"), full_page=True)
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait()
+    print("| measure | value |\n|---|---|")
+    print(f"| `python app.py` -> page usable | {usable:.2f} s |")
+    print(f"| `python app.py` -> first clip playing | {first_clip:.2f} s |")
+    print(f"| live mode: keystroke -> new clip playing (median of {len(latencies)}) | "
+          f"{statistics.median(latencies):.3f} s (min {min(latencies):.3f}, max {max(latencies):.3f}) |")
+
+
+if __name__ == "__main__":
+    main()
