@@ -16,7 +16,8 @@ from engine.session import Session
 from engine.tune.config import TuneConfig
 
 REWARD_HELP = ("colourfulness, brightness, contrast, sharpness, motion, smoothness, compressibility, "
-               "toyworld-semantic (the MiniBench judge); palette: match a reference image; custom: your .py file")
+               "toyworld-semantic (the MiniBench judge); palette: match a reference image; custom: your .py file; "
+               "ratings: your thumbs, stars and A/B choices")
 
 
 def _runs(session: Session) -> list[list]:
@@ -73,7 +74,12 @@ def render(session: Session, model: str, adapter_picker: gr.Dropdown) -> None:
                              steps=int(steps_), rank=int(rank_), alpha=float(rank_), lr=float(lr_))
             from engine.reward.spec import RewardSpec, scorer
 
-            scorer(RewardSpec(cfg.reward, cfg.reference, cfg.reward_file))  # clear error before starting
+            if cfg.reward == "ratings":
+                from engine.reward.ratings import fit_ratings_model
+
+                fit_ratings_model(session.store, session.engine.model(model), steps=1)  # enough ratings?
+            else:
+                scorer(RewardSpec(cfg.reward, cfg.reference, cfg.reward_file))  # clear error before starting
             session.engine.model(model).student(cfg.student_steps)
         except ValueError as err:
             raise gr.Error(str(err)) from None

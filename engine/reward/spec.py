@@ -41,6 +41,8 @@ def load_reference(path: str) -> np.ndarray:
 
 def scorer(spec: RewardSpec) -> Scorer:
     """A batch scorer; raises ValueError naming a bad reward name, reference or file."""
+    if spec.name == "ratings":
+        raise ValueError("'ratings' is learnt from your ratings by the tuner, not scored per clip")
     if spec.name == "custom":
         if not spec.file:
             raise ValueError("reward 'custom' needs a reward file (--reward-file)")
@@ -61,4 +63,4 @@ def scorer(spec: RewardSpec) -> Scorer:
     return score
 
 
-NAMES = sorted(builtin.REWARDS) + ["palette", "custom"]
+NAMES = sorted(builtin.REWARDS) + ["palette", "custom", "ratings"]

@@ -52,11 +52,13 @@ def run_tune(cfg: TuneConfig, out: str | Path, run_id: int | None = None, eval_p
     store.update_run(run_id, status="running", pid=os.getpid(), checkpoint=str(work_dir(run_id)))
     began = time.perf_counter()
     try:
-        scorer(RewardSpec(cfg.reward, cfg.reference, cfg.reward_file))  # bad reward: fail before loading
+        if cfg.reward != "ratings":
+            scorer(RewardSpec(cfg.reward, cfg.reference, cfg.reward_file))  # bad reward: fail before loading
         loaded = loading.load(cfg.model)
         from engine.toyworld.render import sample_clip
 
         held = [sample_clip("public-heldout", i)[1] for i in range(eval_prompts)]
+        eval_prompts = 0 if cfg.reward == "ratings" else eval_prompts  # no pixel reward to score with
         before = true_reward(cfg, None, held) if eval_prompts else None
         stop = lambda: store.run(run_id)["status"] == "cancelling"  # noqa: E731
         for event in train(cfg, loaded, work_dir(run_id), should_stop=stop):

@@ -55,11 +55,20 @@ class Tuner:
         self.transformer.set_adapter(ADAPTER)
         self.flow = FlowModel(self.transformer, loaded.codec)
         self.lora_params = [p for p in self.transformer.parameters() if p.requires_grad]
-        self.lrm = LatentRewardModel(loaded.codec.channels, 128, loaded.text.dim)
+        self.spec = RewardSpec(cfg.reward, cfg.reference, cfg.reward_file)
+        self.ratings_fit = None
+        if cfg.reward == "ratings":  # the LRM is the user's taste, fitted once and kept frozen
+            from engine import paths
+            from engine.reward.ratings import fit_ratings_model
+            from engine.store import Store
+
+            self.lrm, self.ratings_fit = fit_ratings_model(Store(paths.database()), loaded, seed=cfg.seed)
+            self.score = None
+        else:
+            self.lrm = LatentRewardModel(loaded.codec.channels, 128, loaded.text.dim)
+            self.score = scorer(self.spec)
         self.opt = torch.optim.AdamW(self.lora_params, lr=cfg.lr, weight_decay=0.0)
         self.opt_lrm = torch.optim.AdamW(self.lrm.parameters(), lr=cfg.lrm_lr)
-        self.spec = RewardSpec(cfg.reward, cfg.reference, cfg.reward_file)
-        self.score = scorer(self.spec)
         self.prompts = list(cfg.prompts) or default_prompts()
         self.sigmas = schedule.student_sigmas(self.timesteps, loaded.info.shift).tolist()
         info = loaded.info
@@ -100,16 +109,20 @@ class Tuner:
         prompts = [self.prompts[i] for i in rng.integers(len(self.prompts), size=cfg.batch)]
         x_t, level, text = self._inputs(gen, prompts)
         x = self.flow.predict_x0(x_t, level, text)  # grad through the LoRA only
-        rewards = torch.tensor(self.score(list(self.loaded.codec.decode(x.detach())), prompts))
-        fit, logs = lrm_fit_loss(self.lrm(x.detach(), text), rewards)
-        self.opt_lrm.zero_grad(set_to_none=True)
-        fit.backward()
-        self.opt_lrm.step()
-        logs["reward"] = rewards.mean().item()
-        if self.step >= cfg.lrm_warmup:
+        if self.score is None:  # ratings: the frozen LRM is the reward itself
+            with torch.no_grad():
+                logs = {"reward": self.lrm(x, text).mean().item()}
+        else:
+            rewards = torch.tensor(self.score(list(self.loaded.codec.decode(x.detach())), prompts))
+            fit, logs = lrm_fit_loss(self.lrm(x.detach(), text), rewards)
+            self.opt_lrm.zero_grad(set_to_none=True)
+            fit.backward()
+            self.opt_lrm.step()
+            logs["reward"] = rewards.mean().item()
+        if self.step >= cfg.lrm_warmup or self.score is None:
             self.lrm.requires_grad_(False)
             term, rlogs = reward_loss(self.lrm(x, text))
-            self.lrm.requires_grad_(True)
+            self.lrm.requires_grad_(self.score is not None)
             loss = cfg.reward_scale * term
             if cfg.reg == "base":
                 self.transformer.disable_adapters()
