@@ -56,6 +56,16 @@ class Session:
             gen_id = self.store.log_generation(self.id, clip.meta, str(path.resolve()))
             yield Result(SavedClip(clip, path, gen_id))
 
+    def model_names(self, current: str) -> list[str]:
+        """Models the studio can offer: the embedded one, registry entries, the one in use."""
+        from engine.registry import load_registry
+
+        try:
+            names = list(load_registry())
+        except ValueError:
+            names = []
+        return list(dict.fromkeys(["toyworld", current, *names]))
+
     def model_defaults(self, model: str) -> dict:
         """Clip-size defaults and limits for the UI's sliders (loads the model once)."""
         try:

@@ -67,6 +67,9 @@ def render(session: Session, model: str) -> dict:
     d = session.model_defaults(model)
     with gr.Row():
         with gr.Column(scale=1):
+            picker = gr.Dropdown(session.model_names(model), value=model, label="Model", elem_id="model",
+                                 info="the embedded toyworld, entries of models.toml, or a pipeline folder",
+                                 allow_custom_value=True)
             prompt = gr.Textbox(label="Prompt", value="a red ball moving right on a black background",
                                 elem_id="prompt")
             negative = gr.Textbox(label="Negative prompt (teacher only)", value="")
@@ -108,10 +111,10 @@ def render(session: Session, model: str) -> dict:
                 download = gr.File(label="Download", elem_id="download")
     clip_id = gr.State(None)
     teacher_id = gr.State(None)
-    inputs = [prompt, negative, preset, seed, frames, size, adapter, scale]
+    inputs = [picker, prompt, negative, preset, seed, frames, size, adapter, scale]
 
-    def generate(prompt_, negative_, preset_, seed_, frames_, size_, adapter_, scale_, compare_):
-        req = build_request(model, prompt_, negative_, preset_, seed_, frames_, size_, adapter_, scale_)
+    def generate(model_, prompt_, negative_, preset_, seed_, frames_, size_, adapter_, scale_, compare_):
+        req = build_request(model_, prompt_, negative_, preset_, seed_, frames_, size_, adapter_, scale_)
         req = GenerateRequest(**{**req.__dict__, "preview": True})
         keep = gr.update()
         saved = None
@@ -137,10 +140,10 @@ def render(session: Session, model: str) -> dict:
     outputs = [preview, video, status, clip_id, teacher_video, teacher_status, ab_row, teacher_id]
     button.click(generate, inputs + [compare], outputs, api_name="generate", **GPU)
 
-    def live_generate(prompt_, negative_, preset_, seed_, frames_, size_, adapter_, scale_, live_):
+    def live_generate(model_, prompt_, negative_, preset_, seed_, frames_, size_, adapter_, scale_, live_):
         if not live_ or not prompt_.strip():
             return gr.update(), gr.update(), gr.update()
-        req = build_request(model, prompt_, negative_, preset_, seed_ if seed_ not in (None, "") else 0,
+        req = build_request(model_, prompt_, negative_, preset_, seed_ if seed_ not in (None, "") else 0,
                             frames_, size_, adapter_, scale_)
         saved = [r for _, r, _ in run_request(session, req) if r][-1]
         return str(saved.path), _summary(saved), saved.generation_id
@@ -192,6 +195,6 @@ def render(session: Session, model: str) -> dict:
 
     gif_button.click(make_gif, [clip_id], [download], api_name="gif")
     video.change(lambda path: path, [video], [download], api_name=False)
-    return {"prompt": prompt, "negative": negative, "preset": preset, "seed": seed, "frames": frames,
+    return {"model": picker, "prompt": prompt, "negative": negative, "preset": preset, "seed": seed, "frames": frames,
             "size": size, "adapter": adapter, "scale": scale, "video": video, "status": status, "clip_id": clip_id}
 

@@ -10,6 +10,7 @@ from engine.session import Session
 from studio.app import build, check_exposure, launch_kwargs
 
 ARGS = ["", "student 4 steps", 3, 5, 32, "", 1.0]  # negative, preset, seed, frames, size, adapter, scale
+MODEL = []  # the tiny folder, set by the studio fixture
 
 
 @pytest.fixture(scope="module")
@@ -18,6 +19,7 @@ def studio(tiny_folder, tmp_path_factory):
 
     home = tmp_path_factory.mktemp("studio-home")
     os.environ["RUSHES_HOME"] = str(home)
+    MODEL[:] = [str(tiny_folder)]
     demo = build(Session("test"), str(tiny_folder))
     _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None,
                             quiet=True, **launch_kwargs())
@@ -36,7 +38,7 @@ def _count(home, table):
 
 
 def test_generate_rate_and_download(client, studio):
-    out = client.predict("a red ball", *ARGS, False, api_name="/generate")
+    out = client.predict(MODEL[0], "a red ball", *ARGS, False, api_name="/generate")
     video, status = out[1], out[2]
     assert Path(video["video"] if isinstance(video, dict) else video).exists()
     assert "seed **3**" in status and "student 4 steps" in status and "NFE 4" in status
@@ -49,7 +51,7 @@ def test_generate_rate_and_download(client, studio):
 
 def test_side_by_side_and_pair_choice(client):
     # the API returns (preview, clip, status, teacher clip, teacher status): states are not outputs
-    out = client.predict("a blue square", *ARGS, True, api_name="/generate")
+    out = client.predict(MODEL[0], "a blue square", *ARGS, True, api_name="/generate")
     assert "teacher" in out[4] and "the student's end-to-end time" in out[4]
     assert "student 4 steps" in out[2]  # the student's result survives the teacher phase
     assert "preferred over" in client.predict(api_name="/prefer_teacher")
@@ -59,12 +61,12 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(client, studio):
     before = _count(studio[1], "generations")
     for prompt, size, named in [("", 32, "prompt"), ("ok", 40, "40")]:
         with pytest.raises(Exception, match=named):
-            client.predict(prompt, "", "student 4 steps", 3, 5, size, "", 1.0, False, api_name="/generate")
+            client.predict(MODEL[0], prompt, "", "student 4 steps", 3, 5, size, "", 1.0, False, api_name="/generate")
     assert _count(studio[1], "generations") == before
 
 
 def test_library_open_reuse_rerun_delete(client, studio):
-    client.predict("a green triangle", *ARGS, False, api_name="/generate")
+    client.predict(MODEL[0], "a green triangle", *ARGS, False, api_name="/generate")
     table = client.predict("green", "", api_name="/library")
     rows = table["data"]
     assert rows and rows[0][5] == "a green triangle"
@@ -72,7 +74,8 @@ def test_library_open_reuse_rerun_delete(client, studio):
     video, settings = client.predict(gen_id, api_name="/open_clip")
     assert settings["seed"] == 3 and settings["prompt"] == "a green triangle"
     reused = client.predict(gen_id, api_name="/reuse")
-    assert reused[0] == "a green triangle" and reused[2] == "student 4 steps" and reused[3] == 3
+    assert reused[0] == MODEL[0] and reused[1] == "a green triangle"
+    assert reused[3] == "student 4 steps" and reused[4] == 3
     _, meta, message, _ = client.predict(gen_id, "green", "", api_name="/rerun")
     assert meta["seed"] == 3 and "re-ran" in message
     path = Path(settings and sqlite3.connect(studio[1] / "studio.db").execute(
