@@ -16,14 +16,15 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 QUEUE_SIZE = 32  # waiting requests beyond this are told the queue is full
 
 
-def build(session: Session, model: str = "toyworld") -> gr.Blocks:
+def build(session: Session, model: str = "toyworld", exposed: bool = False) -> gr.Blocks:
+    """The page; `exposed` (served beyond this machine) disables custom-code rewards."""
     with gr.Blocks(title="rushes studio") as demo:
         gr.Markdown("# rushes studio\nFew-step video previews, side by side with the many-step teacher.")
         with gr.Tabs() as tabs:
             with gr.Tab("Create", id="create"):
                 create_inputs = create.render(session, model)
             with gr.Tab("Tune", id="tune"):
-                tune.render(session, model, create_inputs["adapter"])
+                tune.render(session, model, create_inputs["adapter"], allow_custom=not exposed)
             with gr.Tab("Library", id="library"):
                 library.render(session, create_inputs, tabs)
             with gr.Tab("System", id="system"):
@@ -54,5 +55,5 @@ def launch_kwargs() -> dict:
 def launch(host: str = "127.0.0.1", port: int = 7860, auth: str | None = None, model: str = "toyworld",
            **kwargs) -> None:
     credentials = check_exposure(host, auth)
-    demo = build(Session("studio"), model)
+    demo = build(Session("studio"), model, exposed=host not in LOCAL_HOSTS)
     demo.launch(server_name=host, server_port=port, auth=credentials, **launch_kwargs(), **kwargs)

@@ -41,7 +41,7 @@ def adapter_choices(session: Session) -> list[tuple[str, str]]:
                              if Path(a["path"]).exists()]
 
 
-def render(session: Session, model: str, adapter_picker: gr.Dropdown) -> None:
+def render(session: Session, model: str, adapter_picker: gr.Dropdown, allow_custom: bool = True) -> None:
     with gr.Row():
         with gr.Column():
             reward = gr.Dropdown(NAMES, value="colourfulness", label="Reward", info=REWARD_HELP, elem_id="tune-reward")
@@ -67,6 +67,8 @@ def render(session: Session, model: str, adapter_picker: gr.Dropdown) -> None:
     timer = gr.Timer(2.0)
 
     def start_run(reward_, reference_, file_, steps_, rank_, lr_, name_):
+        if reward_ == "custom" and not allow_custom:
+            raise gr.Error("custom-code rewards are disabled while the studio is served beyond this machine")
         safe = "".join(c for c in (name_ or "adapter") if c.isalnum() or c in "-_") or "adapter"
         out = paths.adapters() / f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}"
         try:

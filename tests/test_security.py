@@ -106,3 +106,20 @@ def test_string_paths_posing_as_files_are_refused(served):
     db = sqlite3.connect(served[1] / "studio.db")
     assert db.execute("select count(*) from sessions").fetchone()[0] >= 1  # the served database
     assert db.execute("select count(*) from runs").fetchone()[0] == 0  # no tune was started
+
+
+def test_custom_code_rewards_are_disabled_when_exposed(tiny_folder, tmp_path):
+    from gradio_client import Client
+
+    demo = build(Session("exposed"), str(tiny_folder), exposed=True)
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **launch_kwargs())
+    try:
+        reward_file = tmp_path / "r.py"
+        reward_file.write_text("def reward(f, p):\n    return 1.0\n")
+        from gradio_client import handle_file
+
+        with pytest.raises(Exception, match="disabled"):
+            Client(url, verbose=False).predict("custom", None, handle_file(str(reward_file)), 10, 4, 1e-3, "x",
+                                               api_name="/tune_start")
+    finally:
+        demo.close()
