@@ -31,6 +31,8 @@ class GenerateRequest:
         """Raise ValueError naming the first bad value; return self when all are good."""
         knobs.check_prompt("prompt", self.prompt)
         knobs.check_prompt("negative prompt", self.negative, allow_empty=True)
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise ValueError(f"model must name a model or a folder, got {self.model!r}")
         if self.role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}, got {self.role!r}")
         if self.solver not in SOLVERS:

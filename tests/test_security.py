@@ -123,3 +123,34 @@ def test_custom_code_rewards_are_disabled_when_exposed(tiny_folder, tmp_path):
                                                api_name="/tune_start")
     finally:
         demo.close()
+
+
+def test_oversize_upload_is_refused(served, tmp_path):
+    import requests
+
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\x89PNG" + b"0" * (21 * 2**20))
+    response = requests.post(f"{served[0]}gradio_api/upload", files={"files": ("big.png", big.open("rb"))}, timeout=60)
+    assert response.status_code == 413 or "exceeds" in response.text.lower()
+
+
+def test_queue_flood_gets_queue_full_and_the_app_stays_responsive(served, tiny_folder):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gradio_client import Client
+
+    client = Client(served[0], verbose=False)
+    args = (str(tiny_folder), "a flood", "", "teacher 20 steps", 1, 5, 32, "", 1.0, False)
+
+    def one(i):
+        try:
+            Client(served[0], verbose=False).predict(*args, api_name="/generate")
+            return "ok"
+        except Exception as err:
+            return "full" if "queue" in str(err).lower() and "full" in str(err).lower() else f"error: {err}"
+
+    with ThreadPoolExecutor(max_workers=60) as pool:
+        outcomes = list(pool.map(one, range(60)))
+    assert outcomes.count("full") > 0 and outcomes.count("ok") > 0, sorted(set(outcomes))
+    assert all(o in ("ok", "full") for o in outcomes), sorted(set(outcomes))
+    assert client.predict(api_name="/system")["device"] == "cpu"  # still serving
