@@ -16,6 +16,8 @@ from pathlib import Path
 
 import diffusers
 
+from engine.knobs import strict_config
+
 WEIGHT_SUFFIXES_REFUSED = (".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle")
 
 
@@ -38,10 +40,7 @@ class ModelInfo:
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelInfo":
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown keys in rushes.json: {sorted(unknown)}")
-        return cls(**data)
+        return strict_config(cls, data, "keys in rushes.json")
 
 
 def read_info(folder: Path) -> ModelInfo:

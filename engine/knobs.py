@@ -69,3 +69,11 @@ def check_prompt(name: str, text, allow_empty: bool = False) -> str:
     if bad:
         raise ValueError(f"{name} contains a control character {bad[0]!r}")
     return text
+
+
+def strict_config(cls, data: dict, what: str):
+    """Build a config dataclass from a dict, refusing unknown keys by name."""
+    unknown = set(data) - set(cls.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"unknown {what}: {sorted(unknown)}")
+    return cls(**data)

@@ -6,6 +6,8 @@ Shift warps a level toward the noisy end: `s' = k s / (1 + (k - 1) s)` (SD3 / Wa
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 STUDENT_STEP_LISTS = {1: [1000], 2: [1000, 500], 3: [1000, 757, 522], 4: [1000, 750, 500, 250]}
@@ -37,3 +39,11 @@ def teacher_sigmas(steps: int, shift: float) -> torch.Tensor:
     """`steps + 1` decreasing levels from 1 to 0, uniform then shifted (Wan's Euler schedule)."""
     base = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
     return shift_sigma(base, shift)
+
+
+def warmup_cosine(step: int, total: int, warmup: int, peak: float, floor: float) -> float:
+    """Learning rate: linear warm-up to `peak` over `warmup` steps, then cosine decay to `floor`."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return floor + 0.5 * (peak - floor) * (1 + math.cos(math.pi * progress))

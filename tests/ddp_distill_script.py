@@ -3,7 +3,6 @@
 import sys
 from pathlib import Path
 
-import torch
 from accelerate import Accelerator
 from diffusers import FlowMatchEulerDiscreteScheduler
 

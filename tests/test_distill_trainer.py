@@ -56,6 +56,7 @@ def test_each_ablation_trains_and_logs_its_terms(loaded, tmp_path, method):
 def test_resume_equals_uninterrupted(loaded, tmp_path):
     cfg = _cfg(method="vsd+cd+lrm", generator_input="real")
     whole = list(train(cfg, loaded, tmp_path / "whole"))
+    assert isinstance(whole[-1], Result)
     first = train(cfg, loaded, tmp_path / "split")
     for event in first:  # stop after the step-2 checkpoint, as a kill would
         if isinstance(event, Progress) and event.step == 2:

@@ -1,7 +1,7 @@
 import pytest
 
 from engine import loading, paths
-from engine.events import Failed, Result
+from engine.events import Result
 from engine.requests import GenerateRequest
 from engine.reward.ratings import fit_ratings_model
 from engine.session import Session

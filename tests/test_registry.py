@@ -1,9 +1,6 @@
 """Real-checkpoint loading on CPU: tiny random Wan-family folders (UMT5 text encoder, 3D Wan
 VAE) written by the test, reached through the model registry."""
 
-import json
-
-import numpy as np
 import pytest
 import torch
 from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from engine import paths
 from engine.events import Failed
 from engine.generate import Engine
 from engine.requests import GenerateRequest

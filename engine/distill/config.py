@@ -6,6 +6,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from engine.knobs import strict_config
+
 METHODS = ("vsd", "vsd+cd", "vsd+lrm", "vsd+cd+lrm")
 
 
@@ -65,10 +67,7 @@ class DistillConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "DistillConfig":
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown distillation settings: {sorted(unknown)}")
-        return cls(**data)
+        return strict_config(cls, data, "distillation settings")
 
     @classmethod
     def from_file(cls, path: str | Path) -> "DistillConfig":

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from engine.distill.flow_matching import flow_matching_loss, sample_levels
 from engine.events import Progress
 from engine.folder import ModelInfo, write_pipeline
 from engine.model import add_noise
+from engine.schedule import warmup_cosine
 from engine.textenc import TextEncoder, load_minilm
 from engine.toyworld.latents import LatentPool
 
@@ -57,10 +57,7 @@ def make_teacher() -> WanTransformer3DModel:
 
 
 def _lr(cfg: TeacherBakeConfig, step: int) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
-    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
+    return warmup_cosine(step, cfg.steps, cfg.warmup, cfg.lr, cfg.min_lr)
 
 
 @torch.no_grad()

@@ -22,6 +22,7 @@ from diffusers import AutoencoderKL
 
 from engine import checkpoint
 from engine.events import Progress
+from engine.schedule import warmup_cosine
 from engine.toyworld.render import render, sample_clip
 
 
@@ -70,10 +71,7 @@ def frame_batch(rng: np.random.Generator, n: int, clips: int = 4) -> torch.Tenso
 
 
 def learning_rate(cfg: VaeBakeConfig, step: int) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+    return warmup_cosine(step, cfg.steps, cfg.warmup, cfg.lr, cfg.min_lr)
 
 
 @torch.no_grad()

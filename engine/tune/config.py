@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-REGULARISERS = ("base", "vsd", "none")
+from engine.knobs import strict_config
+
+REGULARISERS = ("base", "none")  # the VSD regulariser (needs a fake score) is not built yet
 
 
 @dataclass(frozen=True)
@@ -23,7 +25,7 @@ class TuneConfig:
     lrm_lr: float = 1e-3  # latent reward model learning rate
     lrm_warmup: int = 10  # updates fitting only the LRM before the LoRA moves
     batch: int = 4  # clips per update
-    reg: str = "base"  # regulariser: "base" (distance to the frozen student), "vsd", "none"
+    reg: str = "base"  # regulariser: "base" (distance to the frozen student) or "none"
     reg_weight: float = 1.0  # lambda in -LRM + lambda * regulariser
     reward_scale: float = 1.0  # multiplies the LRM term
     prompts: list[str] = field(default_factory=list)  # empty: toyworld train captions
@@ -42,10 +44,7 @@ class TuneConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TuneConfig":
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown tune settings: {sorted(unknown)}")
-        return cls(**data)
+        return strict_config(cls, data, "tune settings")
 
     def to_dict(self) -> dict:
         return asdict(self)
