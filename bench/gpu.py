@@ -1,0 +1,158 @@
+"""Speed and memory at real size on a GPU (issue: real checkpoints and the GPU path).
+
+A random-weight Wan2.1-T2V-1.3B-sized transformer and the real-size Wan VAE (speed and memory
+do not depend on the weights) at 480x832x81 (latents 16 x 21 x 60 x 104): student 1/3/4 steps
+and teacher 50 steps with CFG, denoise-only and end-to-end (decode included; text encoding is
+timed separately with a random UMT5-XXL-sized encoder when --text-encoder is given), peak
+memory; then one latent-reward LoRA tune step against one pixel-reward step (gradients through
+the VAE decoder), time and peak memory. bf16, SDPA (diffusers' default attention), optional
+torch.compile of the repeated blocks.
+
+    python bench/gpu.py                       # on the GPU machine
+    python bench/gpu.py --tiny --device cpu   # a smoke run of the same code at toy size
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from engine import schedule  # noqa: E402
+from engine.codec import VideoCodec  # noqa: E402
+from engine.model import FlowModel  # noqa: E402
+from engine.reward.lrm import LatentRewardModel  # noqa: E402
+from engine.sampling import run_to_end, student_sample, teacher_sample  # noqa: E402
+
+WAN_1_3B = dict(patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128, in_channels=16,
+                out_channels=16, text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30, cross_attn_norm=True,
+                qk_norm="rms_norm_across_heads", rope_max_seq_len=1024)
+TINY = dict(WAN_1_3B, num_attention_heads=2, attention_head_dim=16, ffn_dim=64, num_layers=2, text_dim=64)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device, repeats):
+    fn()  # warm-up (and compile)
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        t = time.perf_counter()
+        out = fn()
+        sync(device)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), out
+
+
+def peak_reset(device):
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_gb(device):
+    return torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--tiny", action="store_true", help="toy sizes, to smoke-test the script anywhere")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--compile", action="store_true", help="torch.compile each transformer block")
+    ap.add_argument("--teacher-steps", type=int, default=50)
+    args = ap.parse_args()
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+
+    device = torch.device(args.device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    torch.manual_seed(0)
+    cfg = TINY if args.tiny else WAN_1_3B
+    transformer = WanTransformer3DModel(**cfg).to(device, dtype).eval()
+    if args.compile:
+        for block in transformer.blocks:
+            block.compile()
+    vae_cfg = dict(base_dim=8, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1) if args.tiny else {}
+    vae = AutoencoderKLWan(**vae_cfg).to(device, dtype).eval()
+    codec = VideoCodec(vae)
+    flow = FlowModel(transformer, codec)
+    frames, height, width = (17, 64, 64) if args.tiny else (81, 480, 832)
+    shape = (1, *codec.latent_shape(frames, height, width))
+    text = torch.randn(1, 512, cfg["text_dim"], device=device, dtype=dtype)
+    uncond = torch.zeros_like(text)
+    params = sum(p.numel() for p in transformer.parameters()) / 1e9
+    print(f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}; transformer "
+          f"{params:.2f} B params ({dtype}); {frames}x{height}x{width}, latents {tuple(shape[1:])}; "
+          f"compile {args.compile}; median of {args.repeats}\n")
+    noise = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device)
+    rows = []
+    with torch.no_grad():
+        decode_s, _ = timed(lambda: codec.decode(torch.randn(shape, device=device)), device, args.repeats)
+        for steps in (1, 3, 4):
+            sigmas = schedule.student_sigmas(schedule.default_student_timesteps(steps), 8.0 if steps == 3 else 5.0)
+            peak_reset(device)
+            s, _ = timed(lambda: run_to_end(student_sample(flow, noise, sigmas, text, torch.Generator().manual_seed(0))),
+                         device, args.repeats)
+            rows.append((f"student {steps} step{'s' * (steps > 1)}", steps, s, peak_gb(device)))
+        sigmas = schedule.teacher_sigmas(args.teacher_steps, 5.0)
+        peak_reset(device)
+        s, _ = timed(lambda: run_to_end(teacher_sample(flow, noise, sigmas, text, uncond, 5.0)), device, 1)
+        rows.append((f"teacher {args.teacher_steps} steps CFG", 2 * args.teacher_steps, s, peak_gb(device)))
+    teacher_s = rows[-1][2]
+    print("| sampler | NFE | denoise s | end-to-end s (+ decode) | peak GB | denoise speed-up | end-to-end speed-up |")
+    print("|---|---|---|---|---|---|---|")
+    for name, nfe, s, peak in rows:
+        print(f"| {name} | {nfe} | {s:.3f} | {s + decode_s:.3f} | {peak:.1f} | {teacher_s / s:.1f}x | "
+              f"{(teacher_s + decode_s) / (s + decode_s):.1f}x |")
+    print(f"\nVAE decode alone: {decode_s:.3f} s\n")
+    tune_steps(flow, codec, shape, text, device, args)
+
+
+def tune_steps(flow, codec, shape, text, device, args) -> None:
+    """One latent-reward LoRA step vs one pixel-reward step through the decoder: time and memory."""
+    from peft import LoraConfig
+
+    transformer = flow.transformer
+    transformer.requires_grad_(False)
+    transformer.add_adapter(LoraConfig(r=16, lora_alpha=16, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    transformer.train()
+    if hasattr(transformer, "enable_gradient_checkpointing"):
+        transformer.enable_gradient_checkpointing()
+    lrm = LatentRewardModel(shape[1], 128, text.shape[-1]).to(device)
+    x_t = torch.randn(shape, device=device)
+    sigma = torch.full((1,), 0.7, device=device)
+    results = []
+    for variant in ("latent reward (LRM)", "pixel reward through the VAE decoder"):
+        peak_reset(device)
+        try:
+            sync(device)
+            t = time.perf_counter()
+            x = flow.predict_x0(x_t, sigma, text)
+            if variant.startswith("latent"):
+                loss = -lrm(x, text.float()).mean()
+            else:
+                pixels = codec.decode_float(x)
+                loss = -pixels.std()  # a differentiable pixel reward (contrast)
+            loss.backward()
+            sync(device)
+            results.append((variant, time.perf_counter() - t, peak_gb(device)))
+        except torch.cuda.OutOfMemoryError:
+            results.append((variant, float("nan"), float("inf")))
+        transformer.zero_grad(set_to_none=True)
+    print("| tune step | time s | peak GB | memory vs pixel step |\n|---|---|---|---|")
+    for variant, s, peak in results:
+        ratio = peak / results[1][2] if results[1][2] not in (0, float("inf")) else float("nan")
+        print(f"| {variant} | {s:.3f} | {'OOM' if peak == float('inf') else f'{peak:.1f}'} | {ratio:.3f}x |")
+
+
+if __name__ == "__main__":
+    main()
