@@ -1,0 +1,51 @@
+"""The DOLLAR table for toyworld: MiniBench on public-eval and public-heldout for the renderer
+(upper bound), the teacher (50 steps, CFG), the distilled students and the ablation rows.
+
+    python bench/dollar.py --rows "teacher=toyworld:teacher:50" \
+        "DOLLAR 4-step=toyworld:student:4" "VSD 4-step=~/models/vsd:student:4" [--prompts 32 --seeds 2]
+
+Each row is LABEL=MODEL:ROLE:STEPS; the renderer row is always first. Speed ratios are
+bench/speed.py's job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from engine.generate import Engine  # noqa: E402
+from engine.toyworld import minibench  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", nargs="+", default=["teacher 50 steps CFG=toyworld:teacher:50"])
+    ap.add_argument("--prompts", type=int, default=32)
+    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--splits", default="public-eval,public-heldout")
+    args = ap.parse_args()
+    engine = Engine()
+    rows = [("renderer (upper bound)", None)]
+    for spec in args.rows:
+        label, _, target = spec.partition("=")
+        model, role, steps = target.rsplit(":", 2)
+        rows.append((label, minibench.model_source(engine, str(Path(model).expanduser()) if "/" in model else model,
+                                                   role, int(steps))))
+    print(f"MiniBench: {args.prompts} prompts x {args.seeds} seeds per split\n")
+    print("| model | split | total | semantic | colour | shape | motion | count | quality | FD | diversity |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for label, source in rows:
+        for split in args.splits.split(","):
+            r = minibench.evaluate(source, split, prompts=args.prompts, seeds=args.seeds)
+            p, q = r["semantic_parts"], r["quality_parts"]
+            div = "n/a" if r["diversity"] is None else f"{r['diversity']:.3f}"
+            print(f"| {label} | {split} | {r['total']:.2f} | {100 * r['semantic']:.1f}% | {100 * p['colour']:.1f}% | "
+                  f"{100 * p['shape']:.1f}% | {100 * p['motion']:.1f}% | {100 * p['count']:.1f}% | "
+                  f"{r['quality']:.3f} | {q['fd']:.2f} | {div} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
