@@ -35,10 +35,12 @@ def test_gif_and_bad_names(tmp_path):
 
 
 def test_sweep_partials(tmp_path):
-    (tmp_path / ".partial-123-x.mp4").write_bytes(b"half")
-    (tmp_path / "keep.mp4").write_bytes(b"whole")
-    assert sweep_partials(tmp_path) == 1
-    assert [p.name for p in tmp_path.iterdir()] == ["keep.mp4"]
+    folder = tmp_path / "outputs"
+    folder.mkdir()
+    (folder / ".partial-123-x.mp4").write_bytes(b"half")
+    (folder / "keep.mp4").write_bytes(b"whole")
+    assert sweep_partials(folder) == 1
+    assert [p.name for p in folder.iterdir()] == ["keep.mp4"]
 
 
 def test_store_rows_and_migrations(tmp_path):
