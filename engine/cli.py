@@ -109,8 +109,8 @@ def _tune(args) -> int:
     from engine.tune.run import run_tune
 
     cfg = TuneConfig(model=args.model, student_steps=args.student_steps, reward=args.reward,
-                     reference=args.reference, reward_file=args.reward_file, steps=args.steps,
-                     rank=args.rank, alpha=float(args.rank), lr=args.lr, batch=args.batch)
+                     reference=args.reference, reward_file=args.reward_file, reward_model=args.reward_model,
+                     steps=args.steps, rank=args.rank, alpha=float(args.rank), lr=args.lr, batch=args.batch)
     for event in run_tune(cfg, args.out, eval_prompts=args.eval_prompts):
         if isinstance(event, Progress) and not args.json:
             shown = " ".join(f"{k} {event.metrics[k]:.4g}" for k in ("reward", "lrm_reward", "reg") if k in event.metrics)
@@ -189,6 +189,8 @@ def parser() -> argparse.ArgumentParser:
                                                     "(needs --reward-file): " + ", ".join(REWARD_NAMES))
     t.add_argument("--reward-file", default=None, help="a .py file defining reward(frames, prompt) -> float")
     t.add_argument("--reference", default=None, help="image whose colour palette the clips should match")
+    t.add_argument("--reward-model", default=None, help="clip-score / aesthetic: local CLIP folder "
+                                                          "(default $RUSHES_HOME/reward-models/<reward>)")
     t.add_argument("--steps", type=int, default=300, help="LoRA updates (default 300)")
     t.add_argument("--rank", type=int, default=8, help="LoRA rank (default 8)")
     t.add_argument("--lr", type=float, default=1e-3, help="LoRA learning rate (default 1e-3)")

@@ -11,13 +11,21 @@ import gradio as gr
 import pandas as pd
 
 from engine import jobs, paths
+from engine.reward import models as model_rewards
 from engine.reward.spec import NAMES
 from engine.session import Session
 from engine.tune.config import TuneConfig
 
 REWARD_HELP = ("colourfulness, brightness, contrast, sharpness, motion, smoothness, compressibility, "
                "toyworld-semantic (the MiniBench judge); palette: match a reference image; custom: your .py file; "
-               "ratings: your thumbs, stars and A/B choices")
+               "ratings: your thumbs, stars and A/B choices; clip-score / aesthetic: shown when their CLIP "
+               "weights are in $RUSHES_HOME/reward-models/<name>")
+
+
+def reward_choices() -> list[str]:
+    """Every reward this machine can score: model rewards only when their weights are present."""
+    present = set(model_rewards.available())
+    return [n for n in NAMES if n not in model_rewards.MODEL_REWARDS or n in present]
 
 
 def _runs(session: Session) -> list[list]:
@@ -44,7 +52,7 @@ def adapter_choices(session: Session) -> list[tuple[str, str]]:
 def render(session: Session, model: str, adapter_picker: gr.Dropdown, allow_custom: bool = True) -> None:
     with gr.Row():
         with gr.Column():
-            reward = gr.Dropdown(NAMES, value="colourfulness", label="Reward", info=REWARD_HELP, elem_id="tune-reward")
+            reward = gr.Dropdown(reward_choices(), value="colourfulness", label="Reward", info=REWARD_HELP, elem_id="tune-reward")
             reference = gr.Image(label="Palette reference (for 'palette')", type="filepath", height=120)
             reward_file = gr.File(label="Reward file (for 'custom'): defines reward(frames, prompt)",
                                   file_types=[".py"], type="filepath")
@@ -74,14 +82,14 @@ def render(session: Session, model: str, adapter_picker: gr.Dropdown, allow_cust
         try:
             cfg = TuneConfig(model=model, reward=reward_, reference=reference_, reward_file=file_,
                              steps=int(steps_), rank=int(rank_), alpha=float(rank_), lr=float(lr_))
-            from engine.reward.spec import RewardSpec, scorer
+            from engine.reward.spec import scorer
 
             if cfg.reward == "ratings":
                 from engine.reward.ratings import fit_ratings_model
 
                 fit_ratings_model(session.store, session.engine.model(model), steps=1)  # enough ratings?
             else:
-                scorer(RewardSpec(cfg.reward, cfg.reference, cfg.reward_file))  # clear error before starting
+                scorer(cfg.reward_spec())  # clear error before starting
             session.engine.model(model).student(cfg.student_steps)
         except ValueError as err:
             raise gr.Error(str(err)) from None

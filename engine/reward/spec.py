@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.reward import builtin
+from engine.reward import builtin, models
 from engine.reward.custom import CustomReward, RewardError
 
 Scorer = Callable[[list[np.ndarray], list[str]], list[float]]
@@ -16,9 +16,10 @@ Scorer = Callable[[list[np.ndarray], list[str]], list[float]]
 
 @dataclass(frozen=True)
 class RewardSpec:
-    name: str  # a built-in name, "palette" (needs reference) or "custom" (needs file)
+    name: str  # a built-in name, "palette" (needs reference), "custom" (needs file) or a model reward
     reference: str | None = None  # image whose colour palette the clips should match
     file: str | None = None  # a .py file defining reward(frames, prompt) -> float
+    model: str | None = None  # model rewards: weights folder (default $RUSHES_HOME/reward-models/<name>)
     timeout_s: float = 30.0  # custom rewards: seconds per batch before the process group is killed
 
     def describe(self) -> str:
@@ -47,6 +48,8 @@ def scorer(spec: RewardSpec) -> Scorer:
         if not spec.file:
             raise ValueError("reward 'custom' needs a reward file (--reward-file)")
         return CustomReward(spec.file, spec.timeout_s).batch
+    if spec.name in models.MODEL_REWARDS:
+        return _finite(spec.name, models.load(spec.name, spec.model))
     if spec.name == "palette":
         if not spec.reference:
             raise ValueError("reward 'palette' needs a reference image (--reference)")
@@ -54,13 +57,17 @@ def scorer(spec: RewardSpec) -> Scorer:
     else:
         fn = builtin.get(spec.name)
 
+    return _finite(spec.name, lambda frames, prompts: [float(fn(f, p)) for f, p in zip(frames, prompts)])
+
+
+def _finite(name: str, batch: Scorer) -> Scorer:
     def score(frames: list[np.ndarray], prompts: list[str]) -> list[float]:
-        values = [float(fn(f, p)) for f, p in zip(frames, prompts)]
+        values = batch(frames, prompts)
         if not all(np.isfinite(values)):
-            raise RewardError(f"reward {spec.name} returned a non-finite value")
+            raise RewardError(f"reward {name} returned a non-finite value")
         return values
 
     return score
 
 
-NAMES = sorted(builtin.REWARDS) + ["palette", "custom", "ratings"]
+NAMES = sorted(builtin.REWARDS) + ["palette", "custom", "ratings", *models.MODEL_REWARDS]

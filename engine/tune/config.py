@@ -17,6 +17,7 @@ class TuneConfig:
     reward: str = "colourfulness"  # built-in name, "palette" or "custom"
     reference: str | None = None  # palette reward: reference image
     reward_file: str | None = None  # custom reward: .py file
+    reward_model: str | None = None  # model rewards: weights folder (default $RUSHES_HOME/reward-models/<name>)
     steps: int = 300  # generator (LoRA) updates
     rank: int = 8  # LoRA rank
     alpha: float = 8.0  # LoRA alpha (scale = alpha / rank)
@@ -45,6 +46,11 @@ class TuneConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "TuneConfig":
         return strict_config(cls, data, "tune settings")
+
+    def reward_spec(self):
+        from engine.reward.spec import RewardSpec
+
+        return RewardSpec(self.reward, self.reference, self.reward_file, self.reward_model)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -16,7 +16,7 @@ import numpy as np
 
 from engine import loading, paths
 from engine.events import Failed, Progress, Result
-from engine.reward.spec import RewardSpec, scorer
+from engine.reward.spec import scorer
 from engine.store import Store
 from engine.tune.adapter_io import save_adapter
 from engine.tune.config import TuneConfig
@@ -32,7 +32,7 @@ def true_reward(cfg: TuneConfig, lora: str | None, prompts: list[str], seeds: in
     from engine.generate import Engine
     from engine.requests import GenerateRequest
 
-    score, engine, values = scorer(RewardSpec(cfg.reward, cfg.reference, cfg.reward_file)), Engine(), []
+    score, engine, values = scorer(cfg.reward_spec()), Engine(), []
     for prompt in prompts:
         for seed in range(seeds):
             req = GenerateRequest(prompt=prompt, model=cfg.model, role="student", steps=cfg.student_steps,
@@ -53,7 +53,7 @@ def run_tune(cfg: TuneConfig, out: str | Path, run_id: int | None = None, eval_p
     began = time.perf_counter()
     try:
         if cfg.reward != "ratings":
-            scorer(RewardSpec(cfg.reward, cfg.reference, cfg.reward_file))  # bad reward: fail before loading
+            scorer(cfg.reward_spec())  # bad reward: fail before loading
         loaded = loading.load(cfg.model)
         from engine.toyworld.render import sample_clip
 

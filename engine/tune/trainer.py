@@ -29,7 +29,7 @@ from engine.loading import LoadedModel
 from engine.model import FlowModel, add_noise
 from engine.reward.custom import RewardError
 from engine.reward.lrm import LatentRewardModel, lrm_fit_loss, reward_loss
-from engine.reward.spec import RewardSpec, scorer
+from engine.reward.spec import scorer
 from engine.tune.config import TuneConfig
 
 ADAPTER = "tune"
@@ -55,7 +55,7 @@ class Tuner:
         self.transformer.set_adapter(ADAPTER)
         self.flow = FlowModel(self.transformer, loaded.codec)
         self.lora_params = [p for p in self.transformer.parameters() if p.requires_grad]
-        self.spec = RewardSpec(cfg.reward, cfg.reference, cfg.reward_file)
+        self.spec = cfg.reward_spec()
         self.ratings_fit = None
         if cfg.reward == "ratings":  # the LRM is the user's taste, fitted once and kept frozen
             from engine import paths
