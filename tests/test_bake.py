@@ -44,3 +44,29 @@ def test_teacher_stage_resumes_and_exports_a_loadable_pipeline(tmp_path):
     loaded = loading.load(str(tmp_path / "b"))
     assert loaded.info.name == "toyworld" and loaded.teacher.transformer.config.num_layers == 4
     assert teacher_bake.bake_record(tmp_path / "b")["teacher"]["step"] == 2
+
+
+def test_a_fast_forwarded_pool_samples_only_encoded_clips():
+    """Regression: skipping part of the stream once left capacity - keep empty slots that
+    batches drew from (uninitialised latents), which silently ruined a resumed teacher bake."""
+    import numpy as np
+
+    from engine.codec import VideoCodec
+    from engine.textenc import TextEncoder, load_minilm
+    from engine.toyworld.latents import LatentPool
+    from tests.conftest import tiny_vae
+
+    text = TextEncoder(*load_minilm(), max_length=8)
+    codec = VideoCodec(tiny_vae())
+    skipped = LatentPool(codec, text, capacity=40, frames=3, size=16)
+    skipped.fast_forward(30, keep=6, chunk=4)
+    assert (skipped.size, skipped.added) == (6, 30)
+    whole = LatentPool(codec, text, capacity=40, frames=3, size=16)
+    whole.fast_forward(30, chunk=4)
+    assert skipped.slots == list(range(24, 30))
+    assert torch.allclose(skipped.latents[24:30], whole.latents[24:30], atol=1e-5)
+    x0, _, captions = skipped.batch(64, np.random.default_rng(0))
+    assert set(captions) <= set(whole.captions[24:30])
+    assert any(torch.allclose(x, whole.latents[24:30][i], atol=1e-5) for x in x0[:1] for i in range(6))
+    skipped.add(2)
+    assert skipped.size == 8 and skipped.captions[30:32] == [whole._clip(30)[1], whole._clip(31)[1]]

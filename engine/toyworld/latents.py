@@ -26,8 +26,9 @@ class LatentPool:
         self.latents: torch.Tensor | None = None  # [capacity, C, T, h, w]
         self.states: torch.Tensor | None = None  # [capacity, L, D] float16
         self.captions: list[str] = []
-        self.size = 0
-        self.added = 0  # clips of the stream added so far
+        self.size = 0  # filled slots
+        self.added = 0  # clips of the stream consumed so far (a fast-forward skips some)
+        self.slots: list[int] = []  # filled slot indices, ascending (clip j lives in slot j % capacity)
 
     def _clip(self, j: int):
         index = int(np.random.default_rng([self.seed, j]).integers(2**31))
@@ -44,20 +45,24 @@ class LatentPool:
             self.latents = torch.empty((self.capacity, *z.shape[1:]))
             self.states = torch.empty((self.capacity, *states.shape[1:]), dtype=torch.float16)
             self.captions = [""] * self.capacity
+        filled = set(self.slots)
         for i in range(count):
             slot = self.added % self.capacity
             self.latents[slot], self.states[slot], self.captions[slot] = z[i], states[i], captions[i]
+            filled.add(slot)
             self.added += 1
-        self.size = min(self.added, self.capacity)
+        self.slots = sorted(filled)
+        self.size = len(self.slots)
 
     def fast_forward(self, total: int, keep: int | None = None, chunk: int = 32) -> None:
         """Rebuild the pool as after `total` clips of the stream, encoding only the last
-        `keep` (default: capacity, which restores it exactly)."""
+        `keep` (default: capacity, which restores it exactly). Only the encoded clips are
+        sampled afterwards: skipped ones leave no empty slots."""
         self.added = max(0, total - min(keep or self.capacity, self.capacity))
         while self.added < total:
             self.add(min(chunk, total - self.added))
 
     def batch(self, n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         """(latents [n, C, T, h, w], caption states [n, L, D] float32, captions)."""
-        idx = rng.integers(self.size, size=n)
+        idx = np.asarray(self.slots)[rng.integers(self.size, size=n)]  # never an empty slot
         return self.latents[idx], self.states[idx].float(), [self.captions[i] for i in idx]
