@@ -110,7 +110,7 @@ def _tune(args) -> int:
 
     cfg = TuneConfig(model=args.model, student_steps=args.student_steps, reward=args.reward,
                      reference=args.reference, reward_file=args.reward_file, reward_model=args.reward_model,
-                     steps=args.steps, rank=args.rank, alpha=float(args.rank), lr=args.lr, batch=args.batch)
+                     steps=args.steps, rank=args.rank, reg=args.reg, alpha=float(args.rank), lr=args.lr, batch=args.batch)
     for event in run_tune(cfg, args.out, eval_prompts=args.eval_prompts):
         if isinstance(event, Progress) and not args.json:
             shown = " ".join(f"{k} {event.metrics[k]:.4g}" for k in ("reward", "lrm_reward", "reg") if k in event.metrics)
@@ -195,6 +195,9 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--rank", type=int, default=8, help="LoRA rank (default 8)")
     t.add_argument("--lr", type=float, default=1e-3, help="LoRA learning rate (default 1e-3)")
     t.add_argument("--batch", type=int, default=4, help="clips per update (default 4)")
+    t.add_argument("--reg", default="base", choices=["base", "vsd", "none"],
+                   help="regulariser: distance to the frozen student (base, default), the VSD term against "
+                        "the teacher (vsd, slower), or none")
     t.add_argument("--eval-prompts", type=int, default=4, help="held-out prompts for reward before/after (0 skips)")
     t.add_argument("--out", required=True, help="adapter folder to write (diffusers LoRA format)")
     t.add_argument("--json", action="store_true", help="print adapter path, reward before/after, wall time")

@@ -134,3 +134,25 @@ class Session:
         settings = json.loads(row["settings"])
         gif = Path(row["path"]).with_suffix(".gif")
         return write_clip(read_mp4(row["path"]), settings.get("fps", 8), gif, settings)
+
+    def before_after(self, adapter: str, model: str = "toyworld", prompts: list[str] | None = None,
+                     seeds: tuple[int, ...] = (0,), scale: float = 1.0, steps: int = 4) -> list[tuple[Path, str]]:
+        """The student's clips without and with an adapter on fixed prompts and seeds, as
+        (file, label) pairs in row order: prompt/seed, before then after. Logged like any clip."""
+        if not adapter or not Path(adapter).exists():
+            raise ValueError(f"no adapter at {adapter!r}")
+        if prompts is None:
+            from engine.toyworld.render import sample_clip
+
+            prompts = [sample_clip("public-heldout", i)[1] for i in range(3)]
+        grid = []
+        for prompt in prompts:
+            for seed in seeds:
+                for lora, label in ((None, "before"), (adapter, "after")):
+                    req = GenerateRequest(prompt=prompt, model=model, role="student", steps=steps, seed=seed,
+                                          lora=lora, lora_scale=scale)
+                    last = list(self.generate(req))[-1]
+                    if isinstance(last, Failed):
+                        raise ValueError(last.message)
+                    grid.append((last.value.path, f"{label} · seed {seed} · {prompt}"))
+        return grid

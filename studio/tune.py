@@ -15,6 +15,7 @@ from engine.reward import models as model_rewards
 from engine.reward.spec import NAMES
 from engine.session import Session
 from engine.tune.config import TuneConfig
+from studio.create import GPU
 
 REWARD_HELP = ("colourfulness, brightness, contrast, sharpness, motion, smoothness, compressibility, "
                "toyworld-semantic (the MiniBench judge); palette: match a reference image; custom: your .py file; "
@@ -72,6 +73,13 @@ def render(session: Session, model: str, adapter_picker: gr.Dropdown, allow_cust
                                elem_id="tune-plot")
             runs = gr.Dataframe(headers=["run", "status", "step", "reward", "message"], value=[],
                                 interactive=False, label="Tune runs")
+    with gr.Row():
+        compare_adapter = gr.Dropdown(adapter_choices(session), value="", label="Adapter",
+                                      info="a saved adapter to compare with the plain student", elem_id="tune-compare-adapter")
+        compare_scale = gr.Slider(0, 2, value=1.0, step=0.1, label="Adapter scale")
+        compare = gr.Button("Before / after", elem_id="tune-compare")
+    grid = gr.Gallery(label="Before / after on fixed held-out prompts (seed 0): left the student, right with the adapter",
+                      columns=2, height=420, elem_id="tune-grid")
     timer = gr.Timer(2.0)
 
     def start_run(reward_, reference_, file_, steps_, rank_, lr_, name_):
@@ -129,6 +137,20 @@ def render(session: Session, model: str, adapter_picker: gr.Dropdown, allow_cust
                 rate = row["step"] / max(1e-6, row["updated_at"] - row["created_at"])
                 eta = f" · ETA {max(0, steps_total - row['step']) / max(rate, 1e-6):.0f} s"
             text = f"run {int(rid)}: **{row['status']}** · step {row['step']}/{steps_total}{eta} · {row['message'] or ''}"
-        return text, _plot_rows(session, rid), _runs(session), gr.update(choices=adapter_choices(session))
+        choices = gr.update(choices=adapter_choices(session))
+        return text, _plot_rows(session, rid), _runs(session), choices, choices
 
-    timer.tick(poll, [run_id], [status, plot, runs, adapter_picker], api_name="tune_status", show_progress="hidden")
+    timer.tick(poll, [run_id], [status, plot, runs, adapter_picker, compare_adapter], api_name="tune_status",
+               show_progress="hidden")
+
+    def before_after(adapter, scale):
+        if not adapter:
+            raise gr.Error("pick a saved adapter to compare")
+        try:
+            pairs = session.before_after(adapter, model=model, scale=float(scale))
+        except ValueError as err:
+            raise gr.Error(str(err)) from None
+        return [(str(path), label) for path, label in pairs]
+
+    compare.click(before_after, [compare_adapter, compare_scale], [grid], api_name="tune_before_after", **GPU)
+

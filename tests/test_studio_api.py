@@ -108,7 +108,7 @@ def test_tune_start_status_cancel_and_adapter_listing(client, studio):
     deadline = time.time() + 120
     status = ""
     while time.time() < deadline:
-        status, plot, runs, _ = client.predict(run_id, api_name="/tune_status")
+        status, plot, runs, *_ = client.predict(run_id, api_name="/tune_status")
         if "running" in status and plot["data"]:
             break
         time.sleep(1)
@@ -120,3 +120,21 @@ def test_tune_start_status_cancel_and_adapter_listing(client, studio):
     assert "cancelled" in status
     with pytest.raises(Exception, match="sparkle"):
         client.predict("sparkle", None, None, 10, 4, 1e-3, "x", api_name="/tune_start")
+
+
+def test_before_after_grid_compares_an_adapter_on_fixed_prompts(client, studio, tmp_path):
+    from engine.cli import main
+
+    adapter = tmp_path / "crisp"
+    assert main(["tune", "--model", MODEL[0], "--reward", "contrast", "--steps", "2", "--batch", "2",
+                 "--eval-prompts", "0", "--out", str(adapter)]) == 0
+    before_rows = _count(studio[1], "generations")
+    *_, choices = client.predict(None, api_name="/tune_status")  # the timer refreshes the pickers
+    assert str(adapter) in str(choices)
+    grid = client.predict(str(adapter), 1.0, api_name="/tune_before_after")
+    assert len(grid) == 6 and _count(studio[1], "generations") == before_rows + 6
+    labels = [item["caption"] for item in grid]
+    assert [label.split(" · ")[0] for label in labels] == ["before", "after"] * 3
+    assert labels[0].split(" · ", 1)[1] == labels[1].split(" · ", 1)[1]  # same prompt and seed in a row
+    with pytest.raises(Exception, match="pick a saved adapter"):
+        client.predict("", 1.0, api_name="/tune_before_after")

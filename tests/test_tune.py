@@ -1,4 +1,5 @@
 import json
+import math
 import sqlite3
 import time
 
@@ -94,6 +95,30 @@ def test_tune_moves_only_the_lora_and_resumes(tiny_folder, tmp_path):
     a, b = checkpoint.latest(tmp_path / "a"), checkpoint.latest(tmp_path / "b")
     for key in a[1]["lora"]:
         assert torch.allclose(a[1]["lora"][key], b[1]["lora"][key], atol=1e-5), key
+
+
+def test_vsd_regulariser_trains_a_fake_score_and_resumes_exactly(tiny_folder, tmp_path):
+    cfg = _cfg(tiny_folder, reg="vsd", steps=3, checkpoint_every=1)
+    events = list(train(cfg, loading.load(str(tiny_folder)), tmp_path / "a"))
+    assert isinstance(events[-1], Result)
+    last = events[-2].metrics
+    assert {"reg", "fake_loss", "vsd_grad_norm"} <= set(last) and all(map(math.isfinite, last.values()))
+    tuner = events[-1].value
+    teacher = loading.load(str(tiny_folder)).teacher.transformer.state_dict()
+    moved = [k for k, v in tuner.fake.transformer.state_dict().items() if not torch.equal(v, teacher[k])]
+    assert moved  # the fake score learnt from the tuned student's samples
+    gen = train(cfg, loading.load(str(tiny_folder)), tmp_path / "b")
+    for event in gen:
+        if isinstance(event, Progress) and event.step == 2:
+            break
+    gen.close()
+    rest = list(train(cfg, loading.load(str(tiny_folder)), tmp_path / "b"))
+    assert [e.step for e in rest if isinstance(e, Progress)] == [3]
+    a, b = checkpoint.latest(tmp_path / "a")[1], checkpoint.latest(tmp_path / "b")[1]
+    for key in a["lora"]:
+        assert torch.allclose(a["lora"][key], b["lora"][key], atol=1e-5), key
+    for key in a["fake"]:
+        assert torch.allclose(a["fake"][key], b["fake"][key], atol=1e-5), key
 
 
 def test_bad_reward_stops_the_run_without_an_optimizer_step(tiny_folder, tmp_path):

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 
 from engine.knobs import strict_config
 
-REGULARISERS = ("base", "none")  # the VSD regulariser (needs a fake score) is not built yet
+REGULARISERS = ("base", "vsd", "none")
 
 
 @dataclass(frozen=True)
@@ -26,8 +26,11 @@ class TuneConfig:
     lrm_lr: float = 1e-3  # latent reward model learning rate
     lrm_warmup: int = 10  # updates fitting only the LRM before the LoRA moves
     batch: int = 4  # clips per update
-    reg: str = "base"  # regulariser: "base" (distance to the frozen student) or "none"
+    reg: str = "base"  # regulariser: "base" (distance to the frozen student), "vsd" (DMD2 term vs the teacher), "none"
     reg_weight: float = 1.0  # lambda in -LRM + lambda * regulariser
+    fake_updates: int = 2  # reg "vsd": fake-score updates per LoRA update
+    fake_lr: float = 1e-4  # reg "vsd": fake-score learning rate
+    vsd_guidance: float = 3.5  # reg "vsd": teacher CFG in the real score
     reward_scale: float = 1.0  # multiplies the LRM term
     prompts: list[str] = field(default_factory=list)  # empty: toyworld train captions
     checkpoint_every: int = 25
@@ -37,7 +40,7 @@ class TuneConfig:
     def __post_init__(self):
         if self.reg not in REGULARISERS:
             raise ValueError(f"reg must be one of {REGULARISERS}, got {self.reg!r}")
-        for name in ("steps", "rank", "batch", "checkpoint_every"):
+        for name in ("steps", "rank", "batch", "checkpoint_every", "fake_updates"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):

@@ -5,15 +5,20 @@ backward simulation (k listed steps under no_grad, the next with grad); the pixe
 decode(x) (no grad: any reward works, differentiable or not) trains the latent reward model;
 after `lrm_warmup` updates the LoRA minimises
 
-    L = -reward_scale * mean R_lrm(x) + reg_weight * mean (x - x_base)^2
+    L = -reward_scale * mean R_lrm(x) + reg_weight * regulariser
 
-where x_base is the frozen student's prediction from the same input (adapter disabled), so
-the reward is reached without drifting off the student's distribution. A reward that fails
+with regulariser "base": mean (x - x_base)^2, x_base the frozen student's prediction from the
+same input (adapter disabled), so the reward is reached without drifting off the student's
+distribution; or "vsd": the DMD2 variational score distillation term (engine/distill/vsd.py)
+against the teacher with CFG, with a fake score (initialised from the teacher) tracking the
+tuned student by `fake_updates` flow-matching updates per LoRA update (DOLLAR eq. 5's L_VSD
+kept during reward tuning, so the samples stay on the teacher's distribution). A reward that fails
 (raises, NaN, wrong type) skips the update: no optimizer step is taken on a bad reward.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +29,8 @@ from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 
 from engine import checkpoint, schedule
+from engine.distill.flow_matching import flow_matching_loss, sample_levels
+from engine.distill.vsd import vsd_loss
 from engine.events import Failed, Progress, Result
 from engine.loading import LoadedModel
 from engine.model import FlowModel, add_noise
@@ -67,6 +74,14 @@ class Tuner:
         else:
             self.lrm = LatentRewardModel(loaded.codec.channels, 128, loaded.text.dim)
             self.score = scorer(self.spec)
+        self.fake = self.opt_fake = None
+        if cfg.reg == "vsd":
+            self.teacher = loaded.teacher
+            self.teacher.transformer.requires_grad_(False)
+            fake = copy.deepcopy(self.teacher.transformer).float().requires_grad_(True).train()
+            self.fake = FlowModel(fake, loaded.codec)
+            self.opt_fake = torch.optim.AdamW(fake.parameters(), lr=cfg.fake_lr, weight_decay=0.0)
+            self.uncond = loaded.text.encode([""])
         self.opt = torch.optim.AdamW(self.lora_params, lr=cfg.lr, weight_decay=0.0)
         self.opt_lrm = torch.optim.AdamW(self.lrm.parameters(), lr=cfg.lrm_lr)
         self.prompts = list(cfg.prompts) or default_prompts()
@@ -76,8 +91,11 @@ class Tuner:
         self.step = 0
 
     def state(self) -> dict:
-        return {"lora": get_peft_model_state_dict(self.transformer, adapter_name=ADAPTER),
-                "lrm": self.lrm.state_dict(), "opt": self.opt.state_dict(), "opt_lrm": self.opt_lrm.state_dict()}
+        state = {"lora": get_peft_model_state_dict(self.transformer, adapter_name=ADAPTER),
+                 "lrm": self.lrm.state_dict(), "opt": self.opt.state_dict(), "opt_lrm": self.opt_lrm.state_dict()}
+        if self.fake is not None:
+            state |= {"fake": self.fake.transformer.state_dict(), "opt_fake": self.opt_fake.state_dict()}
+        return state
 
     def resume(self) -> bool:
         found = checkpoint.latest(self.work)
@@ -88,6 +106,9 @@ class Tuner:
         self.lrm.load_state_dict(state["lrm"])
         self.opt.load_state_dict(state["opt"])
         self.opt_lrm.load_state_dict(state["opt_lrm"])
+        if self.fake is not None:
+            self.fake.transformer.load_state_dict(state["fake"])
+            self.opt_fake.load_state_dict(state["opt_fake"])
         return True
 
     def _inputs(self, gen: torch.Generator, prompts: list[str]):
@@ -132,6 +153,9 @@ class Tuner:
                 reg = torch.mean((x - x_base) ** 2)
                 loss = loss + cfg.reg_weight * reg
                 logs["reg"] = reg.item()
+            elif cfg.reg == "vsd":
+                reg = self._vsd(x, text, gen, logs)
+                loss = loss + cfg.reg_weight * reg
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"tune loss is {loss.item()}")
             self.opt.zero_grad(set_to_none=True)
@@ -141,6 +165,27 @@ class Tuner:
             logs |= rlogs | {"loss": loss.item()}
         self.step += 1
         return logs
+
+
+    def _vsd(self, x: torch.Tensor, text: torch.Tensor, gen: torch.Generator, logs: dict) -> torch.Tensor:
+        """Fake-score updates on the detached sample, then L_VSD(x) at a random clamped level."""
+        b = x.shape[0]
+        for _ in range(self.cfg.fake_updates):
+            sigma = sample_levels(b, self.loaded.info.shift, gen)
+            eps = torch.randn(x.shape, generator=gen)
+            fm, _ = flow_matching_loss(self.fake.velocity(add_noise(x.detach(), eps, sigma), sigma, text), x.detach(), eps)
+            self.opt_fake.zero_grad(set_to_none=True)
+            fm.backward()
+            self.opt_fake.step()
+        level = sample_levels(b, self.loaded.info.shift, gen).clamp(0.02, 0.98)
+        with torch.no_grad():
+            x_noisy = add_noise(x.detach(), torch.randn(x.shape, generator=gen), level)
+            x0_real = self.teacher.predict_x0(x_noisy, level, text, self.uncond.expand(b, -1, -1),
+                                              self.cfg.vsd_guidance)
+            x0_fake = self.fake.predict_x0(x_noisy, level, text)
+        reg, vlogs = vsd_loss(x, x0_real, x0_fake)
+        logs |= {"reg": reg.item(), "fake_loss": fm.item(), "vsd_grad_norm": vlogs["vsd_grad_norm"]}
+        return reg
 
 
 def train(cfg: TuneConfig, loaded: LoadedModel, work: Path, resume: bool = True,
