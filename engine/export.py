@@ -32,19 +32,24 @@ def write_clip(frames: np.ndarray, fps: int, path: str | Path, settings: dict) -
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {frames.shape}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_for(path)
-    try:
+    sidecar = path.with_name(path.name + ".json")
+    tmp, sidecar_tmp = _tmp_for(path), _tmp_for(sidecar)
+    placed = False
+    try:  # both files complete under temp names first: a full disk leaves neither at a final path
+        sidecar_tmp.write_text(json.dumps(settings, indent=2, sort_keys=True, default=str))
         if path.suffix == ".mp4":
             _write_mp4(frames, fps, tmp, json.dumps(settings, sort_keys=True, default=str))
         else:
             _write_gif(frames, fps, tmp)
         _replace_synced(tmp, path)
-        sidecar = path.with_name(path.name + ".json")
-        sidecar_tmp = _tmp_for(sidecar)
-        sidecar_tmp.write_text(json.dumps(settings, indent=2, sort_keys=True, default=str))
+        placed = True
         _replace_synced(sidecar_tmp, sidecar)
+    except BaseException:
+        if placed:
+            path.unlink(missing_ok=True)
+        raise
     finally:
-        for leftover in (tmp, _tmp_for(path.with_name(path.name + ".json"))):
+        for leftover in (tmp, sidecar_tmp):
             leftover.unlink(missing_ok=True)
     return path
 

@@ -108,3 +108,33 @@ def test_many_writers_and_a_trainer_lose_no_rows(tmp_path):
     assert db.execute("select count(*) from ratings").fetchone()[0] == 16 * 249
     assert db.execute("select count(*) from run_metrics").fetchone()[0] == 2 * len(trainer_steps)
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_disk_full_is_a_clean_error_and_the_studio_keeps_serving(tiny_folder, tmp_path):
+    """Row 14: $RUSHES_HOME/outputs on a 256 KiB tmpfs (a private mount namespace), filled up."""
+    import json
+    import shutil
+
+    import pytest
+
+    if not shutil.which("unshare"):
+        pytest.skip("needs util-linux unshare for a private tmpfs mount")
+    home = tmp_path / "home"
+    (home / "outputs").mkdir(parents=True)
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=256k tmpfs {home / 'outputs'}"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"this machine allows no private tmpfs mount: {probe.stderr.strip()}")
+    env = os.environ | {"RUSHES_HOME": str(home), "PYTHONPATH": str(ROOT)}
+    cmd = (f"mount -t tmpfs -o size=256k tmpfs {home / 'outputs'} && "
+           f"{sys.executable} {ROOT / 'tests' / 'disk_full_script.py'} {tiny_folder}")
+    run = subprocess.run(["unshare", "-rm", "sh", "-c", cmd], capture_output=True, text=True, env=env, timeout=300)
+    lines = [line for line in run.stdout.splitlines() if line.startswith("REPORT ")]
+    assert lines, run.stdout[-2000:] + run.stderr[-3000:]
+    report = json.loads(lines[0][len("REPORT "):])
+    assert "No space left on device" in report["full"] and "could not write" in report["full"]
+    assert report["left_after_full"] == []  # no clip, sidecar or temp file
+    assert report["integrity"] == "ok" and report["rows_after_full"] == 0
+    assert "device" in report["system"]
+    assert report["after_free"] > 0 and report["rows_after_free"] == 1
+    assert report["files_after_free"] == [".json", ".mp4"]
