@@ -36,10 +36,32 @@ def _add_generate(sub) -> None:
     p.add_argument("--lora", default=None, help="adapter folder or .safetensors file (diffusers LoRA)")
     p.add_argument("--out", required=True, help="output file, .mp4 or .gif")
     p.add_argument("--json", action="store_true", help="print one JSON object describing the clip")
+    _add_runtime(p)
+
+
+def _add_runtime(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("runtime (GPU memory and speed)")
+    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda when available)")
+    g.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                   help="weights/compute dtype (default: bfloat16 on a GPU, float32 on the CPU)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the repeated transformer blocks")
+    g.add_argument("--offload", action="store_true", help="model CPU offload: each model on the device only while it runs")
+    g.add_argument("--vae-tiling", action="store_true", help="decode in spatial tiles (less memory at large sizes)")
+    g.add_argument("--vae-slicing", action="store_true", help="decode one clip/frame at a time")
+
+
+def _runtime(args):
+    from engine.runtime import RuntimeOptions
+
+    probe = RuntimeOptions(device=args.device)
+    dtype = args.dtype or ("bfloat16" if probe.resolved_device().startswith("cuda") else "float32")
+    return RuntimeOptions(device=args.device, dtype=dtype, compile=args.compile, offload=args.offload,
+                          vae_tiling=args.vae_tiling, vae_slicing=args.vae_slicing)
 
 
 def _generate(args) -> int:
     from engine.events import Failed, Result
+    from engine.generate import Engine
     from engine.requests import GenerateRequest
     from engine.session import Session
 
@@ -48,7 +70,7 @@ def _generate(args) -> int:
                           width=args.width, guidance=args.guidance, solver=args.solver, lora=args.lora,
                           lora_scale=args.lora_scale)
     req.validate()  # before loading anything
-    for event in Session("cli").generate(req, out=args.out):
+    for event in Session("cli", engine=Engine(_runtime(args))).generate(req, out=args.out):
         if isinstance(event, Failed):
             print(f"error: {event.message}", file=sys.stderr)
             return ERROR_EXIT
@@ -146,7 +168,7 @@ def _eval(args) -> int:
 def _serve(args) -> int:
     from studio.app import launch
 
-    launch(host=args.host, port=args.port, auth=args.auth, model=args.model)
+    launch(host=args.host, port=args.port, auth=args.auth, model=args.model, options=_runtime(args))
     return 0
 
 
@@ -218,6 +240,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     s.add_argument("--auth", default=None, help="user:pass required when exposed")
     s.add_argument("--model", default="toyworld", help="model name, registry entry or pipeline folder")
+    _add_runtime(s)
     return top
 
 

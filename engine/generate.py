@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from engine import adapters, loading, schedule
+from engine import adapters, loading, memory, runtime, schedule
 from engine.events import Failed, Preview, Progress, Result
 from engine.knobs import MAX_SEED
 from engine.requests import GenerateRequest
@@ -38,21 +38,31 @@ class Cancelled(Exception):
 class Engine:
     """Holds loaded models (never module globals) and turns requests into clips."""
 
-    def __init__(self, device: str = "cpu", dtype: torch.dtype = torch.float32,
-                 decode_dtype: torch.dtype | None = None):
-        self.device = device
-        self.dtype = dtype
-        self.decode_dtype = decode_dtype
+    def __init__(self, options: runtime.RuntimeOptions | None = None, decode_dtype: torch.dtype | None = None):
+        if options is None:
+            name = {v: k for k, v in runtime.DTYPES.items()}.get(decode_dtype) if decode_dtype else None
+            options = runtime.RuntimeOptions(decode_dtype=name)
+        self.options = options
+        self.device = options.resolved_device()
         self._models: dict[str, loading.LoadedModel] = {}
         self._lock = threading.Lock()
 
     def model(self, name: str) -> loading.LoadedModel:
-        """Load a model once and keep it."""
+        """Load a model once and keep it (set up for this engine's runtime options)."""
         key = str(name)
         with self._lock:
             if key not in self._models:
-                self._models[key] = loading.load(name, self.device, self.dtype, self.decode_dtype)
+                opts = self.options
+                loaded = loading.load(name, opts.load_device, opts.torch_dtype, opts.torch_decode_dtype)
+                runtime.apply(loaded, opts)
+                self._models[key] = loaded
             return self._models[key]
+
+    def estimate(self, req: GenerateRequest) -> tuple[memory.MemoryEstimate, int | None]:
+        """Peak-memory estimate for a request and the device's free memory (ValueError on bad input)."""
+        req.validate()
+        loaded = self.model(req.model)
+        return memory.estimate(loaded, self.settings(req, loaded), self.options), memory.free_bytes(self.device)
 
     def settings(self, req: GenerateRequest, loaded: loading.LoadedModel) -> dict:
         """Concrete settings for a request: model defaults filled in, model limits checked."""
@@ -93,6 +103,17 @@ class Engine:
             yield Failed("cancelled", kind="cancelled")
         except (ValueError, FileNotFoundError) as err:
             yield Failed(str(err))
+        except (RuntimeError, MemoryError) as err:
+            if not memory.is_out_of_memory(err):
+                raise
+            memory.release(self.device)
+            yield Failed(self._oom_text(req), kind="oom")
+
+    def _oom_text(self, req: GenerateRequest) -> str:
+        loaded = self.model(req.model)
+        s = self.settings(req, loaded) | {"seed": 0}
+        est = memory.estimate(loaded, s, self.options)
+        return memory.oom_message(s, est.describe(memory.free_bytes(self.device)), self.device)
 
     def _generate(self, req: GenerateRequest, cancel: threading.Event) -> Iterator:
         t0 = time.perf_counter()
@@ -101,30 +122,35 @@ class Engine:
         s = self.settings(req, loaded)
         student = s["role"] == "student"
         flow = loaded.student(s["steps"])[0] if student else loaded.teacher
+        opts, device = self.options, self.device
         with adapters.applied(flow.transformer, req.lora, req.lora_scale):
             t_text = time.perf_counter()  # 3. text
-            text = loaded.text.encode([req.prompt]).to(flow.device)
-            uncond = None if student else loaded.text.encode([req.negative]).to(flow.device)
-            t_denoise = time.perf_counter()
-            generator = torch.Generator().manual_seed(s["seed"])  # 4. noise
-            shape = (1, *loaded.codec.latent_shape(s["frames"], s["height"], s["width"]))
-            noise = noise_like(shape, generator, flow.device)
-            nfe0 = flow.nfe
-            if student:  # 5. denoise
-                sigmas = schedule.student_sigmas(s["timesteps"], loaded.info.shift)
-                steps = student_sample(flow, noise, sigmas, text, generator)
-            else:
-                sigmas = schedule.teacher_sigmas(s["steps"], loaded.info.shift)
-                steps = teacher_sample(flow, noise, sigmas, text, uncond, s["guidance"], s["solver"],
-                                       loaded.info.shift)
-            latents = yield from self._drive(steps, s["steps"], loaded, req.preview, cancel)
-            t_decode = time.perf_counter()
-            frames = loaded.codec.decode(latents)[0]  # 6. decode
+            with runtime.placed(loaded.text.encoder, opts):
+                text = loaded.text.encode([req.prompt]).to(device)
+                uncond = None if student else loaded.text.encode([req.negative]).to(device)
+            with runtime.placed(flow.transformer, opts), runtime.placed(loaded.codec.vae, opts):
+                t_denoise = time.perf_counter()
+                generator = torch.Generator().manual_seed(s["seed"])  # 4. noise
+                shape = (1, *loaded.codec.latent_shape(s["frames"], s["height"], s["width"]))
+                noise = noise_like(shape, generator, device)
+                nfe0 = flow.nfe
+                if student:  # 5. denoise
+                    sigmas = schedule.student_sigmas(s["timesteps"], loaded.info.shift)
+                    steps = student_sample(flow, noise, sigmas, text, generator)
+                else:
+                    sigmas = schedule.teacher_sigmas(s["steps"], loaded.info.shift)
+                    steps = teacher_sample(flow, noise, sigmas, text, uncond, s["guidance"], s["solver"],
+                                           loaded.info.shift)
+                latents = yield from self._drive(steps, s["steps"], loaded, req.preview, cancel)
+                t_decode = time.perf_counter()
+            with runtime.placed(loaded.codec.vae, opts):
+                frames = loaded.codec.decode(latents)[0]  # 6. decode
             t_end = time.perf_counter()
         s["nfe"] = flow.nfe - nfe0
         s["timings"] = {"text_encode_s": t_denoise - t_text, "denoise_s": t_decode - t_denoise,
                         "decode_s": t_end - t_decode, "total_s": t_end - t0}
         s["fps"] = loaded.info.fps
+        s["runtime"] = opts.describe()
         yield Result(Clip(frames, loaded.info.fps, s))
 
     def _drive(self, steps, total: int, loaded, preview: bool, cancel: threading.Event):

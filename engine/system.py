@@ -14,8 +14,8 @@ from engine import paths
 def describe(engine, model: str) -> dict:
     mem = psutil.virtual_memory()
     info = {
-        "device": engine.device,
-        "dtype": str(engine.dtype).replace("torch.", ""),
+        **engine.options.describe(),
+        "attention": "PyTorch SDPA (diffusers' attention processor)",
         "torch": torch.__version__,
         "cpu_threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),

@@ -53,7 +53,10 @@ def launch_kwargs() -> dict:
 
 
 def launch(host: str = "127.0.0.1", port: int = 7860, auth: str | None = None, model: str = "toyworld",
-           **kwargs) -> None:
+           options=None, **kwargs) -> None:
+    """Serve the studio; `options` is an `engine.runtime.RuntimeOptions` (default: CPU, float32)."""
+    from engine.generate import Engine
+
     credentials = check_exposure(host, auth)
-    demo = build(Session("studio"), model, exposed=host not in LOCAL_HOSTS)
+    demo = build(Session("studio", engine=Engine(options)), model, exposed=host not in LOCAL_HOSTS)
     demo.launch(server_name=host, server_port=port, auth=credentials, **launch_kwargs(), **kwargs)

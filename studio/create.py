@@ -49,6 +49,16 @@ def build_request(model, prompt, negative, preset, seed, frames, size, adapter, 
         raise gr.Error(str(err)) from None
 
 
+def estimate_text(session: Session, model, preset, frames, size) -> str:
+    """The peak-memory estimate line shown under Generate (or why there is none)."""
+    try:
+        req = build_request(model, "estimate", "", preset, 0, frames, size, "", 1.0)
+        est, free = session.engine.estimate(req)
+    except (gr.Error, ValueError, FileNotFoundError) as err:
+        return f"memory estimate unavailable: {err}"
+    return f"Memory {est.describe(free)}"
+
+
 def run_request(session: Session, req: GenerateRequest):
     """Yield (preview image or None, saved clip or None, status text) while the clip is made."""
     for event in session.generate(req):
@@ -90,6 +100,8 @@ def render(session: Session, model: str) -> dict:
                 live = gr.Checkbox(label="Live (regenerate as you type)", value=False, elem_id="live")
                 compare = gr.Checkbox(label="Side by side with the teacher", value=False, elem_id="compare")
             button = gr.Button("Generate", variant="primary", elem_id="generate")
+            estimate = gr.Markdown(estimate_text(session, model, default, d["frames"], d["size"]),
+                                   elem_id="memory-estimate")
         with gr.Column(scale=1):
             preview = gr.Image(label="Steps preview", height=110, elem_id="preview")
             with gr.Row():
@@ -151,6 +163,15 @@ def render(session: Session, model: str) -> dict:
     for component in (prompt, preset, seed, frames, size, scale):
         component.change(live_generate, inputs + [live], [video, status, clip_id], api_name=False,
                          trigger_mode="always_last", show_progress="hidden", **GPU)
+
+    def memory_estimate(model_, preset_, frames_, size_):
+        return estimate_text(session, model_, preset_, frames_, size_)
+
+    for component in (picker, preset, frames, size):
+        component.change(memory_estimate, [picker, preset, frames, size], [estimate], api_name=False,
+                         show_progress="hidden")
+    memory_api = gr.Button(visible=False)
+    memory_api.click(memory_estimate, [picker, preset, frames, size], [estimate], api_name="memory_estimate")
 
     def rate(kind, value):
         def handler(gen_id):

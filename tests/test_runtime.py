@@ -1,0 +1,117 @@
+"""Runtime options (dtype, offload, VAE tiling/slicing, regional compile), the memory estimate,
+and out-of-memory handling (RELIABILITY row 15's engine side), on the CPU with a tiny model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from engine import memory
+from engine.events import Failed, Result
+from engine.generate import Engine
+from engine.requests import GenerateRequest
+from engine.runtime import RuntimeOptions
+
+
+def _frames(engine, folder, **kw):
+    req = GenerateRequest(prompt="a red ball", model=str(folder), role="student", steps=2, seed=5, **kw)
+    event = list(engine.generate(req))[-1]
+    assert isinstance(event, Result), getattr(event, "message", event)
+    return event.value
+
+
+@pytest.mark.parametrize("bad, named", [
+    ({"dtype": "float8"}, "float8"), ({"device": "cuda:0"}, "no CUDA"), ({"device": "tpu"}, "tpu"),
+    ({"memory_fraction": 1.5}, "1.5"), ({"decode_dtype": "int8"}, "int8")])
+def test_bad_runtime_options_are_named(bad, named):
+    if "cuda" in str(bad) and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ValueError, match=named):
+        RuntimeOptions(**bad)
+
+
+def test_offload_and_vae_options_give_the_same_clip(tiny_folder):
+    base = _frames(Engine(), tiny_folder)
+    for opts in (RuntimeOptions(offload=True), RuntimeOptions(vae_slicing=True), RuntimeOptions(vae_tiling=True)):
+        clip = _frames(Engine(opts), tiny_folder)
+        assert np.abs(clip.frames.astype(int) - base.frames.astype(int)).max() <= 1, opts
+        assert clip.meta["runtime"] == opts.describe()
+    loaded = Engine(RuntimeOptions(vae_slicing=True, vae_tiling=True)).model(str(tiny_folder))
+    assert loaded.codec.vae.use_slicing and loaded.codec.vae.use_tiling
+
+
+def test_regional_compile_matches_eager(tiny_folder):
+    eager = _frames(Engine(), tiny_folder)
+    engine = Engine(RuntimeOptions(compile=True))
+    compiled = _frames(engine, tiny_folder)
+    transformer = engine.model(str(tiny_folder)).students[2][0].transformer
+    assert transformer._rushes_compiled
+    assert np.abs(compiled.frames.astype(int) - eager.frames.astype(int)).max() <= 2
+
+
+def test_memory_estimate_follows_the_settings(tiny_folder):
+    engine = Engine()
+
+    def est(opts=None, **kw):
+        e = Engine(opts) if opts else engine
+        return e.estimate(GenerateRequest(prompt="x", model=str(tiny_folder), seed=0, **kw))[0]
+
+    small, large = est(role="student", steps=4, height=32, width=32), est(role="student", steps=4, height=128, width=128)
+    assert 0 < small.peak < large.peak and large.denoise == pytest.approx(16 * small.denoise, rel=0.01)
+    student, teacher = est(role="student", steps=4), est(role="teacher", steps=4, guidance=4.0)
+    assert teacher.denoise == 2 * student.denoise  # CFG: one batched [uncond; cond] pass
+    assert est(role="teacher", steps=4, guidance=1.0).denoise == student.denoise
+    offload = est(RuntimeOptions(offload=True), role="student", steps=4)
+    assert offload.weights < student.weights
+    sliced = est(RuntimeOptions(vae_slicing=True), role="student", steps=4, frames=9)
+    assert sliced.decode < est(role="student", steps=4, frames=9).decode
+    _, free = engine.estimate(GenerateRequest(prompt="x", model=str(tiny_folder), seed=0))
+    assert free and "GB free" in student.describe(free)
+    assert "likely too much" in memory.MemoryEstimate(10 * 2**30, 0, 0).describe(free=2**30)
+
+
+def test_out_of_memory_is_friendly_and_the_next_request_works(tiny_folder):
+    engine = Engine()
+    before = _frames(engine, tiny_folder)
+    transformer = engine.model(str(tiny_folder)).students[2][0].transformer
+    original = transformer.forward
+    calls = []
+
+    def exhausted(*args, **kwargs):
+        calls.append(1)
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")  # what torch raises
+
+    transformer.forward = exhausted
+    req = GenerateRequest(prompt="a red ball", model=str(tiny_folder), role="student", steps=2, seed=5, frames=9)
+    event = list(engine.generate(req))[-1]
+    transformer.forward = original
+    assert isinstance(event, Failed) and event.kind == "oom" and calls
+    assert "out of memory" in event.message and "9 frames at 32x32" in event.message
+    assert "VAE tiling or CPU offload" in event.message and "GB peak" in event.message
+    after = _frames(engine, tiny_folder)
+    assert np.array_equal(after.frames, before.frames)
+
+
+def test_other_runtime_errors_are_not_mistaken_for_oom(tiny_folder):
+    engine = Engine()
+    transformer = engine.model(str(tiny_folder)).students[2][0].transformer
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("shape mismatch")
+
+    transformer.forward = broken
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        list(engine.generate(GenerateRequest(prompt="x", model=str(tiny_folder), role="student", steps=2, seed=1)))
+
+
+def test_cli_runtime_flags(tiny_folder, tmp_path, capsys):
+    from engine.cli import main
+
+    if not torch.cuda.is_available():
+        assert main(["generate", "--model", str(tiny_folder), "--prompt", "x", "--device", "cuda",
+                     "--out", str(tmp_path / "a.mp4")]) == 2
+        assert "no CUDA GPU" in capsys.readouterr().err
+    assert main(["generate", "--model", str(tiny_folder), "--prompt", "x", "--offload", "--vae-slicing",
+                 "--out", str(tmp_path / "b.mp4"), "--json"]) == 0
+    assert (tmp_path / "b.mp4").exists()
