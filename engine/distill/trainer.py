@@ -96,6 +96,11 @@ class DollarTrainer:
         self.opt_lrm.load_state_dict(state["opt_lrm"])
         return True
 
+    def _amp(self):
+        """bf16 autocast (fp32 master weights) where precision is not critical. The VSD real and
+        fake scores stay float32: their difference is the signal, and bf16 keeps ~3 digits."""
+        return torch.autocast(self.acc.device.type, dtype=torch.bfloat16, enabled=self.cfg.autocast)
+
     def fill_pool(self) -> None:
         """The pool as it was at `self.step` (the same clips a run without a break would hold)."""
         self.pool.fast_forward(self.initial_clips + self.step * self.cfg.new_clips_per_step)
@@ -126,7 +131,8 @@ class DollarTrainer:
         x_hi = add_noise(real, noise, hi)
         segment = self.grid[self.cfg.cd_grid - n - m: self.cfg.cd_grid - n + 1]
         uncond = self.uncond.expand(b, -1, -1)
-        x_lo = cd_mod.teacher_segment(self.teacher, x_hi, segment, text, uncond, self.cfg.cd_guidance)
+        with self._amp():
+            x_lo = cd_mod.teacher_segment(self.teacher, x_hi, segment, text, uncond, self.cfg.cd_guidance).float()
         with torch.no_grad():
             s_lo = torch.full((b,), lo)
             target = cd_mod.consistency_fn(x_lo, self.ema_model.predict_x0(x_lo, s_lo, text), s_lo)
@@ -137,7 +143,8 @@ class DollarTrainer:
         for _ in range(self.cfg.fake_updates):
             sigma = sample_levels(x.shape[0], self.loaded.info.shift, gen)
             eps = torch.randn(x.shape, generator=gen).to(x.device)
-            v = self.fake.velocity(add_noise(x, eps, sigma), sigma, text)
+            with self._amp():
+                v = self.fake.velocity(add_noise(x, eps, sigma), sigma, text)
             loss, logs = flow_matching_loss(v, x, eps)
             self._apply(loss, self.opt_fake, "fake")
         return {"fake_" + k: v for k, v in logs.items()}
@@ -150,7 +157,8 @@ class DollarTrainer:
         opt.step()
 
     def _pixel_rewards(self, latents: torch.Tensor, captions: list[str]) -> torch.Tensor:
-        frames = self.loaded.codec.decode(latents)  # no grad: the reward need not be differentiable
+        with self._amp():
+            frames = self.loaded.codec.decode(latents)  # no grad: the reward need not be differentiable
         values = [float(self.reward(f, c)) for f, c in zip(frames, captions)]
         if not all(np.isfinite(values)):
             raise Diverged(f"reward returned a non-finite value: {values}")
@@ -169,10 +177,13 @@ class DollarTrainer:
         x_t, s_k = self._generator_input(real, text, gen)
         if cfg.use_cd:  # one batched forward for the generator pass and the CD pass
             x_hi, s_hi, cd_target = self._cd_pair(real, text, gen)
-            x0_all = self.student.predict_x0(torch.cat([x_t, x_hi]), torch.cat([s_k, s_hi]), torch.cat([text, text]))
+            with self._amp():
+                x0_all = self.student.predict_x0(torch.cat([x_t, x_hi]), torch.cat([s_k, s_hi]),
+                                                 torch.cat([text, text]))
             x, x0_hi = x0_all[:b], x0_all[b:]
         else:
-            x = self.student.predict_x0(x_t, s_k, text)
+            with self._amp():
+                x = self.student.predict_x0(x_t, s_k, text)
         logs = self._fake_updates(x.detach(), text, gen)
         # VSD: real score (teacher, CFG) and fake score at a random shifted, clamped level
         level = sample_levels(b, self.loaded.info.shift, gen).clamp(cfg.vsd_min_level, cfg.vsd_max_level)
