@@ -79,8 +79,9 @@ def main() -> None:
     cfg = TINY if args.tiny else WAN_1_3B
     transformer = WanTransformer3DModel(**cfg).to(device, dtype).eval()
     if args.compile:
-        for block in transformer.blocks:
-            block.compile()
+        from engine.runtime import compile_blocks
+
+        compile_blocks(transformer)
     vae_cfg = dict(base_dim=8, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1) if args.tiny else {}
     vae = AutoencoderKLWan(**vae_cfg).to(device, dtype).eval()
     codec = VideoCodec(vae)
@@ -114,7 +115,37 @@ def main() -> None:
         print(f"| {name} | {nfe} | {s:.3f} | {s + decode_s:.3f} | {peak:.1f} | {teacher_s / s:.1f}x | "
               f"{(teacher_s + decode_s) / (s + decode_s):.1f}x |")
     print(f"\nVAE decode alone: {decode_s:.3f} s\n")
+    memory_rows(flow, codec, frames, height, width, device, dtype, args)
     tune_steps(flow, codec, shape, text, device, args)
+
+
+def memory_rows(flow, codec, frames, height, width, device, dtype, args) -> None:
+    """engine.memory's estimate next to the measured peak: 3-step student, decode with and without tiling."""
+    from types import SimpleNamespace
+
+    from engine import memory
+    from engine.runtime import RuntimeOptions
+
+    loaded = SimpleNamespace(student=lambda n: (flow, schedule.default_student_timesteps(n)), teacher=flow,
+                             codec=codec, text=SimpleNamespace(encoder=None))
+    settings = {"role": "student", "steps": 3, "frames": frames, "height": height, "width": width}
+    name = "bfloat16" if dtype == torch.bfloat16 else "float32"
+    latents = torch.randn((1, *codec.latent_shape(frames, height, width)), device=device)
+    print("| decode | estimated peak GB | measured peak GB | time s |\n|---|---|---|---|")
+    for tiling in (False, True):
+        if tiling:
+            codec.vae.enable_tiling()
+        est = memory.estimate(loaded, settings, RuntimeOptions(dtype=name, vae_tiling=tiling))
+        peak_reset(device)
+        try:
+            with torch.no_grad():
+                s, _ = timed(lambda: codec.decode(latents), device, 1)
+            measured = peak_gb(device)
+        except torch.cuda.OutOfMemoryError:
+            s, measured = float("nan"), float("inf")
+        print(f"| {'tiled' if tiling else 'whole'} | {est.peak / 2**30:.1f} | {measured:.1f} | {s:.3f} |")
+    codec.vae.disable_tiling()
+    print()
 
 
 def tune_steps(flow, codec, shape, text, device, args) -> None:
