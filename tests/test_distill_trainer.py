@@ -119,3 +119,23 @@ def test_cli_distill_writes_a_loadable_student(tiny_folder, tmp_path, capsys):
     config.write_text('{"batch": 2, "lr_typo": 1}')
     assert main(["distill", "--config", str(config), "--model", str(tiny_folder), "--out", str(out)]) == 2
     assert "lr_typo" in capsys.readouterr().err
+
+
+def test_progressive_init_starts_from_the_named_student(tiny_folder, tmp_path):
+    from engine.distill.trainer import DollarTrainer
+
+    model = loading.load(str(tiny_folder))
+    trainer = DollarTrainer(_cfg(student_steps=1, init_student=2), model, tmp_path / "w")
+    source = model.student(2)[0].transformer.state_dict()
+    for name, value in trainer.acc.unwrap_model(trainer.student_ddp).state_dict().items():
+        assert torch.equal(value, source[name].float()), name
+    teacher = model.teacher.transformer.state_dict()
+    assert any(not torch.equal(v, teacher[k]) for k, v in trainer.ema.state_dict().items())
+    with pytest.raises(ValueError, match="no 3-step student"):
+        DollarTrainer(_cfg(student_steps=1, init_student=3), model, tmp_path / "x")
+
+
+def test_run_folder_ignores_the_step_count_so_a_run_can_be_extended():
+    from engine.distill.run import run_dir
+
+    assert run_dir(_cfg(steps=4), "m") == run_dir(_cfg(steps=400), "m") != run_dir(_cfg(steps=4, lr=1e-3), "m")

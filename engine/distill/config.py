@@ -42,6 +42,7 @@ class DistillConfig:
     new_clips_per_step: int = 1  # real clips rendered and encoded per update
     frames: int = 17  # real clip length (toyworld renders)
     size: int = 64  # real clip side (toyworld renders)
+    init_student: int | None = None  # start from the model's n-step student (e.g. 2 from 4) instead of the teacher
     autocast: bool = True  # bf16 autocast for fake updates, the CD teacher solve, the generator pass, reward decoding
     seed: int = 0
 

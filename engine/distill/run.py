@@ -21,7 +21,9 @@ from engine.store import Store
 
 
 def run_dir(cfg: DistillConfig, model: str) -> Path:
-    key = hashlib.sha1(json.dumps([cfg.to_dict(), str(model)], sort_keys=True).encode()).hexdigest()[:10]
+    """Same settings, same folder; `steps` is left out so a finished run can be extended."""
+    settings = {k: v for k, v in cfg.to_dict().items() if k != "steps"}
+    key = hashlib.sha1(json.dumps([settings, str(model)], sort_keys=True).encode()).hexdigest()[:10]
     return paths.runs() / f"distill-{key}"
 
 

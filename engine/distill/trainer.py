@@ -49,11 +49,12 @@ class DollarTrainer:
         self.teacher = loaded.teacher
         self.teacher.transformer.requires_grad_(False)
         base = loaded.teacher.transformer
-        student = copy.deepcopy(base).requires_grad_(True).train()
+        start = base if cfg.init_student is None else loaded.student(cfg.init_student)[0].transformer
+        student = copy.deepcopy(start).float().requires_grad_(True).train()
         fake = copy.deepcopy(base).requires_grad_(True).train()
         lrm = LatentRewardModel(loaded.codec.channels, cfg.lrm_width,
                                 loaded.text.dim if cfg.lrm_text else None)
-        self.ema = copy.deepcopy(base).requires_grad_(False).eval()
+        self.ema = copy.deepcopy(start).float().requires_grad_(False).eval()
         opts = [torch.optim.AdamW(m.parameters(), lr=lr, weight_decay=0.0)
                 for m, lr in ((student, cfg.lr), (fake, cfg.fake_lr), (lrm, cfg.lrm_lr))]
         student, fake, lrm, *opts = self.acc.prepare(student, fake, lrm, *opts)

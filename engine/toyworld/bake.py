@@ -15,7 +15,10 @@ from engine import paths
 from engine.store import Store
 
 STAGES = ("vae", "teacher", "students")
-STUDENT_UPDATES = 600  # generator updates per student (DOLLAR recipe, toyworld scale)
+# generator updates per student; the 2- and 1-step students start from the 4- and 2-step ones
+# (progressive initialisation), so they need fewer updates than the first
+STUDENT_UPDATES = {4: 400, 2: 200, 1: 200}
+STUDENT_INIT = {4: None, 2: 4, 1: 2}
 
 
 def _vae(resume: bool) -> Iterator[str]:
@@ -43,8 +46,8 @@ def _students(resume: bool) -> Iterator:
     from engine.distill.run import run_distillation
 
     for steps in (4, 2, 1):
-        cfg = DistillConfig(method="vsd+cd+lrm", student_steps=steps, steps=STUDENT_UPDATES,
-                            reward="toyworld-semantic")
+        cfg = DistillConfig(method="vsd+cd+lrm", student_steps=steps, steps=STUDENT_UPDATES[steps],
+                            reward="toyworld-semantic", init_student=STUDENT_INIT[steps])
         for line in run_distillation(cfg, "toyworld", paths.TOYWORLD, resume=resume):
             yield line
     yield {"stage": "students", "done": True, "reward": "toyworld-semantic"}
