@@ -43,7 +43,10 @@ class FlowModel:
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.transformer.parameters()).dtype
+        """The weights' dtype: the patch embedding's (diffusers keeps norms and time embeddings
+        in float32 under a bf16 load, so the first parameter can mislead)."""
+        embed = getattr(self.transformer, "patch_embedding", None)
+        return embed.weight.dtype if embed is not None else next(self.transformer.parameters()).dtype
 
     def velocity(self, x_t: torch.Tensor, sigma: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """v prediction (float32) for x_t [B, C, T, h, w], sigma [B], text states [B, L, D]."""

@@ -41,6 +41,13 @@ def test_offload_and_vae_options_give_the_same_clip(tiny_folder):
     assert loaded.codec.vae.use_slicing and loaded.codec.vae.use_tiling
 
 
+def test_bf16_is_close_to_the_float32_default(tiny_folder):
+    base = _frames(Engine(), tiny_folder)
+    half = _frames(Engine(RuntimeOptions(dtype="bfloat16")), tiny_folder)
+    assert half.meta["runtime"]["dtype"] == "bfloat16"
+    assert np.abs(half.frames.astype(int) - base.frames.astype(int)).mean() < 3
+
+
 def test_regional_compile_matches_eager(tiny_folder):
     eager = _frames(Engine(), tiny_folder)
     engine = Engine(RuntimeOptions(compile=True))
