@@ -61,6 +61,9 @@ def render(session: Session, model: str, adapter_picker: gr.Dropdown, allow_cust
                 steps = gr.Slider(5, 1000, value=300, step=5, label="Steps", info="LoRA updates", elem_id="tune-steps")
                 rank = gr.Slider(1, 64, value=8, step=1, label="LoRA rank", info="adapter capacity")
                 lr = gr.Number(value=1e-3, label="Learning rate", info="e.g. 1e-3")
+            reg = gr.Radio(["base", "vsd", "none"], value="base", label="Regulariser", elem_id="tune-reg",
+                           info="keeps the student near where it started: base = distance to the frozen student; "
+                                "vsd = distribution matching against the teacher (slower); none")
             name = gr.Textbox(label="Adapter name", value="my-adapter", elem_id="tune-name")
             with gr.Row():
                 start = gr.Button("Start tune", variant="primary", elem_id="tune-start")
@@ -82,14 +85,15 @@ def render(session: Session, model: str, adapter_picker: gr.Dropdown, allow_cust
                       columns=2, height=420, elem_id="tune-grid")
     timer = gr.Timer(2.0)
 
-    def start_run(reward_, reference_, file_, steps_, rank_, lr_, name_):
+    def start_run(reward_, reference_, file_, steps_, rank_, lr_, name_, reg_="base"):
         if reward_ == "custom" and not allow_custom:
             raise gr.Error("custom-code rewards are disabled while the studio is served beyond this machine")
         safe = "".join(c for c in (name_ or "adapter") if c.isalnum() or c in "-_") or "adapter"
         out = paths.adapters() / f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}"
         try:
             cfg = TuneConfig(model=model, reward=reward_, reference=reference_, reward_file=file_,
-                             steps=int(steps_), rank=int(rank_), alpha=float(rank_), lr=float(lr_))
+                             steps=int(steps_), rank=int(rank_), alpha=float(rank_), lr=float(lr_),
+                             reg=reg_ or "base")
             from engine.reward.spec import scorer
 
             if cfg.reward == "ratings":
@@ -104,7 +108,7 @@ def render(session: Session, model: str, adapter_picker: gr.Dropdown, allow_cust
         new_id = jobs.start_tune(session.store, cfg, out)
         return new_id, f"started run {new_id} → {out.name}"
 
-    start.click(start_run, [reward, reference, reward_file, steps, rank, lr, name], [run_id, status],
+    start.click(start_run, [reward, reference, reward_file, steps, rank, lr, name, reg], [run_id, status],
                 api_name="tune_start")
 
     def cancel_run(rid):
