@@ -138,3 +138,46 @@ def test_disk_full_is_a_clean_error_and_the_studio_keeps_serving(tiny_folder, tm
     assert "device" in report["system"]
     assert report["after_free"] > 0 and report["rows_after_free"] == 1
     assert report["files_after_free"] == [".json", ".mp4"]
+
+
+def test_kill_9_during_distillation_then_resume_matches_an_uninterrupted_run(tiny_folder, tmp_path):
+    """Row 9 for distillation: kill -9 after a checkpoint, then `rushes distill --resume`."""
+    import json
+    import random
+
+    import torch
+
+    from engine import checkpoint
+
+    config = tmp_path / "distill.json"
+    config.write_text(json.dumps({"steps": 10, "batch": 2, "frames": 5, "size": 32, "checkpoint_every": 2,
+                                  "pool_capacity": 16, "fake_updates": 1, "student_steps": 2}))
+
+    def command(out):
+        return [sys.executable, "-m", "engine.cli", "distill", "--model", str(tiny_folder), "--config", str(config),
+                "--out", str(out), "--resume"]
+
+    def env(home):
+        return os.environ | {"RUSHES_HOME": str(home), "PYTHONPATH": str(ROOT)}
+
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    subprocess.run(command(whole / "out"), env=env(whole), cwd=ROOT, check=True, capture_output=True, timeout=600)
+    proc = subprocess.Popen(command(split / "out"), env=env(split), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    runs = split / "runs"
+    assert _wait(lambda: any(checkpoint.latest(d) for d in runs.glob("distill-*")) if runs.exists() else False, 300)
+    time.sleep(random.uniform(0, 1.0))  # somewhere in the next updates, maybe mid-checkpoint
+    proc.kill()
+    proc.wait(timeout=30)
+    store = Store(split / "studio.db")
+    assert store.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert jobs.sweep_interrupted(store) == [1] and store.run(1)["status"] == "interrupted"
+    assert not (split / "out" / "students" / "2step").exists()  # nothing exported from a killed run
+    subprocess.run(command(split / "out"), env=env(split), cwd=ROOT, check=True, capture_output=True, timeout=600)
+    assert store.run(2)["status"] == "done" and store.run(2)["step"] == 10
+    (a_dir,), (b_dir,) = list((whole / "runs").glob("distill-*")), list(runs.glob("distill-*"))
+    a, b = checkpoint.latest(a_dir), checkpoint.latest(b_dir)
+    assert a[0] == b[0] == 10
+    for key, value in a[1]["student"].items():
+        assert torch.allclose(value, b[1]["student"][key], atol=1e-5), key
+    assert (split / "out" / "students" / "2step" / "diffusion_pytorch_model.safetensors").exists()
