@@ -49,6 +49,7 @@ def test_generate_plays_then_rate_and_compare(browser, url):
     page.locator("#seed input").fill("5")
     _generate(page)
     assert "seed 5" in page.locator("#status").inner_text()
+    assert "GB peak" in page.locator("#memory-estimate").inner_text()
     page.wait_for_function("() => { const v = document.querySelector('#clip video');"
                            " return v && v.readyState >= 2 && v.duration > 0; }", timeout=30000)
     assert page.evaluate("() => document.querySelector('#clip video').videoWidth") == 32
@@ -100,6 +101,12 @@ def test_tune_then_apply_the_adapter(browser, url):
     page.wait_for_function("() => document.querySelector('#tune-status').innerText.includes('running')", timeout=60000)
     page.wait_for_function("() => document.querySelector('#tune-status').innerText.includes('done')", timeout=240000)
     assert page.locator("#tune-plot").is_visible()
+    page.locator("#tune-compare-adapter input").click()  # before / after on fixed prompts
+    page.locator("ul[role=listbox] >> text=vivid").first.click()
+    page.locator("#tune-compare").click()
+    page.wait_for_function("() => document.querySelectorAll('#tune-grid video, #tune-grid img').length >= 6",
+                           timeout=120000)
+    assert "before" in page.locator("#tune-grid").inner_text() or page.locator("#tune-grid video").count() >= 6
     page.get_by_role("tab", name="Create").click()
     page.locator("#adapter input").click()
     page.locator("ul[role=listbox] >> text=vivid").first.click()
