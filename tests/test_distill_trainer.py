@@ -139,3 +139,21 @@ def test_run_folder_ignores_the_step_count_so_a_run_can_be_extended():
     from engine.distill.run import run_dir
 
     assert run_dir(_cfg(steps=4), "m") == run_dir(_cfg(steps=400), "m") != run_dir(_cfg(steps=4, lr=1e-3), "m")
+
+
+def test_alias_serves_fewer_steps_with_one_network(tiny_folder, tmp_path):
+    import shutil
+
+    from engine.distill.export import alias_student
+
+    folder = tmp_path / "copy"
+    shutil.copytree(tiny_folder, folder)
+    alias_student(folder, 2, 4, [1000, 500], record={"method": "alias"})
+    assert not (folder / "students" / "2step").exists()
+    model = loading.load(str(folder))
+    two, four = model.student(2), model.student(4)
+    assert two[1] == [1000, 500] and four[1] == [1000, 750, 500, 250]
+    for (k, a), b in zip(two[0].transformer.state_dict().items(), four[0].transformer.state_dict().values()):
+        assert torch.equal(a, b), k
+    with pytest.raises(ValueError, match="no 3-step student"):
+        alias_student(folder, 1, 3, [1000])

@@ -47,3 +47,26 @@ def add_student(base: Path, student, steps: int, timesteps: list[int], out: Path
         data[f"student_{steps}step"] = record
         bake_path.write_text(json.dumps(data, indent=2))
     return out
+
+
+def alias_student(folder: Path, steps: int, source_steps: int, timesteps: list[int], record: dict | None = None) -> Path:
+    """Serve `steps` steps with the `source_steps` student's network on its own timestep list
+    (no new weights: rushes.json points both entries at one folder)."""
+    info_path = folder / "rushes.json"
+    info = json.loads(info_path.read_text())
+    source = info.get("students", {}).get(str(source_steps))
+    if source is None:
+        raise ValueError(f"{folder} has no {source_steps}-step student to serve {steps} steps with")
+    old = info["students"].get(str(steps), {}).get("folder")
+    info["students"][str(steps)] = {"folder": source["folder"], "timesteps": list(timesteps)}
+    tmp_info = folder / ".rushes.json.tmp"
+    tmp_info.write_text(json.dumps(info, indent=2))
+    os.replace(tmp_info, info_path)
+    if old and old != source["folder"] and old not in [e["folder"] for e in info["students"].values()]:
+        shutil.rmtree(folder / old, ignore_errors=True)
+    if record is not None:
+        bake_path = folder / "bake.json"
+        data = json.loads(bake_path.read_text()) if bake_path.exists() else {}
+        data[f"student_{steps}step"] = record
+        bake_path.write_text(json.dumps(data, indent=2))
+    return folder

@@ -15,10 +15,12 @@ from engine import paths
 from engine.store import Store
 
 STAGES = ("vae", "teacher", "students")
-# generator updates per student; the 2- and 1-step students start from the 4- and 2-step ones
-# (progressive initialisation), so they need fewer updates than the first
-STUDENT_UPDATES = {4: 400, 2: 200, 1: 200}
-STUDENT_INIT = {4: None, 2: 4, 1: 2}
+STUDENT_UPDATES = 400  # generator updates of the 4-step student
+# The 2- and 1-step roles run the 4-step student's network on their own timestep lists. Distilling
+# them separately (200 updates each, initialised from the 4- then 2-step student) collapsed:
+# MiniBench semantic 7.8% / 10.9% and diversity 0.20 on public-eval, against 31.2% / 20.7% and
+# 0.77 / 0.74 for the 4-step network at 2 / 1 steps (docs/RESULTS.md). Open until fixed.
+FEWER_STEPS_FROM = 4
 
 
 def _vae(resume: bool) -> Iterator[str]:
@@ -45,11 +47,15 @@ def _students(resume: bool) -> Iterator:
     from engine.distill.config import DistillConfig
     from engine.distill.run import run_distillation
 
-    for steps in (4, 2, 1):
-        cfg = DistillConfig(method="vsd+cd+lrm", student_steps=steps, steps=STUDENT_UPDATES[steps],
-                            reward="toyworld-semantic", init_student=STUDENT_INIT[steps])
-        for line in run_distillation(cfg, "toyworld", paths.TOYWORLD, resume=resume):
-            yield line
+    from engine.distill.export import alias_student
+    from engine.schedule import default_student_timesteps
+
+    cfg = DistillConfig(method="vsd+cd+lrm", student_steps=4, steps=STUDENT_UPDATES, reward="toyworld-semantic")
+    for line in run_distillation(cfg, "toyworld", paths.TOYWORLD, resume=resume):
+        yield line
+    for steps in (2, 1):
+        alias_student(paths.TOYWORLD, steps, FEWER_STEPS_FROM, default_student_timesteps(steps),
+                      record={"method": f"the {FEWER_STEPS_FROM}-step student's network at {steps} steps"})
     yield {"stage": "students", "done": True, "reward": "toyworld-semantic"}
 
 
