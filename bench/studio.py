@@ -58,7 +58,8 @@ def main() -> None:
         wait_http(URL)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--autoplay-policy=no-user-gesture-required"])
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(URL)
             page.wait_for_selector("#generate")
@@ -75,7 +76,10 @@ def main() -> None:
                 src = page.evaluate("() => document.querySelector('#clip video').currentSrc")
                 t = time.perf_counter()
                 box.press("End")
-                box.type("x" if i % 2 == 0 else "\b")
+                if i % 2 == 0:
+                    box.type("x")
+                else:
+                    box.press("Backspace")  # a typed "\b" would be a control character: refused
                 page.wait_for_function(
                     "(old) => { const v = document.querySelector('#clip video');"
                     " return v && v.currentSrc !== old && v.readyState >= 2 && !v.paused; }",

@@ -111,8 +111,8 @@ def render(session: Session, model: str) -> dict:
             status = gr.Markdown(elem_id="status")
             teacher_status = gr.Markdown(elem_id="teacher-status")
             with gr.Row():
-                up = gr.Button("👍", elem_id="thumb-up", size="sm")
-                down = gr.Button("👎", elem_id="thumb-down", size="sm")
+                up = gr.Button("Thumb up", elem_id="thumb-up", size="sm")
+                down = gr.Button("Thumb down", elem_id="thumb-down", size="sm")
                 stars = gr.Radio([1, 2, 3, 4, 5], label="Stars", elem_id="stars")
             with gr.Row(visible=False) as ab_row:
                 a_better = gr.Button("Student is better", size="sm", elem_id="a-better")
