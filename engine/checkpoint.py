@@ -24,6 +24,8 @@ def _flatten(prefix: str, obj, out: dict[str, torch.Tensor], meta: dict) -> None
     if isinstance(obj, torch.Tensor):
         out[prefix] = obj.detach().contiguous().cpu()
     elif isinstance(obj, dict):
+        if not obj:  # e.g. an optimizer's "state" before its first step
+            meta[prefix + "#empty"] = True
         for key, value in obj.items():
             _flatten(f"{prefix}/{key}", value, out, meta)
     elif isinstance(obj, (list, tuple)):
@@ -36,13 +38,17 @@ def _flatten(prefix: str, obj, out: dict[str, torch.Tensor], meta: dict) -> None
 
 def _unflatten(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     root: dict = {}
-    items = list(tensors.items()) + [(k, v) for k, v in meta.items() if not k.endswith("#list")]
+    items = list(tensors.items()) + [(k, v) for k, v in meta.items() if not k.endswith(("#list", "#empty"))]
     for key, value in items:
         node = root
         parts = key.split("/")[1:]
         for part in parts[:-1]:
             node = node.setdefault(part, {})
         node[parts[-1]] = value
+    for key in (k[: -len("#empty")] for k in meta if k.endswith("#empty")):
+        node = root
+        for part in key.split("/")[1:]:
+            node = node.setdefault(part, {})
     lists = sorted((k[: -len("#list")] for k in meta if k.endswith("#list")), key=len, reverse=True)
     for key in lists:  # deepest first, so inner lists are rebuilt before their parents
         parts = key.split("/")[1:]

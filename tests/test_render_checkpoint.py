@@ -53,3 +53,12 @@ def test_checkpoint_round_trip_and_partial_ignored(tmp_path):
     restored = torch.optim.AdamW(torch.nn.Linear(3, 2).parameters(), 1e-3)
     restored.load_state_dict(state["opt"])
     assert torch.equal(restored.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+
+
+def test_empty_dicts_survive_a_checkpoint(tmp_path):
+    """An optimizer that has not stepped yet has state == {}; it must load back as {}."""
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))])
+    checkpoint.save(tmp_path, 1, {"opt": opt.state_dict(), "nested": {"a": {}, "b": [{}, {"c": 1}]}})
+    _, state, _ = checkpoint.latest(tmp_path)
+    assert state["opt"]["state"] == {} and state["nested"] == {"a": {}, "b": [{}, {"c": 1}]}
+    torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))]).load_state_dict(state["opt"])

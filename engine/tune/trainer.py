@@ -212,13 +212,15 @@ def train(cfg: TuneConfig, loaded: LoadedModel, work: Path, resume: bool = True,
                 yield Failed(f"diverged: {err} ({bad} steps in a row); nothing saved", kind="diverged")
                 return
             continue
+        rate = (tuner.step - start) / (time.perf_counter() - began)
+        # report (the caller logs it) before checkpointing: a kill in between repeats this step
+        # on resume instead of leaving it unlogged
+        yield Progress(stage="tune", step=tuner.step, total=cfg.steps, metrics=logs,
+                       eta_s=(cfg.steps - tuner.step) / max(rate, 1e-9))
         if tuner.step % cfg.checkpoint_every == 0 or tuner.step == cfg.steps:
             state = tuner.state()
             if not all(torch.isfinite(t).all() for t in state["lora"].values()):
                 yield Failed("diverged: non-finite LoRA weights; nothing saved", kind="diverged")
                 return
             checkpoint.save(work, tuner.step, state, logs)
-        rate = (tuner.step - start) / (time.perf_counter() - began)
-        yield Progress(stage="tune", step=tuner.step, total=cfg.steps, metrics=logs,
-                       eta_s=(cfg.steps - tuner.step) / max(rate, 1e-9))
     yield Result(tuner)
