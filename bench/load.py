@@ -25,19 +25,6 @@ ROOT = Path(__file__).resolve().parent.parent
 URL = "http://127.0.0.1:7861/"
 
 
-def wait_http(url: str, timeout: float = 180) -> None:
-    import urllib.request
-
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(url)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=50)
@@ -46,6 +33,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT / "bench"))
     sys.path.insert(0, str(ROOT))
     from gradio_client import Client
+    from serving import wait_http
     from speed import random_toyworld
 
     home = tempfile.mkdtemp()

@@ -15,22 +15,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 URL = "http://127.0.0.1:7860/"
+sys.path.insert(0, str(ROOT / "bench"))
 
-
-def wait_http(url: str, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(url)
+from serving import wait_http  # noqa: E402
 
 
 def main() -> None:

@@ -42,10 +42,7 @@ def add_student(base: Path, student, steps: int, timesteps: list[int], out: Path
     tmp_info.write_text(json.dumps(info, indent=2))
     os.replace(tmp_info, info_path)
     if record is not None:
-        bake_path = out / "bake.json"
-        data = json.loads(bake_path.read_text()) if bake_path.exists() else {}
-        data[f"student_{steps}step"] = record
-        bake_path.write_text(json.dumps(data, indent=2))
+        _record(out, steps, record)
     return out
 
 
@@ -65,8 +62,13 @@ def alias_student(folder: Path, steps: int, source_steps: int, timesteps: list[i
     if old and old != source["folder"] and old not in [e["folder"] for e in info["students"].values()]:
         shutil.rmtree(folder / old, ignore_errors=True)
     if record is not None:
-        bake_path = folder / "bake.json"
-        data = json.loads(bake_path.read_text()) if bake_path.exists() else {}
-        data[f"student_{steps}step"] = record
-        bake_path.write_text(json.dumps(data, indent=2))
+        _record(folder, steps, record)
     return folder
+
+
+def _record(folder: Path, steps: int, record: dict) -> None:
+    """Note how the `steps`-step student was made in the folder's bake.json."""
+    bake_path = folder / "bake.json"
+    data = json.loads(bake_path.read_text()) if bake_path.exists() else {}
+    data[f"student_{steps}step"] = record
+    bake_path.write_text(json.dumps(data, indent=2))
