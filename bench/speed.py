@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.events import Result  # noqa: E402
 from engine.generate import Engine  # noqa: E402
+from engine.runtime import RuntimeOptions  # noqa: E402
 from engine.requests import GenerateRequest  # noqa: E402
 
 
@@ -54,7 +55,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model = str(random_toyworld(Path(tempfile.mkdtemp()))) if args.random else args.model
-    engine = Engine(decode_dtype=torch.bfloat16 if args.decode_bf16 else None)
+    engine = Engine(RuntimeOptions(decode_dtype="bfloat16" if args.decode_bf16 else None))
     configs = [("student", 1), ("student", 2), ("student", 4), ("teacher", args.teacher_steps)]
     prompt = "a red ball moving right on a black background"
     times: dict[tuple, list[dict]] = {c: [] for c in configs}

@@ -38,11 +38,8 @@ class Cancelled(Exception):
 class Engine:
     """Holds loaded models (never module globals) and turns requests into clips."""
 
-    def __init__(self, options: runtime.RuntimeOptions | None = None, decode_dtype: torch.dtype | None = None):
-        if options is None:
-            name = {v: k for k, v in runtime.DTYPES.items()}.get(decode_dtype) if decode_dtype else None
-            options = runtime.RuntimeOptions(decode_dtype=name)
-        self.options = options
+    def __init__(self, options: runtime.RuntimeOptions | None = None):
+        self.options = options = options or runtime.RuntimeOptions()
         self.device = options.resolved_device()
         self._models: dict[str, loading.LoadedModel] = {}
         self._lock = threading.Lock()
@@ -107,13 +104,9 @@ class Engine:
             if not memory.is_out_of_memory(err):
                 raise
             memory.release(self.device)
-            yield Failed(self._oom_text(req), kind="oom")
-
-    def _oom_text(self, req: GenerateRequest) -> str:
-        loaded = self.model(req.model)
-        s = self.settings(req, loaded) | {"seed": 0}
-        est = memory.estimate(loaded, s, self.options)
-        return memory.oom_message(s, est.describe(memory.free_bytes(self.device)), self.device)
+            loaded = self.model(req.model)
+            est, free = self.estimate(req)
+            yield Failed(memory.oom_message(self.settings(req, loaded), est.describe(free), self.device), kind="oom")
 
     def _generate(self, req: GenerateRequest, cancel: threading.Event) -> Iterator:
         t0 = time.perf_counter()
@@ -128,7 +121,7 @@ class Engine:
             with runtime.placed(loaded.text.encoder, opts):
                 text = loaded.text.encode([req.prompt]).to(device)
                 uncond = None if student else loaded.text.encode([req.negative]).to(device)
-            with runtime.placed(flow.transformer, opts), runtime.placed(loaded.codec.vae, opts):
+            with runtime.placed(flow.transformer, opts):  # previews decode wherever the VAE sits
                 t_denoise = time.perf_counter()
                 generator = torch.Generator().manual_seed(s["seed"])  # 4. noise
                 shape = (1, *loaded.codec.latent_shape(s["frames"], s["height"], s["width"]))

@@ -17,9 +17,11 @@ run): resident weights, plus the larger of the denoiser's and the VAE decoder's 
 
 from __future__ import annotations
 
+import gc
 import math
 from dataclasses import dataclass
 
+import psutil
 import torch
 
 GB = 1024**3
@@ -77,23 +79,16 @@ def estimate(loaded, settings: dict, options) -> MemoryEstimate:
     return MemoryEstimate(weights, denoise, decode)
 
 
-def free_bytes(device: str) -> int | None:
+def free_bytes(device: str) -> int:
     """Free memory on the device: CUDA's free bytes, or available RAM on the CPU."""
     if device.startswith("cuda") and torch.cuda.is_available():
         free, _ = torch.cuda.mem_get_info(torch.device(device))
         return int(free)
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().available)
-    except ImportError:
-        return None
+    return int(psutil.virtual_memory().available)
 
 
 def release(device: str) -> None:
     """Give cached blocks back after a failure so the next request starts clean."""
-    import gc
-
     gc.collect()
     if device.startswith("cuda") and torch.cuda.is_available():
         torch.cuda.empty_cache()

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from engine.loading import DTYPES  # one table of dtype names for the registry and the runtime
 
 
 @dataclass(frozen=True)
