@@ -48,13 +48,15 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
     g.add_argument("--offload", action="store_true", help="model CPU offload: each model on the device only while it runs")
     g.add_argument("--vae-tiling", action="store_true", help="decode in spatial tiles (less memory at large sizes)")
     g.add_argument("--vae-slicing", action="store_true", help="decode one clip/frame at a time")
+    g.add_argument("--decode-dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="VAE decode dtype (default auto: bf16 where the device runs it natively)")
 
 
 def _runtime(args):
     from engine.runtime import RuntimeOptions
 
     return RuntimeOptions(device=args.device, dtype=args.dtype, compile=args.compile, offload=args.offload,
-                          vae_tiling=args.vae_tiling, vae_slicing=args.vae_slicing)
+                          vae_tiling=args.vae_tiling, vae_slicing=args.vae_slicing, decode_dtype=args.decode_dtype)
 
 
 def _generate(args) -> int:

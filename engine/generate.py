@@ -152,7 +152,8 @@ class Engine:
             if cancel.is_set():
                 raise Cancelled()
             try:
-                i, x0 = next(steps)
+                with torch.no_grad():  # grad mode is per thread: the studio's worker threads have it on
+                    i, x0 = next(steps)
             except StopIteration as stop:
                 return stop.value
             yield Progress(stage="denoise", step=i + 1, total=total)

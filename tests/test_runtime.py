@@ -122,3 +122,38 @@ def test_cli_runtime_flags(tiny_folder, tmp_path, capsys):
     assert main(["generate", "--model", str(tiny_folder), "--prompt", "x", "--offload", "--vae-slicing",
                  "--out", str(tmp_path / "b.mp4"), "--json"]) == 0
     assert (tmp_path / "b.mp4").exists()
+
+
+def test_decode_dtype_auto_follows_native_bf16(monkeypatch, tiny_folder):
+    from engine import runtime
+
+    monkeypatch.setattr(runtime, "native_bf16", lambda device: True)
+    assert RuntimeOptions().torch_decode_dtype == torch.bfloat16
+    assert RuntimeOptions().describe()["decode_dtype"] == "bfloat16"
+    assert RuntimeOptions(decode_dtype="float32").torch_decode_dtype == torch.float32
+    monkeypatch.setattr(runtime, "native_bf16", lambda device: False)  # emulated bf16 is slower: keep fp32
+    assert RuntimeOptions().torch_decode_dtype is None
+    assert RuntimeOptions().describe()["decode_dtype"] == "float32"
+    fp32 = _frames(Engine(RuntimeOptions(decode_dtype="float32")), tiny_folder)
+    bf16 = _frames(Engine(RuntimeOptions(decode_dtype="bfloat16")), tiny_folder)
+    assert bf16.meta["runtime"]["decode_dtype"] == "bfloat16"
+    assert np.abs(bf16.frames.astype(int) - fp32.frames.astype(int)).mean() < 1  # random tiny VAE: max 6
+
+
+def test_generation_in_a_worker_thread_builds_no_autograd_graph(tiny_folder):
+    """Grad mode is per thread and on by default; the studio generates in worker threads, where a
+    recorded graph cost ~50% more time (and on a GPU, the activations' memory)."""
+    import threading
+
+    engine = Engine()
+    transformer = engine.model(str(tiny_folder)).students[2][0].transformer
+    seen = []
+    hook = transformer.register_forward_hook(lambda m, i, out: seen.append(
+        (torch.is_grad_enabled(), (out[0] if isinstance(out, tuple) else out.sample).requires_grad)))
+    try:
+        worker = threading.Thread(target=_frames, args=(engine, tiny_folder))
+        worker.start()
+        worker.join()
+    finally:
+        hook.remove()
+    assert len(seen) == 2 and seen == [(False, False)] * 2, seen
