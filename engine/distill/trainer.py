@@ -26,9 +26,8 @@ from accelerate import Accelerator
 
 from engine import checkpoint, schedule
 from engine.distill import cd as cd_mod
+from engine.distill import dmd
 from engine.distill.config import DistillConfig
-from engine.distill.flow_matching import flow_matching_loss, sample_levels
-from engine.distill.vsd import vsd_loss
 from engine.events import Failed, Progress, Result
 from engine.loading import LoadedModel
 from engine.model import FlowModel, add_noise
@@ -139,17 +138,6 @@ class DollarTrainer:
             target = cd_mod.consistency_fn(x_lo, self.ema_model.predict_x0(x_lo, s_lo, text), s_lo)
         return x_hi, torch.full((b,), hi), target
 
-    def _fake_updates(self, x: torch.Tensor, text: torch.Tensor, gen: torch.Generator) -> dict:
-        logs = {}
-        for _ in range(self.cfg.fake_updates):
-            sigma = sample_levels(x.shape[0], self.loaded.info.shift, gen)
-            eps = torch.randn(x.shape, generator=gen).to(x.device)
-            with self._amp():
-                v = self.fake.velocity(add_noise(x, eps, sigma), sigma, text)
-            loss, logs = flow_matching_loss(v, x, eps)
-            self._apply(loss, self.opt_fake, "fake")
-        return {"fake_" + k: v for k, v in logs.items()}
-
     def _apply(self, loss: torch.Tensor, opt, name: str) -> None:
         opt.zero_grad(set_to_none=True)
         if not torch.isfinite(loss):
@@ -185,14 +173,11 @@ class DollarTrainer:
         else:
             with self._amp():
                 x = self.student.predict_x0(x_t, s_k, text)
-        logs = self._fake_updates(x.detach(), text, gen)
-        # VSD: real score (teacher, CFG) and fake score at a random shifted, clamped level
-        level = sample_levels(b, self.loaded.info.shift, gen).clamp(cfg.vsd_min_level, cfg.vsd_max_level)
-        x_noisy = add_noise(x.detach(), torch.randn(x.shape, generator=gen).to(x.device), level)
-        with torch.no_grad():
-            x0_real = self.teacher.predict_x0(x_noisy, level, text, uncond, cfg.vsd_guidance)
-            x0_fake = self.fake.predict_x0(x_noisy, level, text)
-        loss, vlogs = vsd_loss(x, x0_real, x0_fake)
+        shift = self.loaded.info.shift
+        logs = dmd.fake_score_updates(self.fake, x, text, shift, cfg.fake_updates, gen,
+                                      lambda loss: self._apply(loss, self.opt_fake, "fake"), self._amp)
+        loss, vlogs = dmd.vsd_term(x, self.teacher, self.fake, text, uncond, cfg.vsd_guidance, shift, gen,
+                                   cfg.vsd_min_level, cfg.vsd_max_level)
         loss = cfg.w_vsd * loss
         logs |= vlogs
         if cfg.use_cd:

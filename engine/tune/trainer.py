@@ -29,8 +29,7 @@ from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 
 from engine import checkpoint, schedule
-from engine.distill.flow_matching import flow_matching_loss, sample_levels
-from engine.distill.vsd import vsd_loss
+from engine.distill import dmd
 from engine.events import Failed, Progress, Result
 from engine.loading import LoadedModel
 from engine.model import FlowModel, add_noise
@@ -168,23 +167,17 @@ class Tuner:
 
 
     def _vsd(self, x: torch.Tensor, text: torch.Tensor, gen: torch.Generator, logs: dict) -> torch.Tensor:
-        """Fake-score updates on the detached sample, then L_VSD(x) at a random clamped level."""
-        b = x.shape[0]
-        for _ in range(self.cfg.fake_updates):
-            sigma = sample_levels(b, self.loaded.info.shift, gen)
-            eps = torch.randn(x.shape, generator=gen)
-            fm, _ = flow_matching_loss(self.fake.velocity(add_noise(x.detach(), eps, sigma), sigma, text), x.detach(), eps)
+        """Fake-score updates on the detached sample, then L_VSD(x) (engine/distill/dmd.py)."""
+        def apply(loss):
             self.opt_fake.zero_grad(set_to_none=True)
-            fm.backward()
+            loss.backward()
             self.opt_fake.step()
-        level = sample_levels(b, self.loaded.info.shift, gen).clamp(0.02, 0.98)
-        with torch.no_grad():
-            x_noisy = add_noise(x.detach(), torch.randn(x.shape, generator=gen), level)
-            x0_real = self.teacher.predict_x0(x_noisy, level, text, self.uncond.expand(b, -1, -1),
-                                              self.cfg.vsd_guidance)
-            x0_fake = self.fake.predict_x0(x_noisy, level, text)
-        reg, vlogs = vsd_loss(x, x0_real, x0_fake)
-        logs |= {"reg": reg.item(), "fake_loss": fm.item(), "vsd_grad_norm": vlogs["vsd_grad_norm"]}
+
+        shift = self.loaded.info.shift
+        fake_logs = dmd.fake_score_updates(self.fake, x, text, shift, self.cfg.fake_updates, gen, apply)
+        reg, vlogs = dmd.vsd_term(x, self.teacher, self.fake, text, self.uncond.expand(x.shape[0], -1, -1),
+                                  self.cfg.vsd_guidance, shift, gen)
+        logs |= {"reg": reg.item(), "fake_loss": fake_logs["fake_flow_loss"], "vsd_grad_norm": vlogs["vsd_grad_norm"]}
         return reg
 
 
