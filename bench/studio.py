@@ -67,10 +67,7 @@ def main() -> None:
                 src = page.evaluate("() => document.querySelector('#clip video').currentSrc")
                 t = time.perf_counter()
                 box.press("End")
-                if i % 2 == 0:
-                    box.type("x")
-                else:
-                    box.press("Backspace")  # a typed "\b" would be a control character: refused
+                box.type("abcdefghijklmnopqrstuvwxyz"[i % 26])  # a new prompt each time: no text-cache hit
                 page.wait_for_function(
                     "(old) => { const v = document.querySelector('#clip video');"
                     " return v && v.currentSrc !== old && v.readyState >= 2 && !v.paused; }",

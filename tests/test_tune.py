@@ -2,6 +2,7 @@ import json
 import math
 import sqlite3
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -95,6 +96,28 @@ def test_tune_moves_only_the_lora_and_resumes(tiny_folder, tmp_path):
     a, b = checkpoint.latest(tmp_path / "a"), checkpoint.latest(tmp_path / "b")
     for key in a[1]["lora"]:
         assert torch.allclose(a[1]["lora"][key], b[1]["lora"][key], atol=1e-5), key
+    assert torch.equal(a[1]["replay"]["x"], b[1]["replay"]["x"])  # the LRM's replay buffer resumes too
+    assert torch.allclose(a[1]["lrm"]["head.weight"], b[1]["lrm"]["head.weight"], atol=1e-5)
+
+
+def test_lrm_refits_on_replayed_samples(tiny_folder, monkeypatch):
+    """Each LRM update sees the new batch plus remembered (sample, prompt, reward) triples, drawn
+    before the batch is stored; the ring buffer keeps the newest `lrm_replay`."""
+    from engine.tune.trainer import Tuner
+
+    cfg = _cfg(tiny_folder, lrm_replay=3, lrm_replay_batch=2, lrm_warmup=10)
+    tuner = Tuner(cfg, loading.load(str(tiny_folder)), Path("unused"))
+    sizes = []
+    fit = tuner.lrm.forward
+    monkeypatch.setattr(tuner.lrm, "forward", lambda x, text=None: sizes.append(len(x)) or fit(x, text))
+    for _ in range(3):
+        tuner.update()
+    assert sizes == [2, 4, 4]  # batch 2, then 2 + 2 replayed
+    assert int(tuner.replay["count"]) == 6
+    rewards = tuner.replay["reward"]
+    assert rewards.abs().sum() > 0 and set(tuner.replay["prompt"].tolist()) <= {0, 1}
+    with pytest.raises(ValueError, match="lrm_replay"):
+        TuneConfig(lrm_replay=-1)
 
 
 def test_vsd_regulariser_trains_a_fake_score_and_resumes_exactly(tiny_folder, tmp_path):

@@ -25,6 +25,8 @@ class TuneConfig:
     lr: float = 1e-3  # LoRA learning rate
     lrm_lr: float = 1e-3  # latent reward model learning rate
     lrm_warmup: int = 10  # updates fitting only the LRM before the LoRA moves
+    lrm_replay: int = 128  # past (sample, prompt, reward) kept to refit the LRM on; 0 = current batch only
+    lrm_replay_batch: int = 12  # replayed samples added to each LRM update (no new decode or reward call)
     batch: int = 4  # clips per update
     reg: str = "base"  # regulariser: "base" (distance to the frozen student), "vsd" (DMD2 term vs the teacher), "none"
     reg_weight: float = 1.0  # lambda in -LRM + lambda * regulariser
@@ -40,9 +42,11 @@ class TuneConfig:
     def __post_init__(self):
         if self.reg not in REGULARISERS:
             raise ValueError(f"reg must be one of {REGULARISERS}, got {self.reg!r}")
-        for name in ("steps", "rank", "batch", "checkpoint_every", "fake_updates"):
+        for name in ("steps", "rank", "batch", "checkpoint_every", "fake_updates", "lrm_replay_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lrm_replay < 0:
+            raise ValueError(f"lrm_replay must be >= 0, got {self.lrm_replay}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive number, got {self.lr}")
 

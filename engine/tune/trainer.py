@@ -2,7 +2,10 @@
 
 Per update: prompts -> the student (LoRA on its attention projections) makes latents x by
 backward simulation (k listed steps under no_grad, the next with grad); the pixel reward of
-decode(x) (no grad: any reward works, differentiable or not) trains the latent reward model;
+decode(x) (no grad: any reward works, differentiable or not) trains the latent reward model,
+each update on the current batch plus `lrm_replay_batch` samples replayed from the last
+`lrm_replay` (so the LRM keeps scoring the base student's samples as the tune moves away from
+them; no extra decode or reward call);
 after `lrm_warmup` updates the LoRA minimises
 
     L = -reward_scale * mean R_lrm(x) + reg_weight * regulariser
@@ -87,11 +90,15 @@ class Tuner:
         self.sigmas = schedule.student_sigmas(self.timesteps, loaded.info.shift).tolist()
         info = loaded.info
         self.latent_shape = loaded.codec.latent_shape(info.frames, info.height, info.width)
+        self.replay = {"x": torch.zeros((cfg.lrm_replay, *self.latent_shape), dtype=torch.float16),
+                       "prompt": torch.zeros(cfg.lrm_replay, dtype=torch.int64),
+                       "reward": torch.zeros(cfg.lrm_replay), "count": torch.zeros(1, dtype=torch.int64)}
         self.step = 0
 
     def state(self) -> dict:
         state = {"lora": get_peft_model_state_dict(self.transformer, adapter_name=ADAPTER),
-                 "lrm": self.lrm.state_dict(), "opt": self.opt.state_dict(), "opt_lrm": self.opt_lrm.state_dict()}
+                 "lrm": self.lrm.state_dict(), "opt": self.opt.state_dict(), "opt_lrm": self.opt_lrm.state_dict(),
+                 "replay": dict(self.replay)}
         if self.fake is not None:
             state |= {"fake": self.fake.transformer.state_dict(), "opt_fake": self.opt_fake.state_dict()}
         return state
@@ -105,6 +112,8 @@ class Tuner:
         self.lrm.load_state_dict(state["lrm"])
         self.opt.load_state_dict(state["opt"])
         self.opt_lrm.load_state_dict(state["opt_lrm"])
+        if "replay" in state:  # checkpoints from before the replay buffer resume without one
+            self.replay = {k: state["replay"][k].clone() for k in self.replay}
         if self.fake is not None:
             self.fake.transformer.load_state_dict(state["fake"])
             self.opt_fake.load_state_dict(state["opt_fake"])
@@ -126,7 +135,8 @@ class Tuner:
         cfg = self.cfg
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step)
         rng = np.random.default_rng([cfg.seed, self.step])
-        prompts = [self.prompts[i] for i in rng.integers(len(self.prompts), size=cfg.batch)]
+        chosen = rng.integers(len(self.prompts), size=cfg.batch)
+        prompts = [self.prompts[i] for i in chosen]
         x_t, level, text = self._inputs(gen, prompts)
         x = self.flow.predict_x0(x_t, level, text)  # grad through the LoRA only
         if self.score is None:  # ratings: the frozen LRM is the reward itself
@@ -134,7 +144,9 @@ class Tuner:
                 logs = {"reward": self.lrm(x, text).mean().item()}
         else:
             rewards = torch.tensor(self.score(list(self.loaded.codec.decode(x.detach())), prompts))
-            fit, logs = lrm_fit_loss(self.lrm(x.detach(), text), rewards)
+            fit_x, fit_text, fit_r = self._with_replay(x.detach(), text, rewards, rng)
+            self._remember(x.detach(), chosen, rewards)
+            fit, logs = lrm_fit_loss(self.lrm(fit_x, fit_text), fit_r)
             self.opt_lrm.zero_grad(set_to_none=True)
             fit.backward()
             self.opt_lrm.step()
@@ -165,6 +177,25 @@ class Tuner:
         self.step += 1
         return logs
 
+
+    def _with_replay(self, x: torch.Tensor, text: torch.Tensor, rewards: torch.Tensor, rng: np.random.Generator):
+        """The batch plus up to `lrm_replay_batch` remembered samples (drawn before this batch is stored)."""
+        held = min(int(self.replay["count"]), self.cfg.lrm_replay)
+        if held == 0:
+            return x, text, rewards.float()
+        idx = torch.from_numpy(rng.integers(held, size=min(self.cfg.lrm_replay_batch, held)))
+        old_text = self.loaded.text.encode([self.prompts[i] for i in self.replay["prompt"][idx].tolist()])
+        return (torch.cat([x, self.replay["x"][idx].float()]), torch.cat([text, old_text]),
+                torch.cat([rewards.float(), self.replay["reward"][idx]]))
+
+    def _remember(self, x: torch.Tensor, prompt_ids, rewards: torch.Tensor) -> None:
+        """Store the batch in the ring buffer (oldest replaced first)."""
+        for i in range(len(prompt_ids) if self.cfg.lrm_replay else 0):
+            slot = int(self.replay["count"]) % self.cfg.lrm_replay
+            self.replay["x"][slot] = x[i].half()
+            self.replay["prompt"][slot] = int(prompt_ids[i])
+            self.replay["reward"][slot] = float(rewards[i])
+            self.replay["count"] += 1
 
     def _vsd(self, x: torch.Tensor, text: torch.Tensor, gen: torch.Generator, logs: dict) -> torch.Tensor:
         """Fake-score updates on the detached sample, then L_VSD(x) (engine/distill/dmd.py)."""
