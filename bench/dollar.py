@@ -30,7 +30,7 @@ def main() -> None:
     engine = Engine()
     rows = [("renderer (upper bound)", None)]
     for spec in args.rows:
-        label, _, target = spec.partition("=")
+        label, _, target = spec.rpartition("=")
         model, role, steps = target.rsplit(":", 2)
         rows.append((label, minibench.model_source(engine, str(Path(model).expanduser()) if "/" in model else model,
                                                    role, int(steps))))

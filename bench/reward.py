@@ -6,7 +6,7 @@ and several seeds before and after the tune; MiniBench semantic accuracy and div
 and after (same prompts and seeds); the LRM's Pearson r against the true reward on fresh
 held-out samples; the tune's wall time. All in one run, side by side.
 
-    python bench/reward.py --steps 300 [--rewards colourfulness,contrast] [--prompts 8 --seeds 2]
+    python bench/reward.py --steps 300 [--rewards colourfulness,contrast] [--prompts 8 --seeds 2] [--lrm-replay 0]
 """
 
 from __future__ import annotations
@@ -67,6 +67,8 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--lrm-replay", type=int, default=None,
+                    help="TuneConfig.lrm_replay (past samples the LRM refits on; 0 = current batch only)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     engine = Engine()
@@ -79,7 +81,8 @@ def main() -> None:
     for name in args.rewards.split(","):
         score = scorer(RewardSpec(name))
         before = summary(score, items, base_videos)
-        cfg = TuneConfig(model=args.model, reward=name, steps=args.steps)
+        extra = {} if args.lrm_replay is None else {"lrm_replay": args.lrm_replay}
+        cfg = TuneConfig(model=args.model, reward=name, steps=args.steps, **extra)
         began = time.perf_counter()
         result = [e for e in train(cfg, loading.load(args.model), Path(tempfile.mkdtemp()), resume=False)][-1]
         wall = time.perf_counter() - began

@@ -3,9 +3,8 @@
 Per update: prompts -> the student (LoRA on its attention projections) makes latents x by
 backward simulation (k listed steps under no_grad, the next with grad); the pixel reward of
 decode(x) (no grad: any reward works, differentiable or not) trains the latent reward model,
-each update on the current batch plus `lrm_replay_batch` samples replayed from the last
-`lrm_replay` (so the LRM keeps scoring the base student's samples as the tune moves away from
-them; no extra decode or reward call);
+each update on the current batch, optionally plus `lrm_replay_batch` samples replayed from the
+last `lrm_replay` (off by default: it measured worse; no extra decode or reward call);
 after `lrm_warmup` updates the LoRA minimises
 
     L = -reward_scale * mean R_lrm(x) + reg_weight * regulariser
