@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -19,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from engine import paths  # noqa: E402
 from engine.codec import VideoCodec  # noqa: E402
 from engine.loading import quiet_libraries  # noqa: E402
+from engine.toyworld.render import render, sample_clip  # noqa: E402
 from engine.toyworld.vae_bake import psnr  # noqa: E402
 
 
@@ -62,6 +64,26 @@ def main() -> None:
     print()
     for split in ("public-eval", "public-heldout"):
         print(f"PSNR {split} ({args.clips} clips, fp32): {psnr(vae, args.clips, split):.2f} dB")
+    bf16_parity(vae, args.clips)
+
+
+def bf16_parity(vae, clips: int) -> None:
+    """What decoding in bf16 (the engine's `decode_dtype="auto"` on bf16-capable CPUs) costs:
+    reconstruction PSNR of public-eval clips with an fp32 and a bf16 decode of the same latents."""
+    import copy
+
+    fp32, bf16 = VideoCodec(vae), VideoCodec(copy.deepcopy(vae), decode_dtype=torch.bfloat16)
+    scores, worst = {"float32": [], "bfloat16": []}, 0
+    for i in range(clips):
+        video = render(sample_clip("public-eval", i)[0])
+        z = fp32.encode(video[None])
+        a, b = fp32.decode(z)[0].astype(np.float32), bf16.decode(z)[0].astype(np.float32)
+        worst = max(worst, int(np.abs(a - b).max()))
+        for name, out in (("float32", a), ("bfloat16", b)):
+            scores[name].append(10 * np.log10(255.0**2 / max(((out - video) ** 2).mean(), 1e-10)))
+    print(f"decode dtype parity ({clips} public-eval clips): reconstruction PSNR fp32 "
+          f"{np.mean(scores['float32']):.2f} dB, bf16 {np.mean(scores['bfloat16']):.2f} dB; "
+          f"largest pixel difference between the two decodes {worst}/255")
 
 
 if __name__ == "__main__":

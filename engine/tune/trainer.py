@@ -189,7 +189,9 @@ class Tuner:
 
     def _remember(self, x: torch.Tensor, prompt_ids, rewards: torch.Tensor) -> None:
         """Store the batch in the ring buffer (oldest replaced first)."""
-        for i in range(len(prompt_ids) if self.cfg.lrm_replay else 0):
+        if not self.cfg.lrm_replay:
+            return
+        for i in range(len(prompt_ids)):
             slot = int(self.replay["count"]) % self.cfg.lrm_replay
             self.replay["x"][slot] = x[i].half()
             self.replay["prompt"][slot] = int(prompt_ids[i])
