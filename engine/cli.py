@@ -151,11 +151,12 @@ def _eval(args) -> int:
     from engine.generate import Engine
     from engine.toyworld import minibench
 
-    source = None
+    source, options = None, _runtime(args)
     if args.model != "renderer":
-        source = minibench.model_source(Engine(), args.model, args.role, args.steps, args.guidance)
+        source = minibench.model_source(Engine(options), args.model, args.role, args.steps, args.guidance)
     report = minibench.evaluate(source, args.split, prompts=args.prompts, seeds=args.seeds)
-    report |= {"model": args.model, "role": None if source is None else args.role, "steps": args.steps}
+    report |= {"model": args.model, "role": None if source is None else args.role, "steps": args.steps,
+               "runtime": None if source is None else options.describe()}
     if args.json:
         print(json.dumps(report))
     else:
@@ -234,6 +235,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--prompts", type=int, default=32, help="captions to evaluate (default 32)")
     e.add_argument("--seeds", type=int, default=2, help="seeds per caption, for diversity (default 2)")
     e.add_argument("--json", action="store_true", help="print the report as JSON")
+    _add_runtime(e)
     s = sub.add_parser("serve", help="launch the studio in the browser",
                        description="Example: rushes serve --port 7860")
     s.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 needs --auth)")

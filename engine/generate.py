@@ -8,10 +8,12 @@ evaluations (NFE, CFG passes counted) are reported with the clip.
 
 from __future__ import annotations
 
+import queue
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +37,21 @@ class Cancelled(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class _Raised:
+    error: BaseException
+
+
+class _Either:
+    """Set when either event is: the caller's cancel flag or the engine's own stop."""
+
+    def __init__(self, a: threading.Event, b: threading.Event):
+        self.a, self.b = a, b
+
+    def is_set(self) -> bool:
+        return self.a.is_set() or self.b.is_set()
+
+
 class Engine:
     """Holds loaded models (never module globals) and turns requests into clips."""
 
@@ -43,9 +60,25 @@ class Engine:
         self.device = options.resolved_device()
         self._models: dict[str, loading.LoadedModel] = {}
         self._lock = threading.Lock()
+        self._thread_id: int | None = None
+        self._pool = ThreadPoolExecutor(1, "rushes-compute", self._mark) if options.own_thread else None
+
+    def _mark(self) -> None:
+        self._thread_id = threading.get_ident()
+
+    def _inline(self) -> bool:
+        return self._pool is None or threading.get_ident() == self._thread_id
+
+    def run(self, fn: Callable, *args, **kwargs):
+        """fn(*args, **kwargs) where this engine computes (its own thread under `own_thread`)."""
+        if self._inline():
+            return fn(*args, **kwargs)
+        return self._pool.submit(fn, *args, **kwargs).result()
 
     def model(self, name: str) -> loading.LoadedModel:
         """Load a model once and keep it (set up for this engine's runtime options)."""
+        if not self._inline():
+            return self.run(self.model, name)
         key = str(name)
         with self._lock:
             if key not in self._models:
@@ -93,9 +126,36 @@ class Engine:
         return s
 
     def generate(self, req: GenerateRequest, cancel: threading.Event | None = None) -> Iterator:
-        """Yield Progress / Preview events and finally Result(Clip) or Failed(message)."""
+        """Yield Progress / Preview events and finally Result(Clip) or Failed(message).
+
+        Under `own_thread` the work runs on the engine's thread and the events come through a
+        queue; a caller that stops listening early cancels the rest of the clip."""
+        cancel = cancel or threading.Event()
+        if self._inline():
+            yield from self._events(req, cancel)
+            return
+        events, done, stop = queue.SimpleQueue(), object(), threading.Event()
+
+        def produce():
+            try:
+                for event in self._events(req, _Either(cancel, stop)):
+                    events.put(event)
+            except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread
+                events.put(_Raised(err))
+            events.put(done)
+
+        self._pool.submit(produce)
         try:
-            yield from self._generate(req, cancel or threading.Event())
+            while (event := events.get()) is not done:
+                if isinstance(event, _Raised):
+                    raise event.error
+                yield event
+        finally:
+            stop.set()
+
+    def _events(self, req: GenerateRequest, cancel) -> Iterator:
+        try:
+            yield from self._generate(req, cancel)
         except Cancelled:
             yield Failed("cancelled", kind="cancelled")
         except (ValueError, FileNotFoundError) as err:
@@ -108,7 +168,7 @@ class Engine:
             est, free = self.estimate(req)
             yield Failed(memory.oom_message(self.settings(req, loaded), est.describe(free), self.device), kind="oom")
 
-    def _generate(self, req: GenerateRequest, cancel: threading.Event) -> Iterator:
+    def _generate(self, req: GenerateRequest, cancel) -> Iterator:
         t0 = time.perf_counter()
         req.validate()  # 1. check inputs before any compute
         loaded = self.model(req.model)  # 2. model (cached after the first request)
@@ -146,7 +206,7 @@ class Engine:
         s["runtime"] = opts.describe()
         yield Result(Clip(frames, loaded.info.fps, s))
 
-    def _drive(self, steps, total: int, loaded, preview: bool, cancel: threading.Event):
+    def _drive(self, steps, total: int, loaded, preview: bool, cancel):
         """Run a sampler generator, yielding events between steps; returns the latents."""
         while True:
             if cancel.is_set():

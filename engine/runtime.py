@@ -12,6 +12,10 @@
   runs bf16 natively (a CUDA card with bf16, or a CPU with oneDNN bf16: AVX512-BF16/AMX) and
   as loaded elsewhere. On toyworld (`python bench/vae.py`), bf16 decoding changes pixels by at
   most 3 of 255 with reconstruction PSNR unchanged (34.96 vs 34.93 dB), at 0.62x the time.
+- `own_thread`: every model load and generation runs on one compute thread the engine owns. The
+  studio sets it: Gradio calls handlers from a pool of threads, each thread that runs PyTorch
+  ops keeps an OpenMP team of its own, and with more teams than cores libgomp stops spinning,
+  so every small op waits on a wake-up (`python bench/threads.py` measures the cost).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ class RuntimeOptions:
     vae_tiling: bool = False  # decode in spatial tiles
     vae_slicing: bool = False  # decode one clip (per-frame AutoencoderKL: one frame) at a time
     memory_fraction: float | None = None  # CUDA: cap on this process's share of the card
+    own_thread: bool = False  # loads and generations on one compute thread (servers with thread pools)
 
     def __post_init__(self):
         if self.dtype not in DTYPES:

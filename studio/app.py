@@ -52,11 +52,20 @@ def launch_kwargs() -> dict:
                               str(paths.home() / "bake")]}
 
 
+def studio_engine(options=None):
+    """The studio's engine: it computes on a thread of its own, and Gradio's handler threads only
+    pass its events on. `options` is an `engine.runtime.RuntimeOptions` (default: CPU, float32)."""
+    from dataclasses import replace
+
+    from engine.generate import Engine
+    from engine.runtime import RuntimeOptions
+
+    return Engine(replace(options or RuntimeOptions(), own_thread=True))
+
+
 def launch(host: str = "127.0.0.1", port: int = 7860, auth: str | None = None, model: str = "toyworld",
            options=None, **kwargs) -> None:
-    """Serve the studio; `options` is an `engine.runtime.RuntimeOptions` (default: CPU, float32)."""
-    from engine.generate import Engine
-
+    """Serve the studio with these `engine.runtime.RuntimeOptions`."""
     credentials = check_exposure(host, auth)
-    demo = build(Session("studio", engine=Engine(options)), model, exposed=host not in LOCAL_HOSTS)
+    demo = build(Session("studio", engine=studio_engine(options)), model, exposed=host not in LOCAL_HOSTS)
     demo.launch(server_name=host, server_port=port, auth=credentials, **launch_kwargs(), **kwargs)

@@ -105,9 +105,10 @@ def render(session: Session, model: str) -> dict:
         with gr.Column(scale=1):
             preview = gr.Image(label="Steps preview", height=110, elem_id="preview")
             with gr.Row():
-                video = gr.Video(label="Clip", autoplay=True, loop=True, elem_id="clip")
+                # output-only players: an interactive Video loads ffmpeg.wasm (its trim editor) on every clip
+                video = gr.Video(label="Clip", autoplay=True, loop=True, elem_id="clip", interactive=False)
                 teacher_video = gr.Video(label="Teacher", autoplay=True, loop=True, visible=False,
-                                         elem_id="teacher-clip")
+                                         elem_id="teacher-clip", interactive=False)
             status = gr.Markdown(elem_id="status")
             teacher_status = gr.Markdown(elem_id="teacher-status")
             with gr.Row():
@@ -133,8 +134,9 @@ def render(session: Session, model: str) -> dict:
         hidden = gr.update(visible=compare_, value=None)
         for image, result, text in run_request(session, req):
             saved = result or saved
-            yield (keep if image is None else image, str(result.path) if result else keep, text,
-                   result.generation_id if result else keep, hidden, "", gr.update(visible=False), None)
+            path = str(result.path) if result else keep
+            yield (keep if image is None else image, path, text,
+                   result.generation_id if result else keep, hidden, "", gr.update(visible=False), None, path)
         if not compare_:
             return
         teacher_req = GenerateRequest(**{**req.__dict__, "role": "teacher", "steps": None, "preview": False,
@@ -142,26 +144,27 @@ def render(session: Session, model: str) -> dict:
         student = (str(saved.path), _summary(saved), saved.generation_id)  # re-sent: the API keeps the last yield
         for _, result, text in run_request(session, teacher_req):
             if result is None:
-                yield keep, keep, keep, keep, keep, text, keep, keep
+                yield keep, keep, keep, keep, keep, text, keep, keep, keep
                 continue
             ratio = result.clip.meta["timings"]["total_s"] / saved.clip.meta["timings"]["total_s"]
             text += f" · the teacher took **{ratio:.1f}x** the student's end-to-end time"
             yield (keep, student[0], student[1], student[2], gr.update(visible=True, value=str(result.path)),
-                   text, gr.update(visible=True), result.generation_id)
+                   text, gr.update(visible=True), result.generation_id, student[0])
 
-    outputs = [preview, video, status, clip_id, teacher_video, teacher_status, ab_row, teacher_id]
+    # the download link is an output of each handler, not a chained event: one queue round trip per clip
+    outputs = [preview, video, status, clip_id, teacher_video, teacher_status, ab_row, teacher_id, download]
     button.click(generate, inputs + [compare], outputs, api_name="generate", **GPU)
 
     def live_generate(model_, prompt_, negative_, preset_, seed_, frames_, size_, adapter_, scale_, live_):
         if not live_ or not prompt_.strip():
-            return gr.update(), gr.update(), gr.update()
+            return gr.update(), gr.update(), gr.update(), gr.update()
         req = build_request(model_, prompt_, negative_, preset_, seed_ if seed_ not in (None, "") else 0,
                             frames_, size_, adapter_, scale_)
         saved = [r for _, r, _ in run_request(session, req) if r][-1]
-        return str(saved.path), _summary(saved), saved.generation_id
+        return str(saved.path), _summary(saved), saved.generation_id, str(saved.path)
 
     for component in (prompt, preset, seed, frames, size, scale):
-        component.change(live_generate, inputs + [live], [video, status, clip_id], api_name=False,
+        component.change(live_generate, inputs + [live], [video, status, clip_id, download], api_name=False,
                          trigger_mode="always_last", show_progress="hidden", **GPU)
 
     def memory_estimate(model_, preset_, frames_, size_):
@@ -215,7 +218,6 @@ def render(session: Session, model: str) -> dict:
             raise gr.Error(str(err)) from None
 
     gif_button.click(make_gif, [clip_id], [download], api_name="gif")
-    video.change(lambda path: path, [video], [download], api_name=False)
     return {"model": picker, "prompt": prompt, "negative": negative, "preset": preset, "seed": seed, "frames": frames,
             "size": size, "adapter": adapter, "scale": scale, "video": video, "status": status, "clip_id": clip_id}
 

@@ -38,7 +38,7 @@ def render(session: Session, create: dict, tabs: gr.Tabs) -> None:
         rerun = gr.Button("Re-run", elem_id="lib-rerun")
         delete = gr.Button("Delete", variant="stop", elem_id="lib-delete")
     with gr.Row():
-        video = gr.Video(label="Clip", autoplay=True, loop=True, elem_id="lib-video")
+        video = gr.Video(label="Clip", autoplay=True, loop=True, elem_id="lib-video", interactive=False)
         meta = gr.JSON(label="Settings and timings")
     message = gr.Markdown(elem_id="lib-message")
 

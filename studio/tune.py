@@ -99,7 +99,8 @@ def render(session: Session, model: str, adapter_picker: gr.Dropdown, allow_cust
             if cfg.reward == "ratings":
                 from engine.reward.ratings import fit_ratings_model
 
-                fit_ratings_model(session.store, session.engine.model(model), steps=1)  # enough ratings?
+                loaded = session.engine.model(model)  # enough ratings? (a one-step fit, where the engine computes)
+                session.engine.run(fit_ratings_model, session.store, loaded, steps=1)
             else:
                 scorer(cfg.reward_spec())  # clear error before starting
             session.engine.model(model).student(cfg.student_steps)

@@ -7,7 +7,7 @@ import pytest
 from gradio_client import Client
 
 from engine.session import Session
-from studio.app import build, check_exposure, launch_kwargs
+from studio.app import build, check_exposure, launch_kwargs, studio_engine
 
 ARGS = ["", "student 4 steps", 3, 5, 32, "", 1.0]  # negative, preset, seed, frames, size, adapter, scale
 MODEL = []  # the tiny folder, set by the studio fixture
@@ -20,7 +20,7 @@ def studio(tiny_folder, tmp_path_factory):
     home = tmp_path_factory.mktemp("studio-home")
     os.environ["RUSHES_HOME"] = str(home)
     MODEL[:] = [str(tiny_folder)]
-    demo = build(Session("test"), str(tiny_folder))
+    demo = build(Session("test", engine=studio_engine()), str(tiny_folder))
     _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None,
                             quiet=True, **launch_kwargs())
     yield url, home

@@ -5,7 +5,7 @@ import shutil
 import pytest
 
 from engine.session import Session
-from studio.app import build, launch_kwargs
+from studio.app import build, launch_kwargs, studio_engine
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not shutil.which("chromium"), reason="Debian's chromium is not installed")
@@ -16,7 +16,7 @@ def url(tiny_folder, tmp_path_factory):
     import os
 
     os.environ["RUSHES_HOME"] = str(tmp_path_factory.mktemp("browser-home"))
-    demo = build(Session("browser"), str(tiny_folder))
+    demo = build(Session("browser", engine=studio_engine()), str(tiny_folder))
     _, local_url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **launch_kwargs())
     yield local_url
     demo.close()
