@@ -116,7 +116,8 @@ def _distill(args) -> int:
 
     cfg = DistillConfig.from_file(args.config) if args.config else DistillConfig()
     overrides = {k: v for k, v in {"method": args.method, "student_steps": args.student_steps,
-                                   "cd_m": args.cd_m, "steps": args.steps, "reward": args.reward}.items()
+                                   "cd_m": args.cd_m, "steps": args.steps, "reward": args.reward,
+                                   "w_ft": args.w_ft, "lrm_warmup": args.lrm_warmup}.items()
                  if v is not None}
     cfg = replace(cfg, **overrides)
     out = args.out or str(paths.home() / "models" / f"{args.model}-{cfg.method.replace('+', '-')}-{cfg.student_steps}step")
@@ -202,6 +203,9 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--cd-m", type=int, default=None, help="teacher ODE steps per consistency pair (1 or 5)")
     d.add_argument("--steps", type=int, default=None, help="generator updates (default 1000)")
     d.add_argument("--reward", default=None, help="pixel reward the LRM learns (default toyworld-semantic)")
+    d.add_argument("--w-ft", type=float, default=None, help="weight of the latent-reward term L_FT (default 1.0)")
+    d.add_argument("--lrm-warmup", type=int, default=None,
+                   help="updates that fit the LRM before L_FT joins the generator loss (default 0)")
     d.add_argument("--out", default=None, help="pipeline folder to write (the teacher plus this student)")
     d.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
     t = sub.add_parser("tune", help="short latent-reward LoRA fine-tune of a student toward a reward",

@@ -37,6 +37,15 @@ def test_config_rejects_unknown_and_bad_values():
         DistillConfig(method="vsd+gan")
     with pytest.raises(ValueError, match="cd_m"):
         DistillConfig(cd_m=0)
+    with pytest.raises(ValueError, match="-5"):
+        DistillConfig(lrm_warmup=-5)
+
+
+def test_lrm_warmup_fits_the_lrm_before_the_generator_follows_it(loaded, tmp_path):
+    events = list(train(_cfg(method="vsd+lrm", steps=3, student_steps=2, lrm_warmup=2), loaded, tmp_path))
+    metrics = [e.metrics for e in events if isinstance(e, Progress)]
+    assert all("lrm_fit_loss" in m for m in metrics)  # the LRM fits from the first update
+    assert ["ft_loss" in m for m in metrics] == [False, False, True]  # L_FT only after the warm-up
 
 
 @pytest.mark.parametrize("method", ["vsd", "vsd+cd", "vsd+lrm", "vsd+cd+lrm"])

@@ -24,6 +24,7 @@ class DistillConfig:
     w_vsd: float = 1.0  # weight of L_VSD
     w_cd: float = 0.5  # weight of L_CD
     w_ft: float = 1.0  # weight of L_FT = -mean R_lrm
+    lrm_warmup: int = 0  # generator updates that fit the LRM before L_FT joins the loss (0 = from the start)
     vsd_guidance: float = 3.5  # teacher CFG inside the VSD real score
     vsd_min_level: float = 0.02  # VSD noise level clamp, low end
     vsd_max_level: float = 0.98  # VSD noise level clamp, high end
@@ -55,6 +56,8 @@ class DistillConfig:
             raise ValueError(f"generator_input must be 'backward' or 'real', got {self.generator_input!r}")
         if not 1 <= self.cd_m < self.cd_grid:
             raise ValueError(f"cd_m must be in [1, cd_grid), got {self.cd_m}")
+        if self.lrm_warmup < 0 or self.w_ft < 0:
+            raise ValueError(f"lrm_warmup and w_ft must be >= 0, got {self.lrm_warmup} and {self.w_ft}")
         for name in ("steps", "batch", "fake_updates", "checkpoint_every", "max_nonfinite"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -5,7 +5,8 @@ Per generator update (DESIGN.md §3):
     no_grad) or real latents noised to listed level k;
  2. `fake_updates` fake-score updates: flow matching on the detached generator sample (one
     sample per update round, fresh noise and level each time, to save CPU time);
- 3. the generator loss L = w_vsd L_VSD + w_cd L_CD + w_ft L_FT; the student's generator pass
+ 3. the generator loss L = w_vsd L_VSD + w_cd L_CD + w_ft L_FT (L_FT from update `lrm_warmup` on,
+    once the LRM has fitted alone for a while); the student's generator pass
     and its CD pass run as one batched forward (DDP allows one forward per backward);
  4. the latent reward model fits the pixel reward of decoded real and student latents;
  5. the EMA target follows the student.
@@ -184,7 +185,7 @@ class DollarTrainer:
             f_student = cd_mod.consistency_fn(x_hi, x0_hi, s_hi)
             l_cd, clogs = cd_mod.cd_loss(f_student, cd_target, cfg.cd_distance)
             loss, logs = loss + cfg.w_cd * l_cd, logs | clogs
-        if cfg.use_lrm:
+        if cfg.use_lrm and self.step >= cfg.lrm_warmup:  # the LRM fits alone during its warm-up
             lrm_core = self.acc.unwrap_model(self.lrm_ddp).requires_grad_(False)
             l_ft, flogs = reward_loss(lrm_core(x, text))  # gradient reaches x through the LRM only
             lrm_core.requires_grad_(True)
