@@ -13,7 +13,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,20 +60,35 @@ class Engine:
         self.device = options.resolved_device()
         self._models: dict[str, loading.LoadedModel] = {}
         self._lock = threading.Lock()
-        self._thread_id: int | None = None
-        self._pool = ThreadPoolExecutor(1, "rushes-compute", self._mark) if options.own_thread else None
+        self._jobs: queue.SimpleQueue | None = None
+        self._thread: threading.Thread | None = None
+        if options.own_thread:  # a daemon: quitting the app never waits for a clip in progress
+            self._jobs = queue.SimpleQueue()
+            self._thread = threading.Thread(target=self._work, args=(self._jobs,), name="rushes-compute", daemon=True)
+            self._thread.start()
 
-    def _mark(self) -> None:
-        self._thread_id = threading.get_ident()
+    @staticmethod
+    def _work(jobs: queue.SimpleQueue) -> None:
+        while True:
+            fn, future = jobs.get()
+            try:
+                future.set_result(fn())
+            except BaseException as err:  # noqa: BLE001 - handed to the caller
+                future.set_exception(err)
 
     def _inline(self) -> bool:
-        return self._pool is None or threading.get_ident() == self._thread_id
+        return self._thread is None or threading.current_thread() is self._thread
+
+    def _submit(self, fn: Callable) -> Future:
+        future = Future()
+        self._jobs.put((fn, future))
+        return future
 
     def run(self, fn: Callable, *args, **kwargs):
         """fn(*args, **kwargs) where this engine computes (its own thread under `own_thread`)."""
         if self._inline():
             return fn(*args, **kwargs)
-        return self._pool.submit(fn, *args, **kwargs).result()
+        return self._submit(lambda: fn(*args, **kwargs)).result()
 
     def model(self, name: str) -> loading.LoadedModel:
         """Load a model once and keep it (set up for this engine's runtime options)."""
@@ -144,7 +159,7 @@ class Engine:
                 events.put(_Raised(err))
             events.put(done)
 
-        self._pool.submit(produce)
+        self._submit(produce)
         try:
             while (event := events.get()) is not done:
                 if isinstance(event, _Raised):
