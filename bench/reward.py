@@ -7,6 +7,7 @@ and after (same prompts and seeds); the LRM's Pearson r against the true reward 
 held-out samples; the tune's wall time. All in one run, side by side.
 
     python bench/reward.py --steps 300 [--rewards colourfulness,contrast] [--prompts 8 --seeds 2] [--lrm-replay 0]
+                           [--reg base|vsd|none] [--reg-weight 1.0]
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine import loading  # noqa: E402
+from engine import adapters, loading, schedule  # noqa: E402
 from engine.events import Failed, Result  # noqa: E402
 from engine.generate import Engine  # noqa: E402
 from engine.requests import GenerateRequest  # noqa: E402
+from engine.sampling import noise_like, run_to_end, student_sample  # noqa: E402
 from engine.reward.spec import RewardSpec, scorer  # noqa: E402
 from engine.toyworld import judge, minibench  # noqa: E402
 from engine.toyworld.render import sample_clip  # noqa: E402
@@ -50,6 +52,23 @@ def clips(engine, model, items, seeds, lora=None):
     return out
 
 
+def final_latents(engine, model, items, seeds, lora=None) -> torch.Tensor:
+    """The 4-step student's final latents for each prompt and seed, drawn exactly as the engine
+    draws them (same noise, levels and adapter), so decoding them gives the engine's clips."""
+    loaded = engine.model(model)
+    flow, timesteps = loaded.student(4)
+    sigmas = schedule.student_sigmas(timesteps, loaded.info.shift)
+    shape = (1, *loaded.codec.latent_shape(loaded.info.frames, loaded.info.height, loaded.info.width))
+    out = []
+    with adapters.applied(flow.transformer, lora), torch.no_grad():
+        for _, caption in items:
+            text = loaded.text.encode([caption])
+            for seed in range(seeds):
+                generator = torch.Generator().manual_seed(seed)
+                out.append(run_to_end(student_sample(flow, noise_like(shape, generator, "cpu"), sigmas, text, generator)))
+    return torch.cat(out)
+
+
 def summary(score, items, videos) -> dict:
     flat = [(c, v) for (spec, c), row in zip(items, videos) for v in row]
     true = score([v for _, v in flat], [c for c, _ in flat])
@@ -69,11 +88,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--lrm-replay", type=int, default=None,
                     help="TuneConfig.lrm_replay (past samples the LRM refits on; 0 = current batch only)")
+    ap.add_argument("--reg", default=None, help="TuneConfig.reg: base, vsd or none (default base)")
+    ap.add_argument("--reg-weight", type=float, default=None, help="TuneConfig.reg_weight (default 1.0)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     engine = Engine()
     items = [sample_clip("public-heldout", i) for i in range(args.prompts)]
     base_videos = clips(engine, args.model, items, args.seeds)
+    base_latents = final_latents(engine, args.model, items, args.seeds)
     print(f"model {args.model}; {args.steps} tune steps; {args.prompts} public-heldout prompts x {args.seeds} seeds\n")
     print("| reward | before | after | change | change / sd | semantic before -> after | diversity before -> after "
           "| LRM Pearson r | tune wall s |")
@@ -81,7 +103,8 @@ def main() -> None:
     for name in args.rewards.split(","):
         score = scorer(RewardSpec(name))
         before = summary(score, items, base_videos)
-        extra = {} if args.lrm_replay is None else {"lrm_replay": args.lrm_replay}
+        extra = {k: v for k, v in {"lrm_replay": args.lrm_replay, "reg": args.reg, "reg_weight": args.reg_weight}.items()
+                 if v is not None}
         cfg = TuneConfig(model=args.model, reward=name, steps=args.steps, **extra)
         began = time.perf_counter()
         result = [e for e in train(cfg, loading.load(args.model), Path(tempfile.mkdtemp()), resume=False)][-1]
@@ -94,11 +117,13 @@ def main() -> None:
         tuner.transformer.delete_adapters([ADAPTER])
         after_videos = clips(engine, args.model, items, args.seeds, lora=str(adapter))
         after = summary(score, items, after_videos)
-        # LRM fidelity: its prediction vs the true reward on the held-out samples (before and after)
+        # LRM fidelity: its prediction on the sampler's latents vs the true reward of their clips (before and after)
         flat = [(c, v) for (_, c), row in zip(items * 2, base_videos + after_videos) for v in row]
         loaded = engine.model(args.model)
+        z = torch.cat([base_latents, final_latents(engine, args.model, items, args.seeds, str(adapter))])
+        if not np.array_equal(loaded.codec.decode(z[-1:])[0], flat[-1][1]):
+            raise SystemExit("the bench's sampler no longer matches the engine's")
         with torch.no_grad():
-            z = torch.cat([loaded.codec.encode(v[None]) for _, v in flat])
             pred = tuner.lrm(z, loaded.text.encode([c for c, _ in flat])).numpy()
         true = np.array(score([v for _, v in flat], [c for c, _ in flat]))
         r = float(np.corrcoef(pred, true)[0, 1]) if true.std() > 0 else float("nan")
