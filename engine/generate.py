@@ -8,18 +8,17 @@ evaluations (NFE, CFG passes counted) are reported with the clip.
 
 from __future__ import annotations
 
-import queue
 import random
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from engine import adapters, loading, memory, runtime, schedule
+from engine.compute_thread import ComputeThread, Either
 from engine.events import Failed, Preview, Progress, Result
 from engine.knobs import MAX_SEED
 from engine.requests import GenerateRequest
@@ -37,21 +36,6 @@ class Cancelled(Exception):
     pass
 
 
-@dataclass(frozen=True)
-class _Raised:
-    error: BaseException
-
-
-class _Either:
-    """Set when either event is: the caller's cancel flag or the engine's own stop."""
-
-    def __init__(self, a: threading.Event, b: threading.Event):
-        self.a, self.b = a, b
-
-    def is_set(self) -> bool:
-        return self.a.is_set() or self.b.is_set()
-
-
 class Engine:
     """Holds loaded models (never module globals) and turns requests into clips."""
 
@@ -60,35 +44,14 @@ class Engine:
         self.device = options.resolved_device()
         self._models: dict[str, loading.LoadedModel] = {}
         self._lock = threading.Lock()
-        self._jobs: queue.SimpleQueue | None = None
-        self._thread: threading.Thread | None = None
-        if options.own_thread:  # a daemon: quitting the app never waits for a clip in progress
-            self._jobs = queue.SimpleQueue()
-            self._thread = threading.Thread(target=self._work, args=(self._jobs,), name="rushes-compute", daemon=True)
-            self._thread.start()
-
-    @staticmethod
-    def _work(jobs: queue.SimpleQueue) -> None:
-        while True:
-            fn, future = jobs.get()
-            try:
-                future.set_result(fn())
-            except BaseException as err:  # noqa: BLE001 - handed to the caller
-                future.set_exception(err)
+        self._compute = ComputeThread() if options.own_thread else None  # engine.compute_thread: why
 
     def _inline(self) -> bool:
-        return self._thread is None or threading.current_thread() is self._thread
-
-    def _submit(self, fn: Callable) -> Future:
-        future = Future()
-        self._jobs.put((fn, future))
-        return future
+        return self._compute is None or self._compute.here()
 
     def run(self, fn: Callable, *args, **kwargs):
         """fn(*args, **kwargs) where this engine computes (its own thread under `own_thread`)."""
-        if self._inline():
-            return fn(*args, **kwargs)
-        return self._submit(lambda: fn(*args, **kwargs)).result()
+        return fn(*args, **kwargs) if self._inline() else self._compute.call(fn, *args, **kwargs)
 
     def model(self, name: str) -> loading.LoadedModel:
         """Load a model once and keep it (set up for this engine's runtime options)."""
@@ -149,24 +112,7 @@ class Engine:
         if self._inline():
             yield from self._events(req, cancel)
             return
-        events, done, stop = queue.SimpleQueue(), object(), threading.Event()
-
-        def produce():
-            try:
-                for event in self._events(req, _Either(cancel, stop)):
-                    events.put(event)
-            except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread
-                events.put(_Raised(err))
-            events.put(done)
-
-        self._submit(produce)
-        try:
-            while (event := events.get()) is not done:
-                if isinstance(event, _Raised):
-                    raise event.error
-                yield event
-        finally:
-            stop.set()
+        yield from self._compute.stream(lambda stop: self._events(req, Either(cancel, stop)))
 
     def _events(self, req: GenerateRequest, cancel) -> Iterator:
         try:

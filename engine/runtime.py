@@ -12,10 +12,8 @@
   runs bf16 natively (a CUDA card with bf16, or a CPU with oneDNN bf16: AVX512-BF16/AMX) and
   as loaded elsewhere. On toyworld (`python bench/vae.py`), bf16 decoding changes pixels by at
   most 3 of 255 with reconstruction PSNR unchanged (34.96 vs 34.93 dB), at 0.62x the time.
-- `own_thread`: every model load and generation runs on one compute thread the engine owns. The
-  studio sets it: Gradio calls handlers from a pool of threads, each thread that runs PyTorch
-  ops keeps an OpenMP team of its own, and with more teams than cores libgomp stops spinning,
-  so every small op waits on a wake-up (`python bench/threads.py` measures the cost).
+- `own_thread`: every model load and generation runs on one compute thread the engine owns
+  (`engine/compute_thread.py` says why); the studio sets it.
 """
 
 from __future__ import annotations
