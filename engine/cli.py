@@ -203,9 +203,9 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--cd-m", type=int, default=None, help="teacher ODE steps per consistency pair (1 or 5)")
     d.add_argument("--steps", type=int, default=None, help="generator updates (default 1000)")
     d.add_argument("--reward", default=None, help="pixel reward the LRM learns (default toyworld-semantic)")
-    d.add_argument("--w-ft", type=float, default=None, help="weight of the latent-reward term L_FT (default 1.0)")
+    d.add_argument("--w-ft", type=float, default=None, help="weight of the latent-reward term L_FT (default 0.1)")
     d.add_argument("--lrm-warmup", type=int, default=None,
-                   help="updates that fit the LRM before L_FT joins the generator loss (default 0)")
+                   help="updates that fit the LRM before L_FT joins the generator loss (default 50)")
     d.add_argument("--out", default=None, help="pipeline folder to write (the teacher plus this student)")
     d.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
     t = sub.add_parser("tune", help="short latent-reward LoRA fine-tune of a student toward a reward",

@@ -26,7 +26,8 @@ def loaded(tmp_path_factory):
 
 
 def _cfg(**kw):
-    base = dict(steps=4, batch=2, frames=3, size=32, checkpoint_every=2, pool_capacity=32, fake_updates=2)
+    base = dict(steps=4, batch=2, frames=3, size=32, checkpoint_every=2, pool_capacity=32, fake_updates=2,
+                lrm_warmup=0)  # every term from the first update
     return DistillConfig(**(base | kw))
 
 
@@ -56,7 +57,7 @@ def test_each_ablation_trains_and_logs_its_terms(loaded, tmp_path, method):
     keys = set(progress[-1].metrics)
     assert "vsd_loss" in keys and "fake_flow_loss" in keys
     assert ("cd_loss" in keys) == ("cd" in method)
-    assert ("lrm_fit_loss" in keys) == ("lrm" in method)
+    assert ("lrm_fit_loss" in keys) == ("lrm" in method) == ("ft_loss" in keys)
     student = events[-1].value.acc.unwrap_model(events[-1].value.student_ddp)
     teacher = loaded.teacher.transformer
     assert any(not torch.equal(a, b) for a, b in zip(student.parameters(), teacher.parameters()))

@@ -23,8 +23,8 @@ class DistillConfig:
     fake_updates: int = 5  # fake-score updates per generator update (two time-scale rule)
     w_vsd: float = 1.0  # weight of L_VSD
     w_cd: float = 0.5  # weight of L_CD
-    w_ft: float = 1.0  # weight of L_FT = -mean R_lrm
-    lrm_warmup: int = 0  # generator updates that fit the LRM before L_FT joins the loss (0 = from the start)
+    w_ft: float = 0.1  # weight of L_FT = -mean R_lrm (1.0 collapsed students in the ablation, RESULTS.md)
+    lrm_warmup: int = 50  # generator updates that fit the LRM alone before L_FT joins the loss
     vsd_guidance: float = 3.5  # teacher CFG inside the VSD real score
     vsd_min_level: float = 0.02  # VSD noise level clamp, low end
     vsd_max_level: float = 0.98  # VSD noise level clamp, high end
