@@ -30,6 +30,7 @@ class Clip:
     frames: np.ndarray  # uint8 [T, H, W, 3]
     fps: int
     meta: dict  # every setting used, the seed, timestep list, nfe and timings
+    latents: torch.Tensor | None = None  # the final latents [1, C, T', h, w] on the CPU (what a latent reward model scores)
 
 
 class Cancelled(Exception):
@@ -165,7 +166,7 @@ class Engine:
                         "decode_s": t_end - t_decode, "total_s": t_end - t0}
         s["fps"] = loaded.info.fps
         s["runtime"] = opts.describe()
-        yield Result(Clip(frames, loaded.info.fps, s))
+        yield Result(Clip(frames, loaded.info.fps, s, latents.detach().cpu()))
 
     def _drive(self, steps, total: int, loaded, preview: bool, cancel):
         """Run a sampler generator, yielding events between steps; returns the latents."""

@@ -31,6 +31,9 @@ def test_same_seed_same_frames_other_seed_differs(engine, tiny_folder):
     assert a.frames.shape == (5, 32, 32, 3) and a.frames.dtype == np.uint8
     assert np.array_equal(a.frames, b.frames)
     assert not np.array_equal(a.frames, c.frames)
+    # the clip keeps its final latents (a latent reward model scores those): they decode to its frames
+    assert a.latents.device.type == "cpu" and torch.equal(a.latents, b.latents)
+    assert np.array_equal(engine.model(str(tiny_folder)).codec.decode(a.latents)[0], a.frames)
 
 
 def test_student_uses_its_step_list_and_counts_nfe(engine, tiny_folder):
