@@ -86,8 +86,8 @@ def main() -> None:
     for name in args.rewards.split(","):
         score = scorer(RewardSpec(name))
         before = summary(score, items, base_videos)
-        extra = {k: v for k, v in {"lrm_replay": args.lrm_replay, "reg": args.reg, "reg_weight": args.reg_weight}.items()
-                 if v is not None}
+        knobs = {"lrm_replay": args.lrm_replay, "reg": args.reg, "reg_weight": args.reg_weight}
+        extra = {k: v for k, v in knobs.items() if v is not None}
         cfg = TuneConfig(model=args.model, reward=name, steps=args.steps, **extra)
         began = time.perf_counter()
         result = [e for e in train(cfg, loading.load(args.model), Path(tempfile.mkdtemp()), resume=False)][-1]

@@ -30,7 +30,7 @@ class Clip:
     frames: np.ndarray  # uint8 [T, H, W, 3]
     fps: int
     meta: dict  # every setting used, the seed, timestep list, nfe and timings
-    latents: torch.Tensor | None = None  # the final latents [1, C, T', h, w] on the CPU (what a latent reward model scores)
+    latents: torch.Tensor | None = None  # final latents [1, C, T', h, w] on the CPU (a latent reward scores them)
 
 
 class Cancelled(Exception):

@@ -28,7 +28,7 @@ class DistillConfig:
     vsd_guidance: float = 3.5  # teacher CFG inside the VSD real score
     vsd_min_level: float = 0.02  # VSD noise level clamp, low end
     vsd_max_level: float = 0.98  # VSD noise level clamp, high end
-    cd_guidance: float = 7.5  # teacher CFG inside the CD ODE solver
+    cd_guidance: float = 3.5  # teacher CFG inside the CD ODE solver (7.5, LCM's, cost toyworld semantics and diversity)
     cd_m: int = 5  # teacher ODE steps per consistency pair (1 or 5 in the ablation)
     cd_grid: int = 50  # teacher grid the CD pairs are drawn from
     cd_distance: str = "huber"  # "huber" or "mse"
