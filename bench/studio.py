@@ -62,9 +62,11 @@ def main() -> None:
             first_clip = time.perf_counter() - began
             page.locator("#live input").check()
             box = page.locator("#prompt textarea")
-            latencies = []
+            latencies, requests = [], []  # requests: URLs the page fetched, per keystroke
+            page.on("request", lambda r: requests[-1].append(r.url) if requests else None)
             for i in range(args.keystrokes + 1):
                 src = page.evaluate("() => document.querySelector('#clip video').currentSrc")
+                requests.append([])
                 t = time.perf_counter()
                 box.press("End")
                 box.type("abcdefghijklmnopqrstuvwxyz"[i % 26])  # a new prompt each time: no text-cache hit
@@ -101,6 +103,10 @@ def main() -> None:
     print(f"| `python app.py` -> first clip playing | {first_clip:.2f} s |")
     print(f"| live mode: keystroke -> new clip playing (median of {len(latencies)}) | "
           f"{statistics.median(latencies):.3f} s (min {min(latencies):.3f}, max {max(latencies):.3f}) |")
+    counted = requests[1:]  # the first keystroke warms the path
+    print(f"| live mode: requests per keystroke (median) | {statistics.median(len(r) for r in counted):.0f} "
+          f"(queue joins {sum('queue/join' in u for r in counted for u in r)}, "
+          f"ffmpeg.wasm fetches {sum('ffmpeg' in u for r in counted for u in r)} over {len(counted)} keystrokes) |")
 
 
 if __name__ == "__main__":

@@ -48,10 +48,12 @@ def main() -> None:
     wan = AutoencoderKLWan(base_dim=16, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
                            temperal_downsample=[False, True, True]).eval()
     rows = []
-    for name, model in (("per-frame AutoencoderKL (shipped)", vae), ("tiny AutoencoderKLWan (random)", wan)):
+    cases = (("per-frame AutoencoderKL (shipped)", vae, True), ("per-frame AutoencoderKL, NCHW layout", vae, False),
+             ("tiny AutoencoderKLWan (random)", wan, True))
+    for name, model, channels_last in cases:
         params = sum(p.numel() for p in model.parameters()) / 1e6
         for dtype in (torch.float32, torch.bfloat16):
-            codec = VideoCodec(model, decode_dtype=dtype)
+            codec = VideoCodec(model, decode_dtype=dtype, channels_last=channels_last)
             z = torch.randn(1, *codec.latent_shape(17, 64, 64))
             rows.append((name, params, str(dtype).replace("torch.", ""), decode_time(codec, z, args.repeats)))
             model.to(torch.float32)
@@ -69,21 +71,26 @@ def main() -> None:
 
 def bf16_parity(vae, clips: int) -> None:
     """What decoding in bf16 (the engine's `decode_dtype="auto"` on bf16-capable CPUs) costs:
-    reconstruction PSNR of public-eval clips with an fp32 and a bf16 decode of the same latents."""
+    reconstruction PSNR of public-eval clips with an fp32 and a bf16 decode of the same latents;
+    and what the channels_last layout changes against a plain (NCHW) fp32 decode."""
     import copy
 
     fp32, bf16 = VideoCodec(vae), VideoCodec(copy.deepcopy(vae), decode_dtype=torch.bfloat16)
-    scores, worst = {"float32": [], "bfloat16": []}, 0
+    plain = VideoCodec(copy.deepcopy(vae), channels_last=False)
+    scores, worst, layout_worst = {"float32": [], "bfloat16": []}, 0, 0
     for i in range(clips):
         video = render(sample_clip("public-eval", i)[0])
         z = fp32.encode(video[None])
         a, b = fp32.decode(z)[0].astype(np.float32), bf16.decode(z)[0].astype(np.float32)
         worst = max(worst, int(np.abs(a - b).max()))
+        layout_worst = max(layout_worst, int(np.abs(a - plain.decode(z)[0].astype(np.float32)).max()))
         for name, out in (("float32", a), ("bfloat16", b)):
             scores[name].append(10 * np.log10(255.0**2 / max(((out - video) ** 2).mean(), 1e-10)))
     print(f"decode dtype parity ({clips} public-eval clips): reconstruction PSNR fp32 "
           f"{np.mean(scores['float32']):.2f} dB, bf16 {np.mean(scores['bfloat16']):.2f} dB; "
           f"largest pixel difference between the two decodes {worst}/255")
+    print(f"layout parity: largest pixel difference between the channels_last and the NCHW fp32 decode "
+          f"{layout_worst}/255")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import torch
 
 
 class VideoCodec:
-    def __init__(self, vae, decode_dtype: torch.dtype | None = None):
+    def __init__(self, vae, decode_dtype: torch.dtype | None = None, channels_last: bool = True):
         self.vae = vae.eval()
         self.is_wan = type(vae).__name__ == "AutoencoderKLWan"
         self.decode_dtype = decode_dtype  # e.g. bf16 for fast CPU/GPU previews; None = as loaded
@@ -26,8 +26,11 @@ class VideoCodec:
             self.channels = cfg.latent_channels
             self.spatial = 2 ** (len(cfg.block_out_channels) - 1)
             self.temporal = 1
-            # NHWC convolutions: toyworld's 17-frame decode takes ~0.6-0.8x the time (bench/vae.py)
-            self.vae.to(memory_format=torch.channels_last)
+        # per-frame 2D VAE: NHWC (channels_last) convolutions decode toyworld clips faster on the CPU
+        # (`python bench/vae.py` times it and checks the pixels against the NCHW layout)
+        self.layout = torch.channels_last if channels_last and not self.is_wan else torch.contiguous_format
+        if not self.is_wan:
+            self.vae.to(memory_format=self.layout)
 
     def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
         """(C, T', h, w) of the latents for a clip of this size."""
@@ -55,7 +58,7 @@ class VideoCodec:
             mean, std = self._wan_stats(z)
             return (z - mean) / std
         flat = x.permute(0, 2, 1, 3, 4).reshape(b * t, 3, h, w)  # frames as a batch
-        z = self.vae.encode(flat.contiguous(memory_format=torch.channels_last)).latent_dist.mode().float()
+        z = self.vae.encode(flat.contiguous(memory_format=self.layout)).latent_dist.mode().float()
         z = z.contiguous()  # [B*T, C, h, w]
         z = (z - (self.vae.config.shift_factor or 0.0)) * self.vae.config.scaling_factor
         return z.view(b, t, *z.shape[1:]).permute(0, 2, 1, 3, 4)  # [B, C, T, h, w]
@@ -71,7 +74,7 @@ class VideoCodec:
         b, c, t, h, w = z.shape
         flat = z.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
         flat = flat / self.vae.config.scaling_factor + (self.vae.config.shift_factor or 0.0)
-        x = vae.decode(flat.to(dtype).contiguous(memory_format=torch.channels_last)).sample.float()
+        x = vae.decode(flat.to(dtype).contiguous(memory_format=self.layout)).sample.float()
         x = x.contiguous()  # [B*T, 3, H, W]
         return x.view(b, t, *x.shape[1:]).permute(0, 2, 1, 3, 4)
 

@@ -52,7 +52,7 @@ class Engine:
 
     def run(self, fn: Callable, *args, **kwargs):
         """fn(*args, **kwargs) where this engine computes (its own thread under `own_thread`)."""
-        return fn(*args, **kwargs) if self._inline() else self._compute.call(fn, *args, **kwargs)
+        return fn(*args, **kwargs) if self._compute is None else self._compute.call(fn, *args, **kwargs)
 
     def model(self, name: str) -> loading.LoadedModel:
         """Load a model once and keep it (set up for this engine's runtime options)."""
