@@ -151,7 +151,8 @@ def test_kill_9_during_distillation_then_resume_matches_an_uninterrupted_run(tin
 
     config = tmp_path / "distill.json"
     config.write_text(json.dumps({"steps": 10, "batch": 2, "frames": 5, "size": 32, "checkpoint_every": 2,
-                                  "pool_capacity": 16, "fake_updates": 1, "student_steps": 2}))
+                                  "pool_capacity": 16, "fake_updates": 1, "student_steps": 2,
+                                  "lrm_warmup": 0}))  # every term each update: a run slow enough to kill mid-way
 
     def command(out):
         return [sys.executable, "-m", "engine.cli", "distill", "--model", str(tiny_folder), "--config", str(config),
@@ -166,7 +167,7 @@ def test_kill_9_during_distillation_then_resume_matches_an_uninterrupted_run(tin
                             stderr=subprocess.DEVNULL)
     runs = split / "runs"
     assert _wait(lambda: any(checkpoint.latest(d) for d in runs.glob("distill-*")) if runs.exists() else False, 300)
-    time.sleep(random.uniform(0, 1.0))  # somewhere in the next updates, maybe mid-checkpoint
+    time.sleep(random.uniform(0, 0.5))  # somewhere in the next updates (2 per checkpoint), maybe mid-checkpoint
     proc.kill()
     proc.wait(timeout=30)
     store = Store(split / "studio.db")
