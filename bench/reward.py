@@ -7,7 +7,7 @@ and after (same prompts and seeds); the LRM's Pearson r against the true reward 
 held-out samples; the tune's wall time. All in one run, side by side.
 
     python bench/reward.py --steps 300 [--rewards colourfulness,contrast] [--prompts 8 --seeds 2] [--lrm-replay 0]
-                           [--reg base|vsd|none] [--reg-weight 1.0]
+                           [--reg base|vsd|none] [--reg-weight 1.0] [--lrm-members 1]
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--lrm-replay", type=int, default=None,
                     help="TuneConfig.lrm_replay (past samples the LRM refits on; 0 = current batch only)")
+    ap.add_argument("--lrm-members", type=int, default=None, help="TuneConfig.lrm_members (LRM ensemble size)")
     ap.add_argument("--reg", default=None, help="TuneConfig.reg: base, vsd or none (default base)")
     ap.add_argument("--reg-weight", type=float, default=None, help="TuneConfig.reg_weight (default 1.0)")
     args = ap.parse_args()
@@ -86,7 +87,7 @@ def main() -> None:
     for name in args.rewards.split(","):
         score = scorer(RewardSpec(name))
         before = summary(score, items, base_videos)
-        knobs = {"lrm_replay": args.lrm_replay, "reg": args.reg, "reg_weight": args.reg_weight}
+        knobs = {"lrm_replay": args.lrm_replay, "lrm_members": args.lrm_members, "reg": args.reg, "reg_weight": args.reg_weight}
         extra = {k: v for k, v in knobs.items() if v is not None}
         cfg = TuneConfig(model=args.model, reward=name, steps=args.steps, **extra)
         began = time.perf_counter()

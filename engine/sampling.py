@@ -53,13 +53,23 @@ def student_sample(model: FlowModel, noise: torch.Tensor, sigmas: torch.Tensor, 
 
 def teacher_sample(model: FlowModel, noise: torch.Tensor, sigmas: torch.Tensor, text: torch.Tensor,
                    uncond: torch.Tensor | None, guidance: float, solver: str = "euler",
-                   shift: float = 1.0) -> Steps:
+                   shift: float = 1.0, guidance_levels: tuple[float, float] = (0.0, 1.0)) -> Steps:
     """Many-step ODE from s = sigmas[0] to 0; `sigmas` holds steps + 1 levels ending at 0.
 
-    UniPC builds its own (shifted) schedule from the step count and `shift`.
+    CFG applies at levels inside `guidance_levels` (lo, hi); outside it the conditional
+    velocity alone is used, one network pass per step (guidance in a limited interval,
+    Kynkaanniemi et al. 2024). UniPC builds its own (shifted) schedule from the step count
+    and `shift`.
     """
+    lo, hi = guidance_levels
+    if not 0.0 <= lo <= hi <= 1.0:
+        raise ValueError(f"guidance_levels must satisfy 0 <= lo <= hi <= 1, got {guidance_levels}")
+
+    def scale(s: float) -> float:
+        return guidance if lo <= s <= hi else 1.0
+
     if solver == "unipc":
-        return (yield from _unipc(model, noise, len(sigmas) - 1, shift, text, uncond, guidance))
+        return (yield from _unipc(model, noise, len(sigmas) - 1, shift, text, uncond, scale))
     if solver != "euler":
         raise ValueError(f"solver must be 'euler' or 'unipc', got {solver!r}")
     b = noise.shape[0]
@@ -67,13 +77,13 @@ def teacher_sample(model: FlowModel, noise: torch.Tensor, sigmas: torch.Tensor, 
     for i in range(len(sigmas) - 1):
         s, s_next = float(sigmas[i]), float(sigmas[i + 1])
         sigma = torch.full((b,), s, device=x.device)
-        v = model.guided_velocity(x, sigma, text, uncond, guidance)
+        v = model.guided_velocity(x, sigma, text, uncond, scale(s))
         yield i, x - s * v
         x = x + (s_next - s) * v
     return x
 
 
-def _unipc(model, noise, steps, shift, text, uncond, guidance) -> Steps:
+def _unipc(model, noise, steps, shift, text, uncond, scale) -> Steps:
     from diffusers import UniPCMultistepScheduler
 
     scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
@@ -83,7 +93,7 @@ def _unipc(model, noise, steps, shift, text, uncond, guidance) -> Steps:
     x = noise
     for i, t in enumerate(scheduler.timesteps):
         s = float(scheduler.sigmas[i])
-        v = model.guided_velocity(x, torch.full((b,), s, device=x.device), text, uncond, guidance)
+        v = model.guided_velocity(x, torch.full((b,), s, device=x.device), text, uncond, scale(s))
         yield i, x - s * v
         x = scheduler.step(v, t, x, return_dict=False)[0]
     return x

@@ -81,3 +81,21 @@ def test_lrm_size_gradient_path_and_image_residual():
     assert not torch.allclose(lrm(z * 0, text), lrm(z, text))  # the image still matters with text
     fit, _ = lrm_fit_loss(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 0.0]))
     assert fit.item() == 2.0
+
+
+def test_lrm_sees_frame_order_and_spread_and_its_members_fit_on_their_own():
+    torch.manual_seed(0)
+    lrm = LatentRewardModel(16, 64, text_dim=None)
+    z = torch.randn(1, 16, 6, 8, 8)
+    # the frame differences and the spread over time make the order of frames matter
+    assert not torch.allclose(lrm(z), lrm(z[:, :, torch.randperm(6)]))
+    flat = LatentRewardModel(16, 64, temporal=False)
+    assert torch.allclose(flat(z), flat(z[:, :, torch.randperm(6)]), atol=1e-5)  # per-frame pooling only
+    ensemble = LatentRewardModel(16, 64, members=3)
+    each = ensemble(z, each=True)
+    assert each.shape == (3, 1) and torch.allclose(ensemble(z), each.mean(0))
+    # the fit is the mean of the members' own MSEs, not the MSE of their mean
+    fit, _ = lrm_fit_loss(torch.tensor([[1.0, 1.0], [3.0, 3.0]]), torch.tensor([2.0, 2.0]))
+    assert fit.item() == 1.0
+    with pytest.raises(ValueError, match="members"):
+        LatentRewardModel(16, 64, members=0)

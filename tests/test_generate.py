@@ -68,6 +68,23 @@ def test_teacher_euler_matches_hand_loop(engine, tiny_folder):
     assert torch.allclose(out, x, atol=1e-4)
 
 
+def test_guidance_only_inside_its_levels(engine, tiny_folder):
+    loaded = engine.model(str(tiny_folder))
+    flow = loaded.teacher
+    text, uncond = loaded.text.encode(["a cat"]), loaded.text.encode([""])
+    noise = torch.randn(1, 4, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    sig = torch.tensor([1.0, 0.5, 0.0], dtype=torch.float64)
+    flow.nfe = 0
+    out = run_to_end(teacher_sample(flow, noise, sig, text, uncond, 3.0, guidance_levels=(0.0, 0.6)))
+    assert flow.nfe == 3  # the step at level 1 runs the conditional pass alone
+    x = noise + (0.5 - 1.0) * flow.velocity(noise, torch.tensor([1.0]), text)
+    v_c, v_u = flow.velocity(x, torch.tensor([0.5]), text), flow.velocity(x, torch.tensor([0.5]), uncond)
+    x = x + (0.0 - 0.5) * (v_u + 3.0 * (v_c - v_u))
+    assert torch.allclose(out, x, atol=1e-4)
+    with pytest.raises(ValueError, match="guidance_levels"):
+        run_to_end(teacher_sample(flow, noise, sig, text, uncond, 3.0, guidance_levels=(0.8, 0.2)))
+
+
 def test_progress_preview_and_cancel(engine, tiny_folder):
     events = _clip(engine, tiny_folder, seed=1, steps=4, preview=True)
     assert [e.step for e in events if isinstance(e, Progress)] == [1, 2, 3, 4]

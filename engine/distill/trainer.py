@@ -195,7 +195,7 @@ class DollarTrainer:
         if cfg.use_lrm:
             both = torch.cat([real, x.detach()])
             targets = self._pixel_rewards(both, captions + captions)
-            fit, llogs = lrm_fit_loss(self.lrm_ddp(both, torch.cat([text, text])), targets)
+            fit, llogs = lrm_fit_loss(self.lrm_ddp(both, torch.cat([text, text]), each=True), targets)
             self._apply(fit, self.opt_lrm, "lrm")
             logs |= llogs | {"reward_student": targets[b:].mean().item(), "reward_real": targets[:b].mean().item()}
         with torch.no_grad():

@@ -63,12 +63,12 @@ def fit_ratings_model(store: Store, loaded, steps: int = 300, lr: float = 1e-3, 
     w_idx = torch.tensor([index[a] for a, _ in pairs], dtype=torch.long)
     l_idx = torch.tensor([index[b] for _, b in pairs], dtype=torch.long)
     for _ in range(steps):
-        r = lrm(latents, text)
+        r = lrm(latents, text, each=True)  # [members, N]: each member fits the ratings on its own
         loss = torch.zeros(())
         if len(scored):
-            loss = loss + torch.mean((r[s_idx] - s_val) ** 2)
+            loss = loss + torch.mean((r[:, s_idx] - s_val) ** 2)
         if len(pairs):
-            loss = loss - torch.nn.functional.logsigmoid(r[w_idx] - r[l_idx]).mean()
+            loss = loss - torch.nn.functional.logsigmoid(r[:, w_idx] - r[:, l_idx]).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()

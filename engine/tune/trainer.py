@@ -73,7 +73,7 @@ class Tuner:
             self.lrm, self.ratings_fit = fit_ratings_model(Store(paths.database()), loaded, seed=cfg.seed)
             self.score = None
         else:
-            self.lrm = LatentRewardModel(loaded.codec.channels, 128, loaded.text.dim)
+            self.lrm = LatentRewardModel(loaded.codec.channels, 128, loaded.text.dim, members=cfg.lrm_members)
             self.score = scorer(self.spec)
         self.fake = self.opt_fake = None
         if cfg.reg == "vsd":
@@ -145,7 +145,7 @@ class Tuner:
             rewards = torch.tensor(self.score(list(self.loaded.codec.decode(x.detach())), prompts))
             fit_x, fit_text, fit_r = self._with_replay(x.detach(), text, rewards, rng)
             self._remember(x.detach(), chosen, rewards)
-            fit, logs = lrm_fit_loss(self.lrm(fit_x, fit_text), fit_r)
+            fit, logs = lrm_fit_loss(self.lrm(fit_x, fit_text, each=True), fit_r)
             self.opt_lrm.zero_grad(set_to_none=True)
             fit.backward()
             self.opt_lrm.step()

@@ -1,0 +1,140 @@
+"""How faithful can the latent reward model be under a tune's budget? An offline fit.
+
+The tuner fits its LRM online: 300 updates of 4 fresh samples (the student's x0 prediction
+from a random listed level, as `Tuner._inputs` makes them), one pass, AdamW at lr 1e-3. This
+bench replays that budget offline on samples of the frozen student (no LoRA moving under it),
+then scores the LRM on final 4-step samples of public-heldout prompts: Pearson r between its
+prediction and the true pixel reward. It separates what the LRM architecture can learn from
+what a moving generator does to it during a tune (bench/reward.py measures the two together).
+
+    python bench/lrm.py [--rewards colourfulness,motion] [--updates 300] [--batch 4] \
+        [--variants "default={}" "ensemble 3={\"members\": 3}"]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from engine import loading, schedule  # noqa: E402
+from engine.model import add_noise  # noqa: E402
+from engine.reward.lrm import LatentRewardModel, lrm_fit_loss  # noqa: E402
+from engine.reward.spec import RewardSpec, scorer  # noqa: E402
+from engine.toyworld.render import sample_clip  # noqa: E402
+from engine.tune.trainer import default_prompts  # noqa: E402
+
+DEFAULT_REWARDS = "colourfulness,brightness,sharpness,motion,smoothness,compressibility,toyworld-semantic"
+
+
+@torch.no_grad()
+def tune_inputs(loaded, prompts: list[str], seed: int, chunk: int = 16) -> torch.Tensor:
+    """x0 predictions from a random listed level after backward simulation (the tuner's inputs)."""
+    flow, timesteps = loaded.student(4)
+    sigmas = schedule.student_sigmas(timesteps, loaded.info.shift).tolist()
+    shape = loaded.codec.latent_shape(loaded.info.frames, loaded.info.height, loaded.info.width)
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(0, len(prompts), chunk):
+        batch = prompts[i:i + chunk]
+        text = loaded.text.encode(batch)
+        b = len(batch)
+        k = int(torch.randint(len(sigmas), (1,), generator=gen))
+        x = torch.randn((b, *shape), generator=gen)
+        for j in range(k):
+            x0 = flow.predict_x0(x, torch.full((b,), sigmas[j]), text)
+            x = add_noise(x0, torch.randn(x0.shape, generator=gen), sigmas[j + 1])
+        out.append(flow.predict_x0(x, torch.full((b,), sigmas[k]), text))
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def final_samples(loaded, prompts: list[str], seeds: int) -> tuple[torch.Tensor, list[str]]:
+    """Final 4-step student latents, one per prompt and seed."""
+    flow, timesteps = loaded.student(4)
+    sigmas = schedule.student_sigmas(timesteps, loaded.info.shift).tolist()
+    shape = loaded.codec.latent_shape(loaded.info.frames, loaded.info.height, loaded.info.width)
+    out, captions = [], []
+    for seed in range(seeds):
+        gen = torch.Generator().manual_seed(1000 + seed)
+        text = loaded.text.encode(prompts)
+        b = len(prompts)
+        x = torch.randn((b, *shape), generator=gen)
+        for j, s in enumerate(sigmas):
+            x0 = flow.predict_x0(x, torch.full((b,), s), text)
+            if j + 1 < len(sigmas):
+                x = add_noise(x0, torch.randn(x0.shape, generator=gen), sigmas[j + 1])
+        out.append(x0)
+        captions += prompts
+    return torch.cat(out), captions
+
+
+def decode_all(loaded, latents: torch.Tensor, chunk: int = 16) -> list[np.ndarray]:
+    return [clip for i in range(0, len(latents), chunk) for clip in loaded.codec.decode(latents[i:i + chunk])]
+
+
+def fit(variant: dict, loaded, x, text, r, updates: int, batch: int, seed: int = 0) -> LatentRewardModel:
+    torch.manual_seed(seed)
+    lrm = LatentRewardModel(loaded.codec.channels, 128, loaded.text.dim, **variant)
+    opt = torch.optim.AdamW(lrm.parameters(), lr=1e-3)
+    for u in range(updates):
+        idx = slice(u * batch, (u + 1) * batch)
+        loss, _ = lrm_fit_loss(lrm(x[idx], text[idx], each=True), r[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return lrm.eval()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="toyworld")
+    ap.add_argument("--rewards", default=DEFAULT_REWARDS)
+    ap.add_argument("--updates", type=int, default=300)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--test-prompts", type=int, default=32)
+    ap.add_argument("--test-seeds", type=int, default=2)
+    ap.add_argument("--variants", nargs="+", default=["default={}"],
+                    help='LABEL=JSON keyword arguments of LatentRewardModel, e.g. "ensemble={\\"members\\": 3}"')
+    args = ap.parse_args()
+    torch.set_grad_enabled(True)
+    variants = [(v.split("=", 1)[0], json.loads(v.split("=", 1)[1])) for v in args.variants]
+    loaded = loading.load(args.model)
+    n = args.updates * args.batch
+    rng = np.random.default_rng(0)
+    pool = default_prompts()
+    train_prompts = [pool[i] for i in rng.integers(len(pool), size=n)]
+    began = time.perf_counter()
+    x_train = tune_inputs(loaded, train_prompts, seed=0)
+    test_items = [sample_clip("public-heldout", i)[1] for i in range(args.test_prompts)]
+    x_test, test_prompts = final_samples(loaded, test_items, args.test_seeds)
+    with torch.no_grad():
+        t_train, t_test = loaded.text.encode(train_prompts), loaded.text.encode(test_prompts)
+    v_train, v_test = decode_all(loaded, x_train), decode_all(loaded, x_test)
+    print(f"{n} training samples ({args.updates} updates x {args.batch}, one pass), {len(v_test)} test samples "
+          f"(final 4-step, {args.test_prompts} public-heldout prompts x {args.test_seeds} seeds); "
+          f"data {time.perf_counter() - began:.0f} s\n")
+    print("| reward | " + " | ".join(f"{label} r" for label, _ in variants) + " |")
+    print("|---|" + "---|" * len(variants))
+    for name in args.rewards.split(","):
+        score = scorer(RewardSpec(name))
+        r_train = torch.tensor(score(v_train, train_prompts), dtype=torch.float32)
+        r_test = np.array(score(v_test, test_prompts), dtype=np.float64)
+        cells = []
+        for _, variant in variants:
+            lrm = fit(variant, loaded, x_train, t_train, r_train, args.updates, args.batch)
+            with torch.no_grad():
+                pred = lrm(x_test, t_test).numpy()
+            cells.append(f"{np.corrcoef(pred, r_test)[0, 1]:.3f}" if r_test.std() > 0 else "n/a")
+        print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
