@@ -25,55 +25,47 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine import loading, schedule  # noqa: E402
-from engine.model import add_noise  # noqa: E402
 from engine.reward.lrm import LatentRewardModel, lrm_fit_loss  # noqa: E402
 from engine.reward.spec import RewardSpec, scorer  # noqa: E402
+from engine.sampling import backward_simulation, run_to_end, student_sample  # noqa: E402
 from engine.toyworld.render import sample_clip  # noqa: E402
 from engine.tune.trainer import default_prompts  # noqa: E402
 
 DEFAULT_REWARDS = "colourfulness,brightness,sharpness,motion,smoothness,compressibility,toyworld-semantic"
 
 
+def _student(loaded):
+    flow, timesteps = loaded.student(4)
+    shape = loaded.codec.latent_shape(loaded.info.frames, loaded.info.height, loaded.info.width)
+    return flow, schedule.student_sigmas(timesteps, loaded.info.shift).tolist(), shape
+
+
 @torch.no_grad()
 def tune_inputs(loaded, prompts: list[str], seed: int, chunk: int = 16) -> torch.Tensor:
     """x0 predictions from a random listed level after backward simulation (the tuner's inputs)."""
-    flow, timesteps = loaded.student(4)
-    sigmas = schedule.student_sigmas(timesteps, loaded.info.shift).tolist()
-    shape = loaded.codec.latent_shape(loaded.info.frames, loaded.info.height, loaded.info.width)
+    flow, sigmas, shape = _student(loaded)
     gen = torch.Generator().manual_seed(seed)
     out = []
     for i in range(0, len(prompts), chunk):
-        batch = prompts[i:i + chunk]
-        text = loaded.text.encode(batch)
-        b = len(batch)
+        text = loaded.text.encode(prompts[i:i + chunk])
+        b = text.shape[0]
         k = int(torch.randint(len(sigmas), (1,), generator=gen))
-        x = torch.randn((b, *shape), generator=gen)
-        for j in range(k):
-            x0 = flow.predict_x0(x, torch.full((b,), sigmas[j]), text)
-            x = add_noise(x0, torch.randn(x0.shape, generator=gen), sigmas[j + 1])
+        x = backward_simulation(flow, torch.randn((b, *shape), generator=gen), sigmas, k, text, gen)
         out.append(flow.predict_x0(x, torch.full((b,), sigmas[k]), text))
     return torch.cat(out)
 
 
 @torch.no_grad()
 def final_samples(loaded, prompts: list[str], seeds: int) -> tuple[torch.Tensor, list[str]]:
-    """Final 4-step student latents, one per prompt and seed."""
-    flow, timesteps = loaded.student(4)
-    sigmas = schedule.student_sigmas(timesteps, loaded.info.shift).tolist()
-    shape = loaded.codec.latent_shape(loaded.info.frames, loaded.info.height, loaded.info.width)
-    out, captions = [], []
+    """Final 4-step student latents (the engine's sampler), one per prompt and seed."""
+    flow, sigmas, shape = _student(loaded)
+    text = loaded.text.encode(prompts)
+    out = []
     for seed in range(seeds):
         gen = torch.Generator().manual_seed(1000 + seed)
-        text = loaded.text.encode(prompts)
-        b = len(prompts)
-        x = torch.randn((b, *shape), generator=gen)
-        for j, s in enumerate(sigmas):
-            x0 = flow.predict_x0(x, torch.full((b,), s), text)
-            if j + 1 < len(sigmas):
-                x = add_noise(x0, torch.randn(x0.shape, generator=gen), sigmas[j + 1])
-        out.append(x0)
-        captions += prompts
-    return torch.cat(out), captions
+        noise = torch.randn((len(prompts), *shape), generator=gen)
+        out.append(run_to_end(student_sample(flow, noise, torch.tensor(sigmas), text, gen)))
+    return torch.cat(out), prompts * seeds
 
 
 def decode_all(loaded, latents: torch.Tensor, chunk: int = 16) -> list[np.ndarray]:

@@ -51,6 +51,19 @@ def student_sample(model: FlowModel, noise: torch.Tensor, sigmas: torch.Tensor, 
     return x0
 
 
+@torch.no_grad()
+def backward_simulation(model: FlowModel, noise: torch.Tensor, sigmas: list[float], k: int, text: torch.Tensor,
+                        generator: torch.Generator) -> torch.Tensor:
+    """x_t at the listed level sigmas[k]: k student steps from `noise` (at sigmas[0]), each
+    predicting x0 and re-noising it to the next level with fresh noise (DMD2's backward
+    simulation of the generator's inputs; no gradient)."""
+    b, x_t = noise.shape[0], noise
+    for i in range(k):
+        x0 = model.predict_x0(x_t, torch.full((b,), sigmas[i], device=x_t.device), text)
+        x_t = add_noise(x0, noise_like(tuple(x0.shape), generator, x0.device), sigmas[i + 1])
+    return x_t
+
+
 def teacher_sample(model: FlowModel, noise: torch.Tensor, sigmas: torch.Tensor, text: torch.Tensor,
                    uncond: torch.Tensor | None, guidance: float, solver: str = "euler",
                    shift: float = 1.0, guidance_levels: tuple[float, float] = (0.0, 1.0)) -> Steps:

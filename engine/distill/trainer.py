@@ -34,6 +34,7 @@ from engine.loading import LoadedModel
 from engine.model import FlowModel, add_noise
 from engine.reward import builtin
 from engine.reward.lrm import LatentRewardModel, lrm_fit_loss, reward_loss
+from engine.sampling import backward_simulation
 from engine.toyworld.latents import LatentPool
 
 
@@ -115,12 +116,7 @@ class DollarTrainer:
         if self.cfg.generator_input == "real":
             x_t = add_noise(real, noise, self.sigmas[k])
         else:
-            x_t = noise
-            with torch.no_grad():
-                for i in range(k):
-                    x0 = self.student.predict_x0(x_t, torch.full((b,), self.sigmas[i]), text)
-                    eps = torch.randn(real.shape, generator=gen).to(real.device)
-                    x_t = add_noise(x0, eps, self.sigmas[i + 1])
+            x_t = backward_simulation(self.student, noise, self.sigmas, k, text, gen)
         return x_t, torch.full((b,), self.sigmas[k])
 
     def _cd_pair(self, real, text, gen):

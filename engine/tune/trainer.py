@@ -34,10 +34,11 @@ from engine import checkpoint, schedule
 from engine.distill import dmd
 from engine.events import Failed, Progress, Result
 from engine.loading import LoadedModel
-from engine.model import FlowModel, add_noise
+from engine.model import FlowModel
 from engine.reward.custom import RewardError
 from engine.reward.lrm import LatentRewardModel, lrm_fit_loss, reward_loss
 from engine.reward.spec import scorer
+from engine.sampling import backward_simulation
 from engine.tune.config import TuneConfig
 
 ADAPTER = "tune"
@@ -123,11 +124,8 @@ class Tuner:
         b = len(prompts)
         text = self.loaded.text.encode(prompts)
         k = int(torch.randint(len(self.sigmas), (1,), generator=gen))
-        x_t = torch.randn((b, *self.latent_shape), generator=gen)
-        with torch.no_grad():
-            for i in range(k):
-                x0 = self.flow.predict_x0(x_t, torch.full((b,), self.sigmas[i]), text)
-                x_t = add_noise(x0, torch.randn(x0.shape, generator=gen), self.sigmas[i + 1])
+        x_t = backward_simulation(self.flow, torch.randn((b, *self.latent_shape), generator=gen), self.sigmas, k,
+                                  text, gen)
         return x_t, torch.full((b,), self.sigmas[k]), text
 
     def update(self) -> dict:
