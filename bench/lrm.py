@@ -24,11 +24,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine import loading, schedule  # noqa: E402
+from engine import schedule  # noqa: E402
 from engine.reward.lrm import LatentRewardModel, lrm_fit_loss  # noqa: E402
 from engine.reward.spec import RewardSpec, scorer  # noqa: E402
 from engine.sampling import backward_simulation, run_to_end, student_sample  # noqa: E402
 from engine.toyworld.render import sample_clip  # noqa: E402
+from engine.tune.run import load_for_tune  # noqa: E402
 from engine.tune.trainer import default_prompts  # noqa: E402
 
 DEFAULT_REWARDS = "colourfulness,brightness,sharpness,motion,smoothness,compressibility,toyworld-semantic"
@@ -98,7 +99,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_grad_enabled(True)
     variants = [(v.split("=", 1)[0], json.loads(v.split("=", 1)[1])) for v in args.variants]
-    loaded = loading.load(args.model)
+    loaded = load_for_tune(args.model)
     n = args.updates * args.batch
     rng = np.random.default_rng(0)
     pool = default_prompts()

@@ -23,7 +23,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine import loading  # noqa: E402
 from engine.events import Failed, Result  # noqa: E402
 from engine.generate import Engine  # noqa: E402
 from engine.requests import GenerateRequest  # noqa: E402
@@ -32,6 +31,7 @@ from engine.toyworld import judge, minibench  # noqa: E402
 from engine.toyworld.render import sample_clip  # noqa: E402
 from engine.tune.adapter_io import save_adapter  # noqa: E402
 from engine.tune.config import TuneConfig  # noqa: E402
+from engine.tune.run import load_for_tune  # noqa: E402
 from engine.tune.trainer import ADAPTER, train  # noqa: E402
 
 DEFAULT_REWARDS = "colourfulness,brightness,contrast,sharpness,motion,smoothness,compressibility,toyworld-semantic"
@@ -91,7 +91,7 @@ def main() -> None:
         extra = {k: v for k, v in knobs.items() if v is not None}
         cfg = TuneConfig(model=args.model, reward=name, steps=args.steps, **extra)
         began = time.perf_counter()
-        result = [e for e in train(cfg, loading.load(args.model), Path(tempfile.mkdtemp()), resume=False)][-1]
+        result = [e for e in train(cfg, load_for_tune(args.model), Path(tempfile.mkdtemp()), resume=False)][-1]
         wall = time.perf_counter() - began
         if not isinstance(result, Result):
             print(f"| {name} | tune failed: {result.message} |")

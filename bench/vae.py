@@ -18,7 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine import paths  # noqa: E402
-from engine.codec import VideoCodec  # noqa: E402
+from engine.codec import FRAME_CHUNK, VideoCodec  # noqa: E402
 from engine.loading import quiet_libraries  # noqa: E402
 from engine.toyworld.render import render, sample_clip  # noqa: E402
 from engine.toyworld.vae_bake import psnr  # noqa: E402
@@ -67,6 +67,22 @@ def main() -> None:
     for split in ("public-eval", "public-heldout"):
         print(f"PSNR {split} ({args.clips} clips, fp32): {psnr(vae, args.clips, split):.2f} dB")
     bf16_parity(vae, args.clips)
+    batch_decode(vae, args.repeats)
+
+
+def batch_decode(vae, repeats: int) -> None:
+    """A tune's decode: 4 clips (68 frames) at once, in one VAE call vs in FRAME_CHUNK-frame calls."""
+    import copy
+
+    print(f"\n4 clips of 17x64x64 (a tune batch) | one 68-frame call | {FRAME_CHUNK}-frame calls | ratio")
+    for dtype in (torch.float32, torch.bfloat16):
+        codec = VideoCodec(copy.deepcopy(vae), decode_dtype=dtype)
+        z = torch.randn(4, *codec.latent_shape(17, 64, 64))
+        codec.frame_chunk = 68
+        whole = decode_time(codec, z, repeats)
+        codec.frame_chunk = FRAME_CHUNK
+        chunked = decode_time(codec, z, repeats)
+        print(f"{str(dtype).replace('torch.', '')} | {whole:.4f} s | {chunked:.4f} s | {chunked / whole:.2f}x")
 
 
 def bf16_parity(vae, clips: int) -> None:
