@@ -10,7 +10,8 @@ LoRA climbs it). Protocol, all in one run in a fresh RUSHES_HOME:
 3. tune with reward "ratings" for `--steps` LoRA updates;
 4. on public-heldout captions x seeds (never rated), compare the student with and without the
    adapter: mean hidden taste, its change in units of the base clips' standard deviation, and
-   the win rate (share of prompt/seed pairs whose tuned clip has the higher taste).
+   the win rate (share of prompt/seed pairs whose tuned clip has the higher taste), and the
+   MiniBench semantic accuracy (what the tune costs the prompt's content).
 
 The default taste is warmth (mean red minus mean blue, per pixel, 0-255 scale); `--taste`
 also takes any built-in reward name.
@@ -48,6 +49,12 @@ def main() -> None:
     ap.add_argument("--taste", default="warmth")
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--views", type=int, default=None, help="TuneConfig.ratings_views (denoised copies per rated clip)")
+    ap.add_argument("--use-text", type=int, choices=[0, 1], default=1,
+                    help="TuneConfig.ratings_text: 1 (default) conditions the ratings LRM on the prompt")
+    ap.add_argument("--reward-scale", type=float, default=None, help="TuneConfig.reward_scale (default 1.0)")
+    ap.add_argument("--reward-norm", type=int, choices=[0, 1], default=None,
+                    help="TuneConfig.reward_norm: 1 divides the LRM term by the reward's running sd")
     args = ap.parse_args()
     os.environ["RUSHES_HOME"] = tempfile.mkdtemp()
     torch.set_num_threads(2)
@@ -57,6 +64,7 @@ def main() -> None:
     from engine.reward import builtin
     from engine.session import Session
     from engine.store import Store
+    from engine.toyworld import judge
     from engine.toyworld.render import sample_clip
     from engine.tune.adapter_io import save_adapter
     from engine.tune.config import TuneConfig
@@ -91,7 +99,11 @@ def main() -> None:
         session.rate(rated[win].generation_id, "pair", 1, rated[lose].generation_id)
 
     loaded = loading.load(model)
-    cfg = TuneConfig(model=model, reward="ratings", steps=args.steps, checkpoint_every=max(1, args.steps))
+    knobs = {"ratings_views": args.views, "reward_scale": args.reward_scale,
+             "reward_norm": None if args.reward_norm is None else bool(args.reward_norm)}
+    knobs = {k: v for k, v in knobs.items() if v is not None}
+    cfg = TuneConfig(model=model, reward="ratings", steps=args.steps, checkpoint_every=max(1, args.steps),
+                     ratings_text=bool(args.use_text), **knobs)
     began = time.perf_counter()
     events = list(train(cfg, loaded, Path(tempfile.mkdtemp())))
     if not isinstance(events[-1], Result):
@@ -100,24 +112,43 @@ def main() -> None:
     wall = time.perf_counter() - began
     adapter = save_adapter(tuner.transformer, ADAPTER, cfg.rank, cfg.alpha, Path(tempfile.mkdtemp()) / "adapter",
                            {"reward": "ratings"})
-    held = [sample_clip("public-heldout", i)[1] for i in range(args.prompts)]
-    before = np.array([[taste(make(p, s).clip.frames, "") for s in range(args.seeds)] for p in held])
-    after = np.array([[taste(make(p, s, str(adapter)).clip.frames, "") for s in range(args.seeds)] for p in held])
+    held_specs = [sample_clip("public-heldout", i) for i in range(args.prompts)]
+    held = [caption for _, caption in held_specs]
+    base = [[make(p, s).clip for s in range(args.seeds)] for p in held]
+    before = np.array([[taste(c.frames, "") for c in row] for row in base])
+    with torch.no_grad():  # does the fitted taste carry to clips of prompts never rated?
+        predicted = tuner.lrm(torch.cat([c.latents for row in base for c in row]),
+                              loaded.text.encode([p for p in held for _ in range(args.seeds)])).numpy()
+    held_r = float(np.corrcoef(predicted, before.ravel())[0, 1])
+    tuned = [[make(p, s, str(adapter)).clip for s in range(args.seeds)] for p in held]
+    after = np.array([[taste(c.frames, "") for c in row] for row in tuned])
+
+    def semantic(rows) -> float:  # MiniBench's judge against each held-out prompt
+        return float(np.mean([np.mean(list(judge.score(c.frames, spec).values()))
+                              for (spec, _), row in zip(held_specs, rows) for c in row]))
     sd = float(before.std()) or 1.0
     store = Store(paths.database())
     n_ratings = store.db["ratings"].count
     print(f"model {args.model if not args.random else 'toyworld architecture, random weights'}; taste {args.taste}; "
           f"{n_ratings} ratings ({args.clips} thumbs, {args.pairs} A/B) on {args.clips} clips; "
-          f"{args.steps} tune steps; held-out {args.prompts} prompts x {args.seeds} seeds\n")
+          f"{args.steps} tune steps; ratings LRM with {cfg.ratings_views} denoised views, "
+          f"{'prompt-conditioned' if cfg.ratings_text else 'no text'}; held-out {args.prompts} prompts x {args.seeds} seeds\n")
     print("| measure | value |\n|---|---|")
     fit = tuner.ratings_fit
     print(f"| ratings LRM fit: thumbs correlation / A/B agreement | {fit['score_correlation']:.3f} / "
           f"{fit['pair_agreement'] if fit['pair_agreement'] is None else round(fit['pair_agreement'], 3)} |")
+    print(f"| ratings LRM vs hidden taste on the held-out base clips (Pearson r) | {held_r:.3f} |")
     print(f"| hidden taste, student without -> with the adapter | {before.mean():.2f} -> {after.mean():.2f} |")
     print(f"| change in base-clip standard deviations | {(after.mean() - before.mean()) / sd:+.2f} sd |")
+    diff = (after - before).ravel()
+    print(f"| paired change in taste, mean +- standard error (t) | {diff.mean():+.2f} +- "
+          f"{diff.std(ddof=1) / np.sqrt(diff.size):.2f} ({diff.mean() / (diff.std(ddof=1) / np.sqrt(diff.size)):+.1f}) |")
     print(f"| win rate (tuned clip has the higher taste, same prompt and seed) | "
           f"{float(np.mean(after > before)):.0%} of {after.size} |")
+    print(f"| MiniBench semantic accuracy, without -> with the adapter | {semantic(base):.3f} -> {semantic(tuned):.3f} |")
     print(f"| tune wall time | {wall:.0f} s |")
+    print(f"\nknobs: reward_scale {cfg.reward_scale}, reward_norm {cfg.reward_norm}, ratings_views {cfg.ratings_views}, "
+          f"ratings_text {cfg.ratings_text}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ held-out samples; the tune's wall time. All in one run, side by side.
 
     python bench/reward.py --steps 300 [--rewards colourfulness,contrast] [--prompts 8 --seeds 2] [--lrm-replay 0]
                            [--reg base|vsd|none] [--reg-weight 1.0] [--lrm-members 1]
+                           [--reward-scale 1.0] [--reward-norm 0|1]
 """
 
 from __future__ import annotations
@@ -75,6 +76,9 @@ def main() -> None:
     ap.add_argument("--lrm-members", type=int, default=None, help="TuneConfig.lrm_members (LRM ensemble size)")
     ap.add_argument("--reg", default=None, help="TuneConfig.reg: base, vsd or none (default base)")
     ap.add_argument("--reg-weight", type=float, default=None, help="TuneConfig.reg_weight (default 1.0)")
+    ap.add_argument("--reward-scale", type=float, default=None, help="TuneConfig.reward_scale (default 1.0)")
+    ap.add_argument("--reward-norm", type=int, choices=[0, 1], default=None,
+                    help="TuneConfig.reward_norm: 1 divides the LRM term by the reward's running sd")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     engine = Engine()
@@ -87,7 +91,9 @@ def main() -> None:
     for name in args.rewards.split(","):
         score = scorer(RewardSpec(name))
         before = summary(score, items, base_videos)
-        knobs = {"lrm_replay": args.lrm_replay, "lrm_members": args.lrm_members, "reg": args.reg, "reg_weight": args.reg_weight}
+        knobs = {"lrm_replay": args.lrm_replay, "lrm_members": args.lrm_members, "reg": args.reg, "reg_weight": args.reg_weight,
+                 "reward_scale": args.reward_scale,
+                 "reward_norm": None if args.reward_norm is None else bool(args.reward_norm)}
         extra = {k: v for k, v in knobs.items() if v is not None}
         cfg = TuneConfig(model=args.model, reward=name, steps=args.steps, **extra)
         began = time.perf_counter()

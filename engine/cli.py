@@ -133,7 +133,8 @@ def _tune(args) -> int:
 
     cfg = TuneConfig(model=args.model, student_steps=args.student_steps, reward=args.reward,
                      reference=args.reference, reward_file=args.reward_file, reward_model=args.reward_model,
-                     steps=args.steps, rank=args.rank, reg=args.reg, alpha=float(args.rank), lr=args.lr, batch=args.batch)
+                     steps=args.steps, rank=args.rank, reg=args.reg, alpha=float(args.rank), lr=args.lr, batch=args.batch,
+                     device=args.device)
     for event in run_tune(cfg, args.out, eval_prompts=args.eval_prompts):
         if isinstance(event, Progress) and not args.json:
             shown = " ".join(f"{k} {event.metrics[k]:.4g}" for k in ("reward", "lrm_reward", "reg") if k in event.metrics)
@@ -225,6 +226,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--reg", default="base", choices=["base", "vsd", "none"],
                    help="regulariser: distance to the frozen student (base, default), the VSD term against "
                         "the teacher (vsd, slower), or none")
+    t.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto (cuda when available)")
     t.add_argument("--eval-prompts", type=int, default=4, help="held-out prompts for reward before/after (0 skips)")
     t.add_argument("--out", required=True, help="adapter folder to write (diffusers LoRA format)")
     t.add_argument("--json", action="store_true", help="print adapter path, reward before/after, wall time")

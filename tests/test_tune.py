@@ -98,7 +98,31 @@ def test_tune_moves_only_the_lora_and_resumes(tiny_folder, tmp_path, replay):
     for key in a[1]["lora"]:
         assert torch.allclose(a[1]["lora"][key], b[1]["lora"][key], atol=1e-5), key
     assert torch.equal(a[1]["replay"]["x"], b[1]["replay"]["x"])  # the LRM's replay buffer resumes too
+    assert torch.allclose(a[1]["reward_stats"], b[1]["reward_stats"])  # and the reward's running statistics
     assert all(torch.allclose(a[1]["lrm"][k], b[1]["lrm"][k], atol=1e-5) for k in a[1]["lrm"])
+
+
+def test_running_reward_statistics_match_the_whole_history():
+    from engine.tune.trainer import running_stats
+
+    batches = [torch.tensor([0.3, 0.5]), torch.tensor([0.9]), torch.tensor([0.1, 0.2, 0.4, 2.0])]
+    stats = torch.zeros(3, dtype=torch.float64)
+    for b in batches:
+        stats = running_stats(stats, b)
+    seen = torch.cat(batches).double()
+    assert stats[0] == 7
+    assert torch.isclose(stats[1], seen.mean()) and torch.isclose(stats[2] / stats[0], seen.var(unbiased=False))
+
+
+def test_reward_norm_divides_the_lrm_term_by_the_running_sd(tiny_folder):
+    from engine.tune.trainer import Tuner
+
+    tuner = Tuner(_cfg(tiny_folder, reward_norm=True), loading.load(str(tiny_folder)), Path("unused"))
+    tuner.update()  # warm-up: the LRM fits, no L_FT yet
+    logs = tuner.update()
+    n, _, m2 = tuner.reward_stats.tolist()
+    assert n == 4 and logs["reward_sd"] == pytest.approx((m2 / n) ** 0.5)
+    assert logs["loss"] == pytest.approx(logs["ft_loss"] / logs["reward_sd"] + logs["reg"], rel=1e-4)
 
 
 def test_lrm_refits_on_replayed_samples(tiny_folder, monkeypatch):
@@ -160,6 +184,18 @@ def test_huge_lr_diverges_without_saving_nan(tiny_folder, tmp_path):
     assert isinstance(events[-1], Failed) and events[-1].kind == "diverged"
     found = checkpoint.latest(tmp_path / "w")
     assert found is None or all(torch.isfinite(t).all() for t in found[1]["lora"].values())
+
+
+def test_tune_device_is_checked_and_named(tiny_folder, rushes_home, tmp_path):
+    from engine.tune.run import run_tune
+
+    with pytest.raises(ValueError, match="tpu"):
+        TuneConfig(device="tpu")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    events = list(run_tune(_cfg(tiny_folder, device="cuda"), tmp_path / "a"))
+    assert isinstance(events[-1], Failed) and "cuda" in events[-1].message
+    assert not (tmp_path / "a").exists()
 
 
 def test_cli_tune_writes_a_diffusers_adapter(tiny_folder, rushes_home, tmp_path, capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field
 
 from engine.knobs import strict_config
@@ -14,6 +15,7 @@ REGULARISERS = ("base", "vsd", "none")
 class TuneConfig:
     model: str = "toyworld"  # pipeline whose student is tuned
     student_steps: int = 4  # which student (its fixed step list)
+    device: str = "cpu"  # where the tune computes: "cpu", "cuda", "cuda:N" or "auto" (engine.runtime)
     reward: str = "colourfulness"  # built-in name, "palette" or "custom"
     reference: str | None = None  # palette reward: reference image
     reward_file: str | None = None  # custom reward: .py file
@@ -29,6 +31,8 @@ class TuneConfig:
     lrm_replay: int = 0  # past (sample, prompt, reward) kept to refit the LRM on; 0 = current batch only
     # (128 measured worse for colourfulness: +32% and LRM r 0.60 vs +50% and r 0.80 without; docs/RESULTS.md)
     lrm_replay_batch: int = 12  # replayed samples added to each LRM update (no new decode or reward call)
+    ratings_views: int = 3  # reward "ratings": denoised copies of each rated clip in the fit (engine/reward/ratings.py)
+    ratings_text: bool = True  # reward "ratings": condition the ratings LRM on the prompt
     batch: int = 4  # clips per update
     reg: str = "base"  # regulariser: "base" (distance to the frozen student), "vsd" (DMD2 term vs the teacher), "none"
     reg_weight: float = 1.0  # lambda in -LRM + lambda * regulariser
@@ -36,19 +40,25 @@ class TuneConfig:
     fake_lr: float = 1e-4  # reg "vsd": fake-score learning rate
     vsd_guidance: float = 3.5  # reg "vsd": teacher CFG in the real score
     reward_scale: float = 1.0  # multiplies the LRM term
+    # divide the LRM term by the reward's running sd (reward_scale then counts in sds); off: on the ratings
+    # tune it pushed harder at a large semantic cost without a reliable taste gain (docs/RESULTS.md)
+    reward_norm: bool = False
     prompts: list[str] = field(default_factory=list)  # empty: toyworld train captions
     checkpoint_every: int = 25
     max_nonfinite: int = 3
     seed: int = 0
 
     def __post_init__(self):
+        if not re.fullmatch(r"cpu|auto|cuda(:\d+)?", self.device):
+            raise ValueError(f"device must be cpu, cuda, cuda:N or auto, got {self.device!r}")
         if self.reg not in REGULARISERS:
             raise ValueError(f"reg must be one of {REGULARISERS}, got {self.reg!r}")
         for name in ("steps", "rank", "batch", "checkpoint_every", "fake_updates", "lrm_replay_batch", "lrm_members"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.lrm_replay < 0:
-            raise ValueError(f"lrm_replay must be >= 0, got {self.lrm_replay}")
+        for name in ("lrm_replay", "ratings_views"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive number, got {self.lr}")
 

@@ -27,10 +27,12 @@ def work_dir(run_id: int) -> Path:
     return paths.runs() / f"tune-{run_id}"
 
 
-def load_for_tune(model: str) -> loading.LoadedModel:
-    """The model a tune trains on, its samples decoded as the studio decodes them (bf16 where the
-    CPU or GPU runs it natively; `python bench/vae.py`: ~2x faster than fp32 on a bf16 CPU)."""
-    return loading.load(model, decode_dtype=runtime.RuntimeOptions().torch_decode_dtype)
+def load_for_tune(model: str, device: str = "cpu") -> loading.LoadedModel:
+    """The model a tune trains on, on `device` (ValueError naming it when absent), its samples
+    decoded as the studio decodes them (bf16 where the CPU or GPU runs it natively; `python
+    bench/vae.py`: ~2x faster than fp32 on a bf16 CPU). Weights stay float32: the LoRA trains in it."""
+    opts = runtime.RuntimeOptions(device=device)
+    return loading.load(model, opts.resolved_device(), decode_dtype=opts.torch_decode_dtype)
 
 
 def true_reward(cfg: TuneConfig, lora: str | None, prompts: list[str], seeds: int = 2) -> float:
@@ -38,7 +40,7 @@ def true_reward(cfg: TuneConfig, lora: str | None, prompts: list[str], seeds: in
     from engine.generate import Engine
     from engine.requests import GenerateRequest
 
-    score, engine, values = scorer(cfg.reward_spec()), Engine(), []
+    score, engine, values = scorer(cfg.reward_spec()), Engine(runtime.RuntimeOptions(device=cfg.device)), []
     for prompt in prompts:
         for seed in range(seeds):
             req = GenerateRequest(prompt=prompt, model=cfg.model, role="student", steps=cfg.student_steps,
@@ -60,7 +62,7 @@ def run_tune(cfg: TuneConfig, out: str | Path, run_id: int | None = None, eval_p
     try:
         if cfg.reward != "ratings":
             scorer(cfg.reward_spec())  # bad reward: fail before loading
-        loaded = load_for_tune(cfg.model)
+        loaded = load_for_tune(cfg.model, cfg.device)
         from engine.toyworld.render import sample_clip
 
         held = [sample_clip("public-heldout", i)[1] for i in range(eval_prompts)]

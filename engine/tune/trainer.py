@@ -9,6 +9,9 @@ after `lrm_warmup` updates the LoRA minimises
 
     L = -reward_scale * mean R_lrm(x) + reg_weight * regulariser
 
+where, with `reward_norm`, the LRM term is divided by the running standard deviation of the
+reward over the tune's samples so far (Welford), so `reward_scale` counts in the reward's own
+spread and one setting means the same push for rewards of any range;
 with regulariser "base": mean (x - x_base)^2, x_base the frozen student's prediction from the
 same input (adapter disabled), so the reward is reached without drifting off the student's
 distribution; or "vsd": the DMD2 variational score distillation term (engine/distill/vsd.py)
@@ -63,6 +66,7 @@ class Tuner:
                                                 target_modules=list(cfg.target_modules)), adapter_name=ADAPTER)
         self.transformer.set_adapter(ADAPTER)
         self.flow = FlowModel(self.transformer, loaded.codec)
+        self.device = self.flow.device  # where the model was loaded (TuneConfig.device)
         self.lora_params = [p for p in self.transformer.parameters() if p.requires_grad]
         self.spec = cfg.reward_spec()
         self.ratings_fit = None
@@ -71,10 +75,13 @@ class Tuner:
             from engine.reward.ratings import fit_ratings_model
             from engine.store import Store
 
-            self.lrm, self.ratings_fit = fit_ratings_model(Store(paths.database()), loaded, seed=cfg.seed)
+            self.lrm, self.ratings_fit = fit_ratings_model(Store(paths.database()), loaded, seed=cfg.seed,
+                                                           student_steps=cfg.student_steps,
+                                                           views=cfg.ratings_views, use_text=cfg.ratings_text)
             self.score = None
         else:
-            self.lrm = LatentRewardModel(loaded.codec.channels, 128, loaded.text.dim, members=cfg.lrm_members)
+            self.lrm = LatentRewardModel(loaded.codec.channels, 128, loaded.text.dim,
+                                         members=cfg.lrm_members).to(self.device)
             self.score = scorer(self.spec)
         self.fake = self.opt_fake = None
         if cfg.reg == "vsd":
@@ -93,12 +100,13 @@ class Tuner:
         self.replay = {"x": torch.zeros((cfg.lrm_replay, *self.latent_shape), dtype=torch.float16),
                        "prompt": torch.zeros(cfg.lrm_replay, dtype=torch.int64),
                        "reward": torch.zeros(cfg.lrm_replay), "count": torch.zeros(1, dtype=torch.int64)}
+        self.reward_stats = torch.zeros(3, dtype=torch.float64)  # count, mean, sum of squared deviations
         self.step = 0
 
     def state(self) -> dict:
         state = {"lora": get_peft_model_state_dict(self.transformer, adapter_name=ADAPTER),
                  "lrm": self.lrm.state_dict(), "opt": self.opt.state_dict(), "opt_lrm": self.opt_lrm.state_dict(),
-                 "replay": dict(self.replay)}
+                 "replay": dict(self.replay), "reward_stats": self.reward_stats.clone()}
         if self.fake is not None:
             state |= {"fake": self.fake.transformer.state_dict(), "opt_fake": self.opt_fake.state_dict()}
         return state
@@ -112,6 +120,8 @@ class Tuner:
         self.lrm.load_state_dict(state["lrm"])
         self.opt.load_state_dict(state["opt"])
         self.opt_lrm.load_state_dict(state["opt_lrm"])
+        if "reward_stats" in state:  # older checkpoints resume with fresh statistics
+            self.reward_stats = state["reward_stats"].clone()
         if "replay" in state:  # checkpoints from before the replay buffer resume without one
             self.replay = {k: state["replay"][k].clone() for k in self.replay}
         if self.fake is not None:
@@ -124,9 +134,10 @@ class Tuner:
         b = len(prompts)
         text = self.loaded.text.encode(prompts)
         k = int(torch.randint(len(self.sigmas), (1,), generator=gen))
-        x_t = backward_simulation(self.flow, torch.randn((b, *self.latent_shape), generator=gen), self.sigmas, k,
+        x_t = backward_simulation(self.flow, torch.randn((b, *self.latent_shape), generator=gen).to(self.device),
+                                  self.sigmas, k,
                                   text, gen)
-        return x_t, torch.full((b,), self.sigmas[k]), text
+        return x_t, torch.full((b,), self.sigmas[k], device=self.device), text
 
     def update(self) -> dict:
         cfg = self.cfg
@@ -138,9 +149,10 @@ class Tuner:
         x = self.flow.predict_x0(x_t, level, text)  # grad through the LoRA only
         if self.score is None:  # ratings: the frozen LRM is the reward itself
             with torch.no_grad():
-                logs = {"reward": self.lrm(x, text).mean().item()}
+                rewards = self.lrm(x, text)
+                logs = {"reward": rewards.mean().item()}
         else:
-            rewards = torch.tensor(self.score(list(self.loaded.codec.decode(x.detach())), prompts))
+            rewards = torch.tensor(self.score(list(self.loaded.codec.decode(x.detach())), prompts), device=self.device)
             fit_x, fit_text, fit_r = self._with_replay(x.detach(), text, rewards, rng)
             self._remember(x.detach(), chosen, rewards)
             fit, logs = lrm_fit_loss(self.lrm(fit_x, fit_text, each=True), fit_r)
@@ -148,11 +160,16 @@ class Tuner:
             fit.backward()
             self.opt_lrm.step()
             logs["reward"] = rewards.mean().item()
+        self.reward_stats = running_stats(self.reward_stats, rewards)
         if self.step >= cfg.lrm_warmup or self.score is None:
             self.lrm.requires_grad_(False)
             term, rlogs = reward_loss(self.lrm(x, text))
             self.lrm.requires_grad_(self.score is not None)
             loss = cfg.reward_scale * term
+            if cfg.reward_norm:
+                spread = float((self.reward_stats[2] / self.reward_stats[0]).sqrt())
+                loss = loss / max(spread, 1e-6)
+                logs["reward_sd"] = spread
             if cfg.reg == "base":
                 self.transformer.disable_adapters()
                 with torch.no_grad():
@@ -182,8 +199,8 @@ class Tuner:
             return x, text, rewards.float()
         idx = torch.from_numpy(rng.integers(held, size=min(self.cfg.lrm_replay_batch, held)))
         old_text = self.loaded.text.encode([self.prompts[i] for i in self.replay["prompt"][idx].tolist()])
-        return (torch.cat([x, self.replay["x"][idx].float()]), torch.cat([text, old_text]),
-                torch.cat([rewards.float(), self.replay["reward"][idx]]))
+        return (torch.cat([x, self.replay["x"][idx].to(x.device, torch.float32)]), torch.cat([text, old_text]),
+                torch.cat([rewards.float(), self.replay["reward"][idx].to(x.device)]))
 
     def _remember(self, x: torch.Tensor, prompt_ids, rewards: torch.Tensor) -> None:
         """Store the batch in the ring buffer (oldest replaced first)."""
@@ -191,7 +208,7 @@ class Tuner:
             return
         for i in range(len(prompt_ids)):
             slot = int(self.replay["count"]) % self.cfg.lrm_replay
-            self.replay["x"][slot] = x[i].half()
+            self.replay["x"][slot] = x[i].half().cpu()
             self.replay["prompt"][slot] = int(prompt_ids[i])
             self.replay["reward"][slot] = float(rewards[i])
             self.replay["count"] += 1
@@ -209,6 +226,17 @@ class Tuner:
                                   self.cfg.vsd_guidance, shift, gen)
         logs |= {"reg": reg.item(), "fake_loss": fake_logs["fake_flow_loss"], "vsd_grad_norm": vlogs["vsd_grad_norm"]}
         return reg
+
+
+def running_stats(stats: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """(count, mean, sum of squared deviations) updated with a batch of values (Chan et al.'s
+    parallel form of Welford's update)."""
+    v = values.detach().double().flatten().cpu()
+    n, mean, m2 = stats.tolist()
+    m, batch_mean = len(v), float(v.mean())
+    delta, total = batch_mean - mean, n + len(v)
+    return torch.tensor([total, mean + delta * m / total,
+                         m2 + float(((v - batch_mean) ** 2).sum()) + delta**2 * n * m / total], dtype=torch.float64)
 
 
 def train(cfg: TuneConfig, loaded: LoadedModel, work: Path, resume: bool = True,
