@@ -17,6 +17,7 @@ The default taste is warmth (mean red minus mean blue, per pixel, 0-255 scale); 
 also takes any built-in reward name.
 
     python bench/ratings.py [--model toyworld] [--clips 30 --pairs 10] [--steps 150] [--taste warmth]
+    python bench/ratings.py --prompts 24 --fit-only 'old={"views": 0}' 'default={}'   # the fit alone
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ def main() -> None:
     ap.add_argument("--reward-scale", type=float, default=None, help="TuneConfig.reward_scale (default 1.0)")
     ap.add_argument("--reward-norm", type=int, choices=[0, 1], default=None,
                     help="TuneConfig.reward_norm: 1 divides the LRM term by the reward's running sd")
+    ap.add_argument("--fit-only", nargs="+", default=None, metavar="LABEL=JSON",
+                    help="no tune: fit the ratings LRM once per variant (fit_ratings_model kwargs, e.g. "
+                         "'no views={\"views\": 0}') and print its held-out r against the hidden taste")
     args = ap.parse_args()
     os.environ["RUSHES_HOME"] = tempfile.mkdtemp()
     torch.set_num_threads(2)
@@ -99,6 +103,11 @@ def main() -> None:
         session.rate(rated[win].generation_id, "pair", 1, rated[lose].generation_id)
 
     loaded = loading.load(model)
+    held_specs = [sample_clip("public-heldout", i) for i in range(args.prompts)]
+    held = [caption for _, caption in held_specs]
+    if args.fit_only:
+        fit_only(args, loaded, [[make(p, s).clip for s in range(args.seeds)] for p in held], held, taste)
+        return
     knobs = {"ratings_views": args.views, "reward_scale": args.reward_scale,
              "reward_norm": None if args.reward_norm is None else bool(args.reward_norm)}
     knobs = {k: v for k, v in knobs.items() if v is not None}
@@ -112,8 +121,6 @@ def main() -> None:
     wall = time.perf_counter() - began
     adapter = save_adapter(tuner.transformer, ADAPTER, cfg.rank, cfg.alpha, Path(tempfile.mkdtemp()) / "adapter",
                            {"reward": "ratings"})
-    held_specs = [sample_clip("public-heldout", i) for i in range(args.prompts)]
-    held = [caption for _, caption in held_specs]
     base = [[make(p, s).clip for s in range(args.seeds)] for p in held]
     before = np.array([[taste(c.frames, "") for c in row] for row in base])
     with torch.no_grad():  # does the fitted taste carry to clips of prompts never rated?
@@ -149,6 +156,29 @@ def main() -> None:
     print(f"| tune wall time | {wall:.0f} s |")
     print(f"\nknobs: reward_scale {cfg.reward_scale}, reward_norm {cfg.reward_norm}, ratings_views {cfg.ratings_views}, "
           f"ratings_text {cfg.ratings_text}")
+
+
+def fit_only(args, loaded, base, held: list[str], taste) -> None:
+    """One ratings fit per variant on the stored ratings; held-out r against the hidden taste."""
+    import json
+
+    from engine import paths
+    from engine.reward.ratings import fit_ratings_model
+    from engine.store import Store
+
+    truth = np.array([taste(c.frames, "") for row in base for c in row])
+    latents = torch.cat([c.latents for row in base for c in row])
+    text = loaded.text.encode([p for p in held for _ in range(args.seeds)])
+    print(f"model {args.model}; taste {args.taste}; {args.clips} thumbs + {args.pairs} A/B; held-out "
+          f"{args.prompts} prompts x {args.seeds} seeds\n")
+    print("| fit variant (fit_ratings_model kwargs) | held-out r | thumbs r on the rated clips | fit s |\n|---|---|---|---|")
+    for label, kwargs in [(v.split("=", 1)[0], json.loads(v.split("=", 1)[1])) for v in args.fit_only]:
+        began = time.perf_counter()
+        lrm, report = fit_ratings_model(Store(paths.database()), loaded, **kwargs)
+        with torch.no_grad():
+            r = float(np.corrcoef(lrm(latents, text).numpy(), truth)[0, 1])
+        print(f"| {label} {json.dumps(kwargs)} | {r:.3f} | {report['score_correlation']:.3f} | "
+              f"{time.perf_counter() - began:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

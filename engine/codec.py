@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-# Per-frame VAE decodes run this many frames per call: on 2 CPU cores 68 frames in one call took
-# 1.6x (fp32) / 1.4x (bf16) the time of 17-34 frame calls (cache-sized activations), and single
-# frames were slower still (`python bench/vae.py` times a tune batch both ways).
+# Per-frame VAE decodes run this many frames per call: on 2 CPU cores a tune batch's 68 frames in
+# one call took 1.55x (fp32) / 1.11x (bf16) the time of 32-frame calls (`python bench/vae.py`
+# times both; docs/RESULTS.md), smaller activations staying in cache.
 FRAME_CHUNK = 32
 
 

@@ -7,15 +7,14 @@ the fitted model scores latents directly and a tune can follow it with no pixel 
 
 Twenty to forty ratings are very little data, so the fit is built to generalise to prompts the
 user never rated (`python bench/ratings.py` measures it):
-- the prompt input (`use_text`) and the width are kept: on 40 ratings of 30 clips, without text
-  or at width 64 the fit generalised no better (held-out r within one fit seed's spread);
+- the prompt input (`use_text`) and the width are knobs (`python bench/ratings.py --fit-only`
+  compares fit variants by held-out r);
 - the tuner climbs the LRM on the student's x0 predictions from every listed level, which are
   blurrier than finished clips; with `views` the fit also sees each rated clip re-noised to the
   student's listed levels below pure noise and denoised by the student in one step, with the
   clip's rating (a rating of the clip holds for its denoised views); each fit step sees the
   clips and one set of views, in turn.
-  These views raised the fitted taste's correlation on held-out prompts' clips from 0.42-0.60 to
-  0.58-0.70 (docs/RESULTS.md).
+  With the views the tune moved a held-out taste further with semantics held (docs/RESULTS.md).
 """
 
 from __future__ import annotations

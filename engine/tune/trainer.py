@@ -134,9 +134,8 @@ class Tuner:
         b = len(prompts)
         text = self.loaded.text.encode(prompts)
         k = int(torch.randint(len(self.sigmas), (1,), generator=gen))
-        x_t = backward_simulation(self.flow, torch.randn((b, *self.latent_shape), generator=gen).to(self.device),
-                                  self.sigmas, k,
-                                  text, gen)
+        noise = torch.randn((b, *self.latent_shape), generator=gen).to(self.device)
+        x_t = backward_simulation(self.flow, noise, self.sigmas, k, text, gen)
         return x_t, torch.full((b,), self.sigmas[k], device=self.device), text
 
     def update(self) -> dict:
