@@ -7,6 +7,7 @@ with an example. `check(name, value)` validates a value against its knob and nam
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 MAX_PROMPT_CHARS = 2000
@@ -69,6 +70,14 @@ def check_prompt(name: str, text, allow_empty: bool = False) -> str:
     if bad:
         raise ValueError(f"{name} contains a control character {bad[0]!r}")
     return text
+
+
+def check_device(device: str) -> str:
+    """Return a device name of the form cpu, cuda, cuda:N or auto; ValueError naming it otherwise
+    (whether a CUDA device exists is engine.runtime's check: this one needs no torch)."""
+    if not isinstance(device, str) or not re.fullmatch(r"cpu|auto|cuda(:\d+)?", device):
+        raise ValueError(f"device must be cpu, cuda, cuda:N or auto, got {device!r}")
+    return device
 
 
 def strict_config(cls, data: dict, what: str):

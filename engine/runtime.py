@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from engine.knobs import check_device
 from engine.loading import DTYPES  # one table of dtype names for the registry and the runtime
 
 
@@ -43,11 +44,9 @@ class RuntimeOptions:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         if self.decode_dtype not in (None, "auto", *DTYPES):
             raise ValueError(f"decode dtype must be auto or one of {sorted(DTYPES)}, got {self.decode_dtype!r}")
-        device = self.resolved_device()
-        if device.startswith("cuda") and not torch.cuda.is_available():
+        check_device(self.device)
+        if self.resolved_device().startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"device {self.device!r} asked for, but this machine has no CUDA GPU")
-        if not (device == "cpu" or device.startswith("cuda")):
-            raise ValueError(f"device must be cpu, cuda, cuda:N or auto, got {self.device!r}")
         if self.memory_fraction is not None and not 0 < self.memory_fraction <= 1:
             raise ValueError(f"memory fraction must be in (0, 1], got {self.memory_fraction}")
 

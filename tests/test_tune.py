@@ -81,24 +81,25 @@ def _cfg(folder, **kw):
 
 @pytest.mark.parametrize("replay", [0, 4])
 def test_tune_moves_only_the_lora_and_resumes(tiny_folder, tmp_path, replay):
-    events = list(train(_cfg(tiny_folder, lrm_replay=replay), loading.load(str(tiny_folder)), tmp_path / "a"))
+    events = list(train(_cfg(tiny_folder, lrm_replay=replay, reward_norm=bool(replay)), loading.load(str(tiny_folder)), tmp_path / "a"))
     assert isinstance(events[-1], Result)
     tuner = events[-1].value
     lora = [n for n, p in tuner.transformer.named_parameters() if p.requires_grad]
     assert lora and all("lora_" in n for n in lora)
     assert {"reward", "lrm_fit_loss", "reg", "loss"} <= set(events[-1 - 1].metrics)
-    gen = train(_cfg(tiny_folder, lrm_replay=replay), loading.load(str(tiny_folder)), tmp_path / "b")
+    gen = train(_cfg(tiny_folder, lrm_replay=replay, reward_norm=bool(replay)), loading.load(str(tiny_folder)), tmp_path / "b")
     for event in gen:
         if isinstance(event, Progress) and event.step == 3:  # step 2's checkpoint is written by now
             break
     gen.close()
-    rest = list(train(_cfg(tiny_folder, lrm_replay=replay), loading.load(str(tiny_folder)), tmp_path / "b"))
+    rest = list(train(_cfg(tiny_folder, lrm_replay=replay, reward_norm=bool(replay)), loading.load(str(tiny_folder)), tmp_path / "b"))
     assert [e.step for e in rest if isinstance(e, Progress)] == [3, 4]
     a, b = checkpoint.latest(tmp_path / "a"), checkpoint.latest(tmp_path / "b")
     for key in a[1]["lora"]:
         assert torch.allclose(a[1]["lora"][key], b[1]["lora"][key], atol=1e-5), key
     assert torch.equal(a[1]["replay"]["x"], b[1]["replay"]["x"])  # the LRM's replay buffer resumes too
     assert torch.allclose(a[1]["reward_stats"], b[1]["reward_stats"])  # and the reward's running statistics
+    assert (a[1]["reward_stats"][0] > 0) == bool(replay)  # kept only where reward_norm uses them
     assert all(torch.allclose(a[1]["lrm"][k], b[1]["lrm"][k], atol=1e-5) for k in a[1]["lrm"])
 
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import asdict, dataclass, field
 
-from engine.knobs import strict_config
+from engine.knobs import check_device, strict_config
 
 REGULARISERS = ("base", "vsd", "none")
 
@@ -49,8 +48,7 @@ class TuneConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if not re.fullmatch(r"cpu|auto|cuda(:\d+)?", self.device):
-            raise ValueError(f"device must be cpu, cuda, cuda:N or auto, got {self.device!r}")
+        check_device(self.device)
         if self.reg not in REGULARISERS:
             raise ValueError(f"reg must be one of {REGULARISERS}, got {self.reg!r}")
         for name in ("steps", "rank", "batch", "checkpoint_every", "fake_updates", "lrm_replay_batch", "lrm_members"):

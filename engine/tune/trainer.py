@@ -159,7 +159,8 @@ class Tuner:
             fit.backward()
             self.opt_lrm.step()
             logs["reward"] = rewards.mean().item()
-        self.reward_stats = running_stats(self.reward_stats, rewards)
+        if cfg.reward_norm:
+            self.reward_stats = running_stats(self.reward_stats, rewards)
         if self.step >= cfg.lrm_warmup or self.score is None:
             self.lrm.requires_grad_(False)
             term, rlogs = reward_loss(self.lrm(x, text))
