@@ -9,6 +9,13 @@ coherent while it refines them (low noise).
 
     python bench/teacher_probe.py [--model toyworld] [--levels 0,0.3,0.5,0.7,0.85,0.95,1] \
         [--split public-eval] [--prompts 16] [--guidance 5] [--guidance-levels 0,1]
+
+`--drift` asks instead whether the teacher's one-pass x0 estimate at a level knows which way
+a clip moves: for one-object train clips moving left or right, the horizontal drift of the
+colour mass (last frame minus first, fraction of the width) in the decoded estimate from the
+noised render (from pure noise at level 1), beside the renders' own drift.
+
+    python bench/teacher_probe.py --drift [--levels 1,0.9,0.8] [--prompts 16] [--seeds 2]
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from engine import loading  # noqa: E402
 from engine.sampling import run_to_end, teacher_sample  # noqa: E402
 from engine.schedule import teacher_sigmas  # noqa: E402
-from engine.toyworld import judge  # noqa: E402
+from engine.toyworld import judge, world  # noqa: E402
 from engine.toyworld.render import render, sample_clip  # noqa: E402
 
 
@@ -38,9 +45,14 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--guidance", type=float, default=None)
     ap.add_argument("--guidance-levels", default="0,1", help="lo,hi: CFG only at noise levels in [lo, hi]")
+    ap.add_argument("--drift", action="store_true", help="the x0 estimate's direction of motion by level")
+    ap.add_argument("--seeds", type=int, default=2, help="noise draws per level (--drift)")
     args = ap.parse_args()
     torch.set_grad_enabled(False)
     loaded = loading.load(str(Path(args.model).expanduser()) if "/" in args.model else args.model)
+    if args.drift:
+        drift(loaded, args)
+        return
     info, model, codec = loaded.info, loaded.teacher, loaded.codec
     guidance = info.guidance if args.guidance is None else args.guidance
     levels = tuple(float(v) for v in args.guidance_levels.split(","))
@@ -68,6 +80,49 @@ def main() -> None:
         print(f"| {s0:.3f} | {args.steps - first} | {100 * np.mean(list(parts.values())):.1f}% | "
               + " | ".join(f"{100 * parts[k]:.1f}%" for k in ("colour", "shape", "motion", "count"))
               + " |", flush=True)
+
+
+def _centroid_x(clip: np.ndarray, background: str) -> np.ndarray:
+    """Per frame, the x of the colour mass that differs from the background (fraction of width)."""
+    mass = np.abs(clip.astype(np.float32) - np.array(world.BACKGROUNDS[background], np.float32)).sum(-1)
+    xs = np.arange(clip.shape[2]) + 0.5
+    return (mass.sum(1) * xs).sum(-1) / np.maximum(mass.sum((1, 2)), 1e-6) / clip.shape[2]
+
+
+def drift(loaded, args) -> None:
+    info, model, codec = loaded.info, loaded.teacher, loaded.codec
+    guidance = info.guidance if args.guidance is None else args.guidance
+    items, index = [], 0
+    while len(items) < args.prompts:
+        spec, caption = sample_clip("train", index)
+        index += 1
+        if len(spec.objects) == 1 and spec.objects[0].motion in ("left", "right"):
+            items.append((spec, caption))
+    videos = np.stack([render(spec) for spec, _ in items])
+    x0 = codec.encode(videos)
+    text = loaded.text.encode([caption for _, caption in items])
+    uncond = loaded.text.encode([""] * len(items))
+    motions = [spec.objects[0].motion for spec, _ in items]
+
+    def mean_drift(clips) -> dict[str, float]:
+        d = [float(np.subtract(*_centroid_x(np.asarray(c), spec.background)[[-1, 0]])) for c, (spec, _) in zip(clips, items)]
+        return {m: float(np.mean([v for v, mm in zip(d, motions) if mm == m])) for m in ("left", "right")}
+
+    ref = mean_drift(codec.decode(x0))
+    print(f"x0-estimate drift: {args.model} teacher, CFG {guidance}, {args.prompts} one-object train clips "
+          f"({motions.count('left')} left, {motions.count('right')} right), {args.seeds} noise draws per level\n")
+    print("| level | drift, 'left' clips | drift, 'right' clips |")
+    print("|---|---|---|")
+    print(f"| renders (VAE round trip) | {ref['left']:+.3f} | {ref['right']:+.3f} |")
+    for level in (float(v) for v in args.levels.split(",")):
+        got = {"left": [], "right": []}
+        for seed in range(args.seeds):
+            eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
+            x = (1 - level) * x0 + level * eps
+            est = model.predict_x0(x, torch.full((len(items),), level), text, uncond, guidance)
+            for m, v in mean_drift(codec.decode(est)).items():
+                got[m].append(v)
+        print(f"| {level:.2f} | {np.mean(got['left']):+.3f} | {np.mean(got['right']):+.3f} |", flush=True)
 
 
 if __name__ == "__main__":

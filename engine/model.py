@@ -3,9 +3,19 @@
 Roles (teacher, student, fake_score) are configuration of this one class, not subclasses.
 Flow matching, Wan convention: `x_t = (1 - s) x0 + s eps`, the network predicts
 `v = eps - x0`, so `x0 = x_t - s v`; the transformer sees timestep `1000 s`.
+
+Position channels: Wan's transformer knows positions only through 3D RoPE, which is relative,
+so from pure noise it cannot tell the first frame from the last, and its x0 estimate at s = 1
+carries no direction of motion (measured on the toyworld teacher: `bench/teacher_probe.py
+--drift`). A network whose config has `rushes_position_channels = 3` reads three extra input
+channels (frame time, row, column, each from -1 to 1 over the clip), as Wan's image-to-video
+variant reads its extra conditioning channels; `FlowModel` appends them. Real Wan checkpoints
+have none and are fed exactly as before.
 """
 
 from __future__ import annotations
+
+import logging
 
 import torch
 
@@ -22,6 +32,56 @@ def add_noise(x0: torch.Tensor, eps: torch.Tensor, sigma: torch.Tensor | float) 
 def x0_from_velocity(x_t: torch.Tensor, v: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """x0 = x_t - s v, with sigma [B] broadcast over C, T, H, W."""
     return x_t - sigma.view(-1, *([1] * (x_t.dim() - 1))) * v
+
+
+POSITION_KEY = "rushes_position_channels"
+
+
+class _OwnConfigKey(logging.Filter):
+    """diffusers warns that a config key it does not know "will be ignored"; ours is read here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(f"The config attributes {{'{POSITION_KEY}'")
+
+
+logging.getLogger("diffusers.configuration_utils").addFilter(_OwnConfigKey())
+
+
+def position_channels(transformer) -> int:
+    """How many position channels the network expects after the latent channels (0 or 3)."""
+    return int(getattr(transformer.config, POSITION_KEY, 0) or 0)
+
+
+def with_positions(x: torch.Tensor, count: int) -> torch.Tensor:
+    """x [B, C, T, h, w] with `count` (0 or 3) channels appended: frame time, row, column in [-1, 1]."""
+    if count == 0:
+        return x
+    if count != 3:
+        raise ValueError(f"{POSITION_KEY} must be 0 or 3, got {count}")
+    b, _, t, h, w = x.shape
+
+    def ramp(n: int) -> torch.Tensor:
+        return torch.linspace(-1.0, 1.0, n, device=x.device, dtype=x.dtype) if n > 1 else x.new_zeros(1)
+
+    grids = torch.meshgrid(ramp(t), ramp(h), ramp(w), indexing="ij")  # 3 x [T, h, w]
+    return torch.cat([x, torch.stack(grids)[None].expand(b, -1, -1, -1, -1)], dim=1)
+
+
+def widen_inputs(transformer, count: int):
+    """A copy of `transformer` that also reads `count` position channels, with zero weights on
+    them: it computes exactly what the original did until training moves those weights."""
+    from diffusers import WanTransformer3DModel
+
+    if position_channels(transformer):
+        raise ValueError("the transformer already reads position channels")
+    cfg = {k: v for k, v in transformer.config.items() if not k.startswith("_") and k != POSITION_KEY}
+    wide = WanTransformer3DModel(**(cfg | {"in_channels": cfg["in_channels"] + count}))
+    state = transformer.state_dict()
+    weight = state["patch_embedding.weight"]  # [D, C, pt, ph, pw]
+    state["patch_embedding.weight"] = torch.cat([weight, weight.new_zeros(weight.shape[0], count, *weight.shape[2:])], 1)
+    wide.load_state_dict(state)
+    wide.register_to_config(**{POSITION_KEY: count})
+    return wide.to(weight.dtype)
 
 
 def guided(v_uncond: torch.Tensor, v_cond: torch.Tensor, guidance: float) -> torch.Tensor:
@@ -51,8 +111,9 @@ class FlowModel:
     def velocity(self, x_t: torch.Tensor, sigma: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """v prediction (float32) for x_t [B, C, T, h, w], sigma [B], text states [B, L, D]."""
         self.nfe += 1
+        x_in = with_positions(x_t.to(self.device, self.dtype), position_channels(self.transformer))
         out = self.transformer(
-            hidden_states=x_t.to(self.device, self.dtype),
+            hidden_states=x_in,
             timestep=(sigma * 1000).to(self.device, self.dtype),
             encoder_hidden_states=text.to(self.device, self.dtype),
             return_dict=False,

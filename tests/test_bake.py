@@ -70,3 +70,20 @@ def test_a_fast_forwarded_pool_samples_only_encoded_clips():
     assert any(torch.allclose(x, whole.latents[24:30][i], atol=1e-5) for x in x0[:1] for i in range(6))
     skipped.add(2)
     assert skipped.size == 8 and skipped.captions[30:32] == [whole._clip(30)[1], whole._clip(31)[1]]
+
+
+def test_teacher_bake_widens_a_narrow_export_to_position_channels(tmp_path):
+    """A teacher exported without position channels continues as one that reads them."""
+    from engine import loading
+    from engine.model import position_channels
+
+    vae = vae_bake.make_vae()
+    vae.save_pretrained(tmp_path / "out" / "vae", safe_serialization=True)
+    teacher_bake.export(teacher_bake.make_teacher(0), vae, tmp_path / "out", {"step": 1, "loss": 0.2})
+    cfg = teacher_bake.TeacherBakeConfig(steps=2, batch=2, checkpoint_every=1, export_every=2, warmup=1,
+                                         pool_capacity=16, new_clips_per_step=1, restart_at=1, positions_from=1)
+    _run(teacher_bake.train(cfg, tmp_path / "work", tmp_path / "out"))
+    assert checkpoint.latest(tmp_path / "work")[0] == 2
+    teacher = loading.load(str(tmp_path / "out")).teacher.transformer
+    assert position_channels(teacher) == 3 and teacher.config.in_channels == 19
+    assert teacher_bake.bake_record(tmp_path / "out")["teacher"]["step"] == 2

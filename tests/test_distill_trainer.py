@@ -151,6 +151,20 @@ def test_run_folder_ignores_the_step_count_so_a_run_can_be_extended():
     assert run_dir(_cfg(steps=4), "m") == run_dir(_cfg(steps=400), "m") != run_dir(_cfg(steps=4, lr=1e-3), "m")
 
 
+def test_a_new_teacher_under_the_same_name_starts_a_new_run(tmp_path):
+    """Regression: the run folder was keyed by settings and model name only, so distilling again
+    after re-baking the teacher resumed (and re-exported) the student of the old teacher."""
+    from engine.distill.run import run_dir, weights_fingerprint
+    from tests.conftest import tiny_transformer
+
+    tiny_transformer(seed=0).save_pretrained(tmp_path / "a", safe_serialization=True)
+    tiny_transformer(seed=1).save_pretrained(tmp_path / "b", safe_serialization=True)
+    first, second = weights_fingerprint(tmp_path / "a"), weights_fingerprint(tmp_path / "b")
+    assert first != second and first == weights_fingerprint(tmp_path / "a")
+    assert run_dir(_cfg(), "m", first) != run_dir(_cfg(), "m", second)
+    assert run_dir(_cfg(steps=4), "m", first) == run_dir(_cfg(steps=40), "m", first)
+
+
 def test_alias_serves_fewer_steps_with_one_network(tiny_folder, tmp_path):
     import shutil
 

@@ -49,3 +49,39 @@ def test_cfg_formula_by_hand():
     # v_u + w (v_c - v_u), w = 4: [1 + 4*2, 2 + 4*(-1)] = [9, -2]
     assert guided(v_u, v_c, 4.0).tolist() == [9.0, -2.0]
     assert guided(v_u, v_c, 1.0).tolist() == v_c.tolist()
+
+
+def test_position_channels_run_from_minus_one_to_one_over_the_clip():
+    from engine.model import with_positions
+
+    x = torch.zeros(2, 4, 5, 3, 4)
+    out = with_positions(x, 3)
+    assert out.shape == (2, 7, 5, 3, 4)
+    t, row, col = out[0, 4], out[0, 5], out[0, 6]
+    assert t[0].eq(-1).all() and t[-1].eq(1).all() and t[2].eq(0).all()
+    assert row[:, 0].eq(-1).all() and row[:, -1].eq(1).all()
+    assert col[..., 0].eq(-1).all() and col[..., -1].eq(1).all()
+    assert torch.equal(with_positions(x, 0), x)
+    with pytest.raises(ValueError, match="rushes_position_channels must be 0 or 3, got 2"):
+        with_positions(x, 2)
+
+
+def test_a_widened_network_predicts_as_before_and_keeps_its_key_on_disk(tmp_path):
+    from diffusers import WanTransformer3DModel
+
+    from engine.model import FlowModel, position_channels, widen_inputs
+    from tests.conftest import tiny_transformer
+
+    narrow = tiny_transformer().eval()
+    wide = widen_inputs(narrow, 3).eval()
+    assert wide.config.in_channels == 7 and position_channels(wide) == 3 and position_channels(narrow) == 0
+    x, s, text = torch.randn(2, 4, 3, 4, 4), torch.tensor([0.9, 0.3]), torch.randn(2, 6, 384)
+    with torch.no_grad():
+        assert torch.allclose(FlowModel(narrow).velocity(x, s, text), FlowModel(wide).velocity(x, s, text), atol=1e-6)
+        wide.patch_embedding.weight[:, 4:] = 0.5  # once trained, the positions change the prediction
+        assert not torch.allclose(FlowModel(narrow).velocity(x, s, text), FlowModel(wide).velocity(x, s, text))
+    wide.save_pretrained(tmp_path / "t", safe_serialization=True)
+    again = WanTransformer3DModel.from_pretrained(tmp_path / "t")
+    assert position_channels(again) == 3 and again.config.in_channels == 7
+    with pytest.raises(ValueError, match="already reads position channels"):
+        widen_inputs(again, 3)

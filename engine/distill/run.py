@@ -1,7 +1,8 @@
 """A distillation run end to end: store row, trainer, metrics, export of the student.
 
 Shared by `rushes distill` and the bake's students stage. The run's checkpoints live under
-`$RUSHES_HOME/runs/distill-<hash of settings>` so the same settings resume the same run.
+`$RUSHES_HOME/runs/distill-<hash of settings and teacher>` so the same settings on the same
+teacher weights resume the same run, and a re-baked teacher starts a new one.
 """
 
 from __future__ import annotations
@@ -20,18 +21,34 @@ from engine.events import Failed, Progress, Result
 from engine.store import Store
 
 
-def run_dir(cfg: DistillConfig, model: str) -> Path:
-    """Same settings, same folder; `steps` is left out so a finished run can be extended."""
+def run_dir(cfg: DistillConfig, model: str, teacher: str = "") -> Path:
+    """Same settings and teacher, same folder; `steps` is left out so a finished run can be
+    extended. `teacher` is the teacher weights' fingerprint (`weights_fingerprint`)."""
     settings = {k: v for k, v in cfg.to_dict().items() if k != "steps"}
-    key = hashlib.sha1(json.dumps([settings, str(model)], sort_keys=True).encode()).hexdigest()[:10]
+    key = hashlib.sha1(json.dumps([settings, str(model), teacher], sort_keys=True).encode()).hexdigest()[:10]
     return paths.runs() / f"distill-{key}"
+
+
+def weights_fingerprint(folder: Path, sample: int = 1 << 20) -> str:
+    """A cheap identity for the weights in `folder`: config, file sizes, and the first and last
+    MiB of each safetensors file (whole-file hashing would take seconds on a real checkpoint)."""
+    digest = hashlib.sha1()
+    for path in sorted(Path(folder).glob("*")):
+        if path.name == "config.json" or path.suffix == ".safetensors":
+            size = path.stat().st_size
+            digest.update(f"{path.name}:{size}".encode())
+            with path.open("rb") as f:
+                digest.update(f.read(sample))
+                f.seek(max(0, size - sample))
+                digest.update(f.read(sample))
+    return digest.hexdigest()[:16]
 
 
 def run_distillation(cfg: DistillConfig, model: str, out: str | Path, resume: bool = True) -> Iterator[str]:
     """Train, log and export; yields printable lines. Raises ValueError on failure."""
     loaded = loading.load(model)
     store = Store(paths.database())
-    work = run_dir(cfg, model)
+    work = run_dir(cfg, model, weights_fingerprint(loaded.folder / "transformer"))
     run_id = store.create_run("distill", cfg.to_dict() | {"model": str(model), "out": str(out)}, status="running")
     store.update_run(run_id, pid=os.getpid(), checkpoint=str(work))
     try:

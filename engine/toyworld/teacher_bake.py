@@ -4,6 +4,11 @@
 patch (1, 2, 2) over 16 x 17 x 8 x 8 latents = 272 tokens. Classifier-free guidance is learnt
 by dropping 10 % of captions to the empty prompt. bf16 autocast on CPU (about 1.7x faster per
 step than fp32 in our measurement) with fp32 master weights; the exported weights are an EMA.
+
+The network also reads three position channels (`engine.model.with_positions`): without them
+it could not tell the first frame from the last at pure noise, and drew motion at chance
+(docs/RESULTS.md, teacher). The shipped teacher was trained 12500 steps without them; the bake
+widens it there (zero weights on the new channels) and continues with a warm restart.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from engine.codec import VideoCodec
 from engine.distill.flow_matching import flow_matching_loss, sample_levels
 from engine.events import Progress
 from engine.folder import ModelInfo, write_pipeline
-from engine.model import add_noise
+from engine.model import POSITION_KEY, FlowModel, add_noise, position_channels, widen_inputs
 from engine.schedule import warmup_cosine
 from engine.textenc import TextEncoder, load_minilm
 from engine.toyworld.latents import LatentPool
@@ -35,7 +40,11 @@ TOYWORLD_INFO = ModelInfo(name="toyworld", shift=3.0, guidance=5.0, teacher_step
 
 @dataclass(frozen=True)
 class TeacherBakeConfig:
-    steps: int = 14000  # optimizer steps in all (8000 reached 59% MiniBench semantic; extended with a warm restart)
+    steps: int = 20500  # optimizer steps in all
+    first_steps: int = 14000  # the cosine schedule of steps before `restart_at`
+    restart_at: int = 12500  # a warm restart: from here the LR warms up again and decays to `steps`
+    position_channels: int = 3  # 0: RoPE only, as Wan; 3: frame time, row, column channels
+    positions_from: int = 12500  # the step whose export is widened to read position channels
     batch: int = 8  # clips per step
     new_clips_per_step: int = 2  # fresh renders encoded into the pool each step
     pool_capacity: int = 12000  # encoded clips kept for sampling
@@ -50,14 +59,29 @@ class TeacherBakeConfig:
     seed: int = 0
 
 
-def make_teacher() -> WanTransformer3DModel:
-    return WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=4, attention_head_dim=64, in_channels=16,
+def make_teacher(positions: int = 0) -> WanTransformer3DModel:
+    """The toyworld teacher's network; `positions` position channels (0 or 3) after the latents."""
+    model = WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=4, attention_head_dim=64, in_channels=16 + positions,
         out_channels=16, text_dim=384, freq_dim=256, ffn_dim=1024, num_layers=4, rope_max_seq_len=64)
+    if positions:
+        model.register_to_config(**{POSITION_KEY: positions})
+    return model
+
+
+def _load(model: WanTransformer3DModel, state: dict) -> None:
+    """Load weights into `model`, widening a state saved before position channels were added."""
+    if position_channels(model) and state["patch_embedding.weight"].shape[1] < model.config.in_channels:
+        narrow = make_teacher(0)
+        narrow.load_state_dict(state)
+        state = widen_inputs(narrow, position_channels(model)).state_dict()
+    model.load_state_dict(state)
 
 
 def _lr(cfg: TeacherBakeConfig, step: int) -> float:
-    return warmup_cosine(step, cfg.steps, cfg.warmup, cfg.lr, cfg.min_lr)
+    if step >= cfg.restart_at:
+        return warmup_cosine(step - cfg.restart_at, cfg.steps - cfg.restart_at, cfg.warmup, cfg.lr, cfg.min_lr)
+    return warmup_cosine(step, cfg.first_steps, cfg.warmup, cfg.lr, cfg.min_lr)
 
 
 @torch.no_grad()
@@ -79,22 +103,24 @@ def train(cfg: TeacherBakeConfig, work: Path, out: Path, resume: bool = True) ->
     encoder, tokenizer = load_minilm()
     text = TextEncoder(encoder, tokenizer, max_length=TOYWORLD_INFO.text_max_length)
     pool = LatentPool(VideoCodec(vae), text, capacity=cfg.pool_capacity, seed=cfg.seed)
-    model = make_teacher()
+    model = make_teacher(cfg.position_channels)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     start = 0
     found = checkpoint.latest(work) if resume else None
     if found:
         start, state, _ = found
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["opt"])
+        _load(model, state["model"])
+        _load(ema, state["ema"])
+        if state["model"]["patch_embedding.weight"].shape == model.patch_embedding.weight.shape:
+            opt.load_state_dict(state["opt"])  # a widened network starts its optimizer afresh
     elif resume and bake_record(out).get("teacher", {}).get("step"):
         # a fresh machine: warm-start from the committed export (EMA weights, no optimizer state)
         start = bake_record(out)["teacher"]["step"]
         exported = WanTransformer3DModel.from_pretrained(out / "transformer", torch_dtype=torch.float32)
-        model.load_state_dict(exported.state_dict())
-        ema.load_state_dict(exported.state_dict())
+        _load(model, exported.state_dict())
+        _load(ema, exported.state_dict())
+    flow = FlowModel(model)
     pool.fast_forward(64 + start * cfg.new_clips_per_step, keep=1024)  # a warm pool, quickly
     empty = text.encode([""])[0]  # [L, D]
     began, loss_avg = time.perf_counter(), None
@@ -110,8 +136,7 @@ def train(cfg: TeacherBakeConfig, work: Path, out: Path, resume: bool = True) ->
         for group in opt.param_groups:
             group["lr"] = _lr(cfg, step)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.autocast_bf16):
-            v = model(hidden_states=x_t, timestep=sigma * 1000, encoder_hidden_states=states,
-                      return_dict=False)[0]
+            v = flow.velocity(x_t, sigma, states)
         loss, _ = flow_matching_loss(v, x0, eps)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"teacher loss is {loss.item()} at step {step}; not saving")
@@ -138,9 +163,9 @@ def export_latest(work: Path, out: Path) -> Path:
     if not found:
         raise FileNotFoundError(f"no complete teacher checkpoint under {work}")
     step, state, info = found
-    teacher = make_teacher()
-    teacher.load_state_dict(state["ema"])
     cfg = TeacherBakeConfig()
+    teacher = make_teacher(cfg.position_channels)
+    _load(teacher, state["ema"])
     return export(teacher, load_vae(out / "vae"), out, {"step": step, "loss": info.get("loss"), "of": cfg.steps})
 
 
