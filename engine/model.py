@@ -48,8 +48,10 @@ logging.getLogger("diffusers.configuration_utils").addFilter(_OwnConfigKey())
 
 
 def position_channels(transformer) -> int:
-    """How many position channels the network expects after the latent channels (0 or 3)."""
-    return int(getattr(transformer.config, POSITION_KEY, 0) or 0)
+    """How many position channels the network expects after the latent channels (0 or 3); looks
+    through a DistributedDataParallel wrapper (`.module`)."""
+    network = getattr(transformer, "module", transformer)
+    return int(getattr(network.config, POSITION_KEY, 0) or 0)
 
 
 def with_positions(x: torch.Tensor, count: int) -> torch.Tensor:
