@@ -5,10 +5,10 @@ patch (1, 2, 2) over 16 x 17 x 8 x 8 latents = 272 tokens. Classifier-free guida
 by dropping 10 % of captions to the empty prompt. bf16 autocast on CPU (about 1.7x faster per
 step than fp32 in our measurement) with fp32 master weights; the exported weights are an EMA.
 
-The network also reads three position channels (`engine.model.with_positions`): without them
-it could not tell the first frame from the last at pure noise, and drew motion at chance
-(docs/RESULTS.md, teacher). The shipped teacher was trained 12500 steps without them; the bake
-widens it there (zero weights on the new channels) and continues with a warm restart.
+The network also reads three position channels (`engine.model.with_positions`): with RoPE
+alone it cannot tell the first frame from the last at pure noise (docs/RESULTS.md, teacher).
+The shipped teacher was trained 12500 steps without them; the bake widens that export (zero
+weights on the new channels, `_load`) and continues with a warm restart.
 """
 
 from __future__ import annotations
@@ -44,7 +44,6 @@ class TeacherBakeConfig:
     first_steps: int = 14000  # the cosine schedule of steps before `restart_at`
     restart_at: int = 12500  # a warm restart: from here the LR warms up again and decays to `steps`
     position_channels: int = 3  # 0: RoPE only, as Wan; 3: frame time, row, column channels
-    positions_from: int = 12500  # the step whose export is widened to read position channels
     batch: int = 8  # clips per step
     new_clips_per_step: int = 2  # fresh renders encoded into the pool each step
     pool_capacity: int = 12000  # encoded clips kept for sampling
