@@ -81,7 +81,7 @@ def test_teacher_bake_widens_a_narrow_export_to_position_channels(tmp_path):
     vae.save_pretrained(tmp_path / "out" / "vae", safe_serialization=True)
     teacher_bake.export(teacher_bake.make_teacher(0), vae, tmp_path / "out", {"step": 1, "loss": 0.2})
     cfg = teacher_bake.TeacherBakeConfig(steps=2, batch=2, checkpoint_every=1, export_every=2, warmup=1,
-                                         pool_capacity=16, new_clips_per_step=1, restart_at=1)
+                                         pool_capacity=16, new_clips_per_step=1, restarts=(1,))
     _run(teacher_bake.train(cfg, tmp_path / "work", tmp_path / "out"))
     assert checkpoint.latest(tmp_path / "work")[0] == 2
     teacher = loading.load(str(tmp_path / "out")).teacher.transformer

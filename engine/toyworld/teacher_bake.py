@@ -7,8 +7,8 @@ step than fp32 in our measurement) with fp32 master weights; the exported weight
 
 The network also reads three position channels (`engine.model.with_positions`): with RoPE
 alone it cannot tell the first frame from the last at pure noise (docs/RESULTS.md, teacher).
-The shipped teacher was trained 12500 steps without them; the bake widens that export (zero
-weights on the new channels, `_load`) and continues with a warm restart.
+The first 12500 steps were trained without them; the bake widened that export (zero weights on
+the new channels, `_load`) and continued with warm restarts at 12500 and 20500.
 """
 
 from __future__ import annotations
@@ -40,9 +40,10 @@ TOYWORLD_INFO = ModelInfo(name="toyworld", shift=3.0, guidance=5.0, teacher_step
 
 @dataclass(frozen=True)
 class TeacherBakeConfig:
-    steps: int = 20500  # optimizer steps in all
-    first_steps: int = 14000  # the cosine schedule of steps before `restart_at`
-    restart_at: int = 12500  # a warm restart: from here the LR warms up again and decays to `steps`
+    steps: int = 30500  # optimizer steps in all
+    first_steps: int = 14000  # the cosine schedule of the steps before the first restart
+    restarts: tuple[int, ...] = (12500, 20500)  # warm restarts: at each the LR warms up again and
+    # decays to the next restart (the last one: to `steps`)
     position_channels: int = 3  # 0: RoPE only, as Wan; 3: frame time, row, column channels
     batch: int = 8  # clips per step
     new_clips_per_step: int = 2  # fresh renders encoded into the pool each step
@@ -78,9 +79,12 @@ def _load(model: WanTransformer3DModel, state: dict) -> None:
 
 
 def _lr(cfg: TeacherBakeConfig, step: int) -> float:
-    if step >= cfg.restart_at:
-        return warmup_cosine(step - cfg.restart_at, cfg.steps - cfg.restart_at, cfg.warmup, cfg.lr, cfg.min_lr)
-    return warmup_cosine(step, cfg.first_steps, cfg.warmup, cfg.lr, cfg.min_lr)
+    begun = [r for r in cfg.restarts if r <= step]
+    if not begun:
+        return warmup_cosine(step, cfg.first_steps, cfg.warmup, cfg.lr, cfg.min_lr)
+    later = [r for r in cfg.restarts if r > step]
+    end = later[0] if later else cfg.steps
+    return warmup_cosine(step - begun[-1], end - begun[-1], cfg.warmup, cfg.lr, cfg.min_lr)
 
 
 @torch.no_grad()
