@@ -16,13 +16,13 @@ from engine.store import Store
 
 STAGES = ("vae", "teacher", "students")
 STUDENT_UPDATES = 150  # generator updates of the 4-step student
-# The shipped student is distilled by VSD alone (DMD2's term with its fake score) from the
-# teacher. Measured at 150 updates (docs/RESULTS.md, DOLLAR ablation): VSD 54.7% / 36.3%
-# MiniBench semantic at 4 steps; with w_ft 1 the latent-reward term collapsed students (VSD+LRM
-# 3.1%, diversity 0.12: the cause of the earlier 2- and 1-step collapse), and at the current
-# DistillConfig defaults (w_ft 0.1, LRM warm-up, CD CFG 3.5) full DOLLAR reached 50.0% / 32.0%,
-# still below VSD. `rushes distill` keeps every DOLLAR term as a knob.
-STUDENT_METHOD = "vsd"
+# The shipped student is distilled by the full DOLLAR recipe (VSD + consistency distillation +
+# the latent reward model on `toyworld-semantic`, DistillConfig defaults) from the teacher.
+# Measured on the 30500-step teacher at 150 updates (docs/RESULTS.md): DOLLAR 60.9% / 40.6%
+# MiniBench semantic at 4 steps, diversity 0.853 / 0.919; VSD alone 47.3% / 29.3% and collapsing
+# with more updates (diversity 0.54 / 0.44 at 300); VSD+CD 53.9% / 38.7%. `rushes distill`
+# keeps every term as a knob.
+STUDENT_METHOD = "vsd+cd+lrm"
 # The 2- and 1-step roles run the 4-step network on their own step lists: separately distilled
 # VSD students measured 2.9 / 2.0 points of MiniBench total better at 2 steps and +3.1 / -2.2 at
 # 1 step, but each adds a 9.9 MB network and the shipped model is held to 30 MB (23.7 MB now).
