@@ -87,3 +87,16 @@ def test_teacher_bake_widens_a_narrow_export_to_position_channels(tmp_path):
     teacher = loading.load(str(tmp_path / "out")).teacher.transformer
     assert position_channels(teacher) == 3 and teacher.config.in_channels == 19
     assert teacher_bake.bake_record(tmp_path / "out")["teacher"]["step"] == 2
+
+
+def test_teacher_lr_restarts_warm_up_again_and_each_segment_ends_at_the_next():
+    """Before the first restart the LR follows `first_steps`; each restart warms up from the
+    start again, and a segment decays to the floor just before the next restart (or `steps`)."""
+    cfg = teacher_bake.TeacherBakeConfig(steps=300, first_steps=150, restarts=(100, 200), warmup=10,
+                                         lr=1.0, min_lr=0.1)
+    lr = [teacher_bake._lr(cfg, s) for s in range(cfg.steps)]
+    assert lr[0] == lr[100] == lr[200] == 0.1  # warm-up step 1 of 10 of a peak of 1.0
+    assert lr[9] == lr[109] == lr[209] == 1.0
+    assert lr[99] > 0.1 + 1e-3  # the first schedule is 150 steps long: cut off before its floor
+    assert abs(lr[199] - 0.1) < 1e-3 and abs(lr[299] - 0.1) < 1e-3
+    assert lr[150] == lr[250]  # the second and third segments are the same length
