@@ -3,7 +3,9 @@
 A checkpoint is a folder `step-000123/` holding `state.safetensors` (tensors only: model and
 optimizer state flattened) and `meta.json` (step, rng state, metrics). A kill at any point
 leaves either the previous complete checkpoint or the new one, never a half-written folder at a
-final name; stale temp folders are swept by `latest`.
+final name. `latest` sweeps temp folders left by dead writers only: a reader polling a live run
+(a progress view, a test waiting for the first checkpoint) must not pull a folder out from under
+the process still writing it.
 """
 
 from __future__ import annotations
@@ -100,9 +102,7 @@ def complete_checkpoints(root: Path) -> list[Path]:
 
 def latest(root: Path) -> tuple[int, dict, dict] | None:
     """(step, state, info) of the newest complete checkpoint, or None; sweeps temp folders."""
-    if root.exists():
-        for tmp in root.glob(".tmp-step-*"):
-            shutil.rmtree(tmp, ignore_errors=True)
+    sweep_stale(root)
     found = complete_checkpoints(root)
     if not found:
         return None
@@ -110,6 +110,28 @@ def latest(root: Path) -> tuple[int, dict, dict] | None:
     meta = json.loads((path / "meta.json").read_text())
     state = _unflatten(load_file(str(path / "state.safetensors")), meta["values"])
     return meta["step"], state, meta["info"]
+
+
+def sweep_stale(root: Path) -> list[Path]:
+    """Remove temp checkpoint folders whose writer (the pid ending the name) is no longer running."""
+    swept = []
+    for tmp in root.glob(".tmp-step-*") if root.exists() else ():
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and _alive(int(pid)):
+            continue
+        shutil.rmtree(tmp, ignore_errors=True)
+        swept.append(tmp)
+    return swept
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
 
 
 def _fsync_dir(path: Path) -> None:

@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+
 import numpy as np
 import torch
 
@@ -45,14 +49,28 @@ def test_checkpoint_round_trip_and_partial_ignored(tmp_path):
     model(torch.randn(4, 3)).sum().backward()
     opt.step()
     checkpoint.save(tmp_path, 5, {"model": model.state_dict(), "opt": opt.state_dict()}, {"loss": 1.5})
-    (tmp_path / ".tmp-step-0000009-1").mkdir()  # a killed save
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    killed = tmp_path / f".tmp-step-0000009-{dead.pid}"  # a save whose writer is gone
+    killed.mkdir()
     (tmp_path / "step-0000010").mkdir()  # renamed but never marked complete
     step, state, info = checkpoint.latest(tmp_path)
     assert step == 5 and info == {"loss": 1.5}
-    assert not (tmp_path / ".tmp-step-0000009-1").exists()
+    assert not killed.exists()
     restored = torch.optim.AdamW(torch.nn.Linear(3, 2).parameters(), 1e-3)
     restored.load_state_dict(state["opt"])
     assert torch.equal(restored.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+
+
+def test_a_reader_leaves_a_live_writers_temp_folder_alone(tmp_path):
+    """Polling `latest` while another process saves must not delete the folder it is writing."""
+    writing = tmp_path / f".tmp-step-0000004-{os.getpid()}"
+    writing.mkdir()
+    (writing / "state.safetensors").write_bytes(b"half")
+    assert checkpoint.latest(tmp_path) is None
+    assert (writing / "state.safetensors").read_bytes() == b"half"
+    checkpoint.save(tmp_path, 4, {"x": torch.ones(2)})  # the writer finishes and renames it
+    assert checkpoint.latest(tmp_path)[0] == 4 and not writing.exists()
 
 
 def test_empty_dicts_survive_a_checkpoint(tmp_path):
