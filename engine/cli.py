@@ -117,11 +117,12 @@ def _distill(args) -> int:
     cfg = DistillConfig.from_file(args.config) if args.config else DistillConfig()
     overrides = {k: v for k, v in {"method": args.method, "student_steps": args.student_steps,
                                    "cd_m": args.cd_m, "steps": args.steps, "reward": args.reward,
-                                   "w_ft": args.w_ft, "lrm_warmup": args.lrm_warmup}.items()
+                                   "w_ft": args.w_ft, "lrm_warmup": args.lrm_warmup,
+                                   "init_student": args.init_student}.items()
                  if v is not None}
     cfg = replace(cfg, **overrides)
     out = args.out or str(paths.home() / "models" / f"{args.model}-{cfg.method.replace('+', '-')}-{cfg.student_steps}step")
-    for line in run_distillation(cfg, args.model, out, resume=args.resume):
+    for line in run_distillation(cfg, args.model, out, resume=args.resume, lora_rank=args.lora_rank):
         print(line, flush=True)
     return 0
 
@@ -207,6 +208,10 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--w-ft", type=float, default=None, help="weight of the latent-reward term L_FT (default 0.1)")
     d.add_argument("--lrm-warmup", type=int, default=None,
                    help="updates that fit the LRM before L_FT joins the generator loss (default 50)")
+    d.add_argument("--init-student", type=int, default=None,
+                   help="start from the model's N-step student instead of the teacher (e.g. 4 for a 1-step student)")
+    d.add_argument("--lora-rank", type=int, default=None,
+                   help="save the student as a LoRA of this rank on the --init-student network (a few MB)")
     d.add_argument("--out", default=None, help="pipeline folder to write (the teacher plus this student)")
     d.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
     t = sub.add_parser("tune", help="short latent-reward LoRA fine-tune of a student toward a reward",

@@ -120,19 +120,27 @@ def load(model: str | Path, device: str = "cpu", dtype: torch.dtype = torch.floa
     transformer = _load_transformer(folder / "transformer", dtype, device)
     loaded = LoadedModel(folder, info, _load_text(folder, info, device), codec, FlowModel(transformer, codec))
     if entry is not None and entry.lora:
-        from diffusers import WanPipeline
-
-        lora = adapters.weights_path(entry.lora)
-        state = WanPipeline.lora_state_dict(str(lora))  # converts the common Wan LoRA layouts
-        state = state[0] if isinstance(state, tuple) else state
-        if not all(torch.isfinite(v).all() for v in state.values()):
-            raise ValueError(f"step-distillation LoRA {lora} holds non-finite values")
-        transformer.load_lora_adapter(state, prefix="transformer", adapter_name="step_distill")
-        transformer.fuse_lora()  # the distilled student is the fused model
-        transformer.unload_lora()
+        _fuse_lora(transformer, entry.lora)
     if info.kind == "student":
         loaded.students[len(info.student_timesteps)] = (loaded.teacher, list(info.student_timesteps))
-    for steps, entry in info.students.items():
-        student = FlowModel(_load_transformer(folder / entry["folder"], dtype, device), codec)
-        loaded.students[int(steps)] = (student, list(entry["timesteps"]))
+    for steps, student_entry in info.students.items():
+        network = _load_transformer(folder / student_entry["folder"], dtype, device)
+        if student_entry.get("lora"):  # a student stored as a LoRA on another student's network
+            _fuse_lora(network, folder / student_entry["lora"])
+        loaded.students[int(steps)] = (FlowModel(network, codec), list(student_entry["timesteps"]))
     return loaded
+
+
+def _fuse_lora(transformer, path: str | Path) -> None:
+    """Fold a step-distillation LoRA into `transformer` for good (the distilled student is the
+    fused model)."""
+    from diffusers import WanPipeline
+
+    lora = adapters.weights_path(path)
+    state = WanPipeline.lora_state_dict(str(lora))  # converts the common Wan LoRA layouts
+    state = state[0] if isinstance(state, tuple) else state
+    if not all(torch.isfinite(v).all() for v in state.values()):
+        raise ValueError(f"step-distillation LoRA {lora} holds non-finite values")
+    transformer.load_lora_adapter(state, prefix="transformer", adapter_name="step_distill")
+    transformer.fuse_lora()
+    transformer.unload_lora()

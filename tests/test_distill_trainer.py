@@ -2,6 +2,7 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,9 @@ def test_resume_equals_uninterrupted(loaded, tmp_path):
     for key, tensor in a[1]["student"].items():
         assert torch.allclose(tensor, b[1]["student"][key], atol=1e-5), key
     assert a[2]["generator_loss"] == pytest.approx(b[2]["generator_loss"], rel=1e-4, abs=1e-6)
+    shorter = list(train(replace(cfg, steps=2), loaded, tmp_path / "whole"))  # regression: exported 4 updates
+    assert len(shorter) == 1 and isinstance(shorter[0], Failed)
+    assert "already made 4 updates, more than the 2" in shorter[0].message
 
 
 def test_huge_learning_rate_stops_as_diverged_without_saving_nan(loaded, tmp_path):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from engine import loading, paths
 from engine.distill.config import DistillConfig
-from engine.distill.export import add_student
+from engine.distill.export import add_student, add_student_lora, copy_pipeline
 from engine.distill.trainer import train
 from engine.events import Failed, Progress, Result
 from engine.store import Store
@@ -44,11 +44,33 @@ def weights_fingerprint(folder: Path, sample: int = 1 << 20) -> str:
     return digest.hexdigest()[:16]
 
 
-def run_distillation(cfg: DistillConfig, model: str, out: str | Path, resume: bool = True) -> Iterator[str]:
-    """Train, log and export; yields printable lines. Raises ValueError on failure."""
+def starting_weights(loaded: loading.LoadedModel, cfg: DistillConfig) -> str:
+    """The fingerprint a run folder is keyed by: the teacher's weights, and with `init_student`
+    also the starting student's (a re-distilled 4-step student must not resume an old 1-step run)."""
+    teacher = weights_fingerprint(loaded.folder / "transformer")
+    if cfg.init_student is None:
+        return teacher
+    entry = loaded.info.students.get(str(cfg.init_student))
+    if entry is None:
+        raise ValueError(f"model {loaded.info.name!r} has no {cfg.init_student}-step student to start from")
+    start = weights_fingerprint(loaded.folder / entry["folder"])
+    if entry.get("lora"):
+        start += weights_fingerprint(loaded.folder / entry["lora"])
+    return f"{teacher}+{start}"
+
+
+def run_distillation(cfg: DistillConfig, model: str, out: str | Path, resume: bool = True,
+                     lora_rank: int | None = None) -> Iterator[str]:
+    """Train, log and export; yields printable lines. Raises ValueError on failure.
+
+    With `lora_rank`, the student (which must start from the `cfg.init_student`-step student)
+    is exported as a LoRA of that rank on the network it started from, not as a whole network.
+    """
+    if lora_rank is not None and (cfg.init_student is None or lora_rank < 1):
+        raise ValueError(f"a LoRA export (rank {lora_rank}) needs init_student set and a rank >= 1")
     loaded = loading.load(model)
     store = Store(paths.database())
-    work = run_dir(cfg, model, weights_fingerprint(loaded.folder / "transformer"))
+    work = run_dir(cfg, model, starting_weights(loaded, cfg))
     run_id = store.create_run("distill", cfg.to_dict() | {"model": str(model), "out": str(out)}, status="running")
     store.update_run(run_id, pid=os.getpid(), checkpoint=str(work))
     try:
@@ -66,11 +88,20 @@ def run_distillation(cfg: DistillConfig, model: str, out: str | Path, resume: bo
                 trainer = event.value
                 if trainer.acc.is_main_process:
                     student = trainer.acc.unwrap_model(trainer.student_ddp)
-                    add_student(loaded.folder, student, cfg.student_steps, trainer.timesteps, Path(out),
-                                record={"method": cfg.method, "steps": cfg.steps, "reward": cfg.reward})
+                    record = {"method": cfg.method, "steps": cfg.steps, "reward": cfg.reward}
+                    extra = {}
+                    if lora_rank is None:
+                        add_student(loaded.folder, student, cfg.student_steps, trainer.timesteps, Path(out),
+                                    record=record)
+                    else:
+                        if Path(out).resolve() != loaded.folder.resolve():
+                            copy_pipeline(loaded.folder, Path(out))
+                        extra = add_student_lora(Path(out), student, cfg.student_steps, trainer.timesteps,
+                                                 cfg.init_student, lora_rank,
+                                                 record=record | {"from": f"{cfg.init_student}-step student"})
                 store.update_run(run_id, status="done", step=trainer.step)
                 yield json.dumps({"out": str(out), "student_steps": cfg.student_steps, "method": cfg.method,
-                                  "timesteps": trainer.timesteps, "run_id": run_id})
+                                  "timesteps": trainer.timesteps, "run_id": run_id} | extra)
     except (KeyboardInterrupt, SystemExit):
         store.update_run(run_id, status="interrupted")
         raise

@@ -209,6 +209,10 @@ def train(cfg: DistillConfig, loaded: LoadedModel, work: Path, resume: bool = Tr
     trainer = DollarTrainer(cfg, loaded, work, accelerator)
     if resume:
         trainer.resume()
+    if trainer.step > cfg.steps:  # the folder is shared by every step count: never export more than asked
+        yield Failed(f"the run in {work} has already made {trainer.step} updates, more than the {cfg.steps} "
+                     f"asked for; ask for {trainer.step} or more to continue it, or start afresh without resuming")
+        return
     trainer.fill_pool()
     began, start, nonfinite = time.perf_counter(), trainer.step, 0
     while trainer.step < cfg.steps:
