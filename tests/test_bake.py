@@ -100,3 +100,32 @@ def test_teacher_lr_restarts_warm_up_again_and_each_segment_ends_at_the_next():
     assert lr[99] > 0.1 + 1e-3  # the first schedule is 150 steps long: cut off before its floor
     assert abs(lr[199] - 0.1) < 1e-3 and abs(lr[299] - 0.1) < 1e-3
     assert lr[150] == lr[250]  # the second and third segments are the same length
+
+
+def test_students_stage_ships_a_network_an_alias_and_a_lora_and_resumes_without_training(
+        tiny_folder, tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    from engine import loading, paths
+    from engine.toyworld import bake
+
+    folder = tmp_path / "toyworld"
+    shutil.copytree(tiny_folder, folder)
+    monkeypatch.setattr(paths, "TOYWORLD", folder)
+    small = {"batch": 2, "frames": 3, "size": 32, "pool_capacity": 16, "fake_updates": 1, "lrm_warmup": 0}
+    monkeypatch.setattr(bake, "STUDENT_SETTINGS", {"method": "vsd+cd+lrm", "steps": 2} | small)
+    monkeypatch.setattr(bake, "FEWER_STEP_STUDENTS", {1: {"steps": 1}})
+    monkeypatch.setattr(bake, "STUDENT_LORA_RANK", 2)
+    lines = list(bake.bake("students"))
+    assert sum("[distill] step" in line for line in lines) == 3  # 2 updates of the 4-step, 1 of the 1-step
+    students = json.loads((folder / "rushes.json").read_text())["students"]
+    assert students["2"] == {"folder": "students/4step", "timesteps": [1000, 500]}
+    assert students["1"] == {"folder": "students/4step", "lora": "students/1step-lora", "timesteps": [1000]}
+    assert sorted(p.name for p in (folder / "students").iterdir()) == ["1step-lora", "4step"]
+    assert json.loads((folder / "bake.json").read_text())["student_1step"]["rank"] == 2
+    model = loading.load(str(folder))
+    one, four = model.student(1)[0].transformer, model.student(4)[0].transformer
+    assert any(not torch.equal(a, b) for a, b in zip(one.parameters(), four.parameters()))
+    again = list(bake.bake("students"))  # finished runs re-export, nothing trains
+    assert not any("[distill] step" in line for line in again)
