@@ -8,7 +8,7 @@ held-out samples; the tune's wall time. All in one run, side by side.
 
     python bench/reward.py --steps 300 [--rewards colourfulness,contrast] [--prompts 8 --seeds 2] [--lrm-replay 0]
                            [--reg base|vsd|none] [--reg-weight 1.0] [--lrm-members 1]
-                           [--reward-scale 1.0] [--reward-norm 0|1]
+                           [--reward-scale 1.0] [--reward-norm 0|1] [--target-modules attn1.to_q,...]
 """
 
 from __future__ import annotations
@@ -79,6 +79,9 @@ def main() -> None:
     ap.add_argument("--reward-scale", type=float, default=None, help="TuneConfig.reward_scale (default 1.0)")
     ap.add_argument("--reward-norm", type=int, choices=[0, 1], default=None,
                     help="TuneConfig.reward_norm: 1 divides the LRM term by the reward's running sd")
+    ap.add_argument("--target-modules", default=None,
+                    help="TuneConfig.target_modules, comma-separated (default to_q,to_k,to_v,to_out.0: self- and "
+                         "cross-attention); e.g. attn1.to_q,attn1.to_k,attn1.to_v,attn1.to_out.0 for self-attention only")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     engine = Engine()
@@ -93,7 +96,8 @@ def main() -> None:
         before = summary(score, items, base_videos)
         knobs = {"lrm_replay": args.lrm_replay, "lrm_members": args.lrm_members, "reg": args.reg, "reg_weight": args.reg_weight,
                  "reward_scale": args.reward_scale,
-                 "reward_norm": None if args.reward_norm is None else bool(args.reward_norm)}
+                 "reward_norm": None if args.reward_norm is None else bool(args.reward_norm),
+                 "target_modules": args.target_modules and args.target_modules.split(",")}
         extra = {k: v for k, v in knobs.items() if v is not None}
         cfg = TuneConfig(model=args.model, reward=name, steps=args.steps, **extra)
         began = time.perf_counter()
