@@ -16,7 +16,7 @@ LoRA climbs it). Protocol, all in one run in a fresh RUSHES_HOME:
 The default taste is warmth (mean red minus mean blue, per pixel, 0-255 scale); `--taste`
 also takes any built-in reward name.
 
-    python bench/ratings.py [--model toyworld] [--clips 30 --pairs 10] [--steps 150] [--taste warmth]
+    python bench/ratings.py [--model toyworld] [--clips 30 --pairs 10] [--steps 150] [--taste warmth] [--target-modules attn1.to_q,...]
     python bench/ratings.py --prompts 24 --fit-only 'old={"views": 0}' 'default={}'   # the fit alone
 """
 
@@ -56,6 +56,7 @@ def main() -> None:
     ap.add_argument("--reward-scale", type=float, default=None, help="TuneConfig.reward_scale (default 1.0)")
     ap.add_argument("--reward-norm", type=int, choices=[0, 1], default=None,
                     help="TuneConfig.reward_norm: 1 divides the LRM term by the reward's running sd")
+    ap.add_argument("--target-modules", default=None, help="TuneConfig.target_modules, comma-separated")
     ap.add_argument("--fit-only", nargs="+", default=None, metavar="LABEL=JSON",
                     help="no tune: fit the ratings LRM once per variant (fit_ratings_model kwargs, e.g. "
                          "'no views={\"views\": 0}') and print its held-out r against the hidden taste")
@@ -109,7 +110,8 @@ def main() -> None:
         fit_only(args, loaded, [[make(p, s).clip for s in range(args.seeds)] for p in held], held, taste)
         return
     knobs = {"ratings_views": args.views, "reward_scale": args.reward_scale,
-             "reward_norm": None if args.reward_norm is None else bool(args.reward_norm)}
+             "reward_norm": None if args.reward_norm is None else bool(args.reward_norm),
+             "target_modules": args.target_modules and args.target_modules.split(",")}
     knobs = {k: v for k, v in knobs.items() if v is not None}
     cfg = TuneConfig(model=model, reward="ratings", steps=args.steps, checkpoint_every=max(1, args.steps),
                      ratings_text=bool(args.use_text), **knobs)
@@ -150,12 +152,23 @@ def main() -> None:
     diff = (after - before).ravel()
     print(f"| paired change in taste, mean +- standard error (t) | {diff.mean():+.2f} +- "
           f"{diff.std(ddof=1) / np.sqrt(diff.size):.2f} ({diff.mean() / (diff.std(ddof=1) / np.sqrt(diff.size)):+.1f}) |")
+    wins, losses = int((after > before).sum()), int((after < before).sum())
     print(f"| win rate (tuned clip has the higher taste, same prompt and seed) | "
           f"{float(np.mean(after > before)):.0%} of {after.size} |")
+    print(f"| sign test: wins / losses, two-sided p | {wins} / {losses}, p = {sign_test(wins, losses):.3f} |")
     print(f"| MiniBench semantic accuracy, without -> with the adapter | {semantic(base):.3f} -> {semantic(tuned):.3f} |")
     print(f"| tune wall time | {wall:.0f} s |")
     print(f"\nknobs: reward_scale {cfg.reward_scale}, reward_norm {cfg.reward_norm}, ratings_views {cfg.ratings_views}, "
           f"ratings_text {cfg.ratings_text}")
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided exact binomial (p = 1/2) test of wins against losses, ties left out."""
+    import math
+
+    n = wins + losses
+    tail = sum(math.comb(n, k) for k in range(max(wins, losses), n + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
 
 
 def fit_only(args, loaded, base, held: list[str], taste) -> None:

@@ -57,10 +57,22 @@ def clips(engine, model, items, seeds, lora=None):
 def summary(score, items, videos) -> dict:
     flat = [(c, v) for (spec, c), row in zip(items, videos) for v in row]
     true = score([v for _, v in flat], [c for c, _ in flat])
-    sem = np.mean([np.mean(list(judge.score(v, spec).values())) for (spec, _), row in zip(items, videos) for v in row])
+    aspects = [judge.score(v, spec) for (spec, _), row in zip(items, videos) for v in row]
     div = np.mean([minibench.vendi_diversity(row) for row in videos]) if len(videos[0]) > 1 else float("nan")
-    return {"reward": float(np.mean(true)), "reward_std": float(np.std(true)), "semantic": float(sem),
-            "diversity": float(div)}
+    per_clip = np.array([np.mean(list(a.values())) for a in aspects])
+    return {"reward": float(np.mean(true)), "reward_std": float(np.std(true)), "semantic": float(per_clip.mean()),
+            "diversity": float(div), "per_clip": per_clip,
+            "aspects": {k: float(np.mean([a[k] for a in aspects])) for k in aspects[0]}}
+
+
+def semantic_change(before: dict, after: dict) -> str:
+    """Paired change of semantic accuracy in points (same prompts and seeds) +- its standard error,
+    and the aspect that moved most."""
+    diff = 100 * (after["per_clip"] - before["per_clip"])
+    se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
+    moved = {k: 100 * (after["aspects"][k] - before["aspects"][k]) for k in before["aspects"]}
+    worst = min(moved, key=moved.get)
+    return f"{diff.mean():+.1f} +- {se:.1f} ({worst} {moved[worst]:+.1f})"
 
 
 def main() -> None:
@@ -80,17 +92,17 @@ def main() -> None:
     ap.add_argument("--reward-norm", type=int, choices=[0, 1], default=None,
                     help="TuneConfig.reward_norm: 1 divides the LRM term by the reward's running sd")
     ap.add_argument("--target-modules", default=None,
-                    help="TuneConfig.target_modules, comma-separated (default to_q,to_k,to_v,to_out.0: self- and "
-                         "cross-attention); e.g. attn1.to_q,attn1.to_k,attn1.to_v,attn1.to_out.0 for self-attention only")
+                    help="TuneConfig.target_modules, comma-separated (default: self-attention and feed-forward, "
+                         "engine.tune.config.SELF_ATTENTION_AND_FFN); to_q,to_k,to_v,to_out.0 was the default before")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     engine = Engine()
     items = [sample_clip("public-heldout", i) for i in range(args.prompts)]
     base_videos, base_latents = clips(engine, args.model, items, args.seeds)
     print(f"model {args.model}; {args.steps} tune steps; {args.prompts} public-heldout prompts x {args.seeds} seeds\n")
-    print("| reward | before | after | change | change / sd | semantic before -> after | diversity before -> after "
-          "| LRM Pearson r | tune wall s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| reward | before | after | change | change / sd | semantic before -> after | semantic change +- SE "
+          "(aspect that fell most) | diversity before -> after | LRM Pearson r | tune wall s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name in args.rewards.split(","):
         score = scorer(RewardSpec(name))
         before = summary(score, items, base_videos)
@@ -121,7 +133,7 @@ def main() -> None:
         change = after["reward"] - before["reward"]
         print(f"| {name} | {before['reward']:.4f} | {after['reward']:.4f} | "
               f"{100 * change / max(abs(before['reward']), 1e-9):+.1f}% | {change / max(before['reward_std'], 1e-9):+.2f} | "
-              f"{before['semantic']:.3f} -> {after['semantic']:.3f} | {before['diversity']:.3f} -> {after['diversity']:.3f} "
+              f"{before['semantic']:.3f} -> {after['semantic']:.3f} | {semantic_change(before, after)} | {before['diversity']:.3f} -> {after['diversity']:.3f} "
               f"| {r:.3f} | {wall:.0f} |", flush=True)
 
 
