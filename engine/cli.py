@@ -135,7 +135,7 @@ def _tune(args) -> int:
     cfg = TuneConfig(model=args.model, student_steps=args.student_steps, reward=args.reward,
                      reference=args.reference, reward_file=args.reward_file, reward_model=args.reward_model,
                      steps=args.steps, rank=args.rank, reg=args.reg, alpha=float(args.rank), lr=args.lr, batch=args.batch,
-                     device=args.device)
+                     device=args.device, **({"target_modules": args.target_modules.split(",")} if args.target_modules else {}))
     for event in run_tune(cfg, args.out, eval_prompts=args.eval_prompts):
         if isinstance(event, Progress) and not args.json:
             shown = " ".join(f"{k} {event.metrics[k]:.4g}" for k in ("reward", "lrm_reward", "reg") if k in event.metrics)
@@ -226,6 +226,9 @@ def parser() -> argparse.ArgumentParser:
                                                           "(default $RUSHES_HOME/reward-models/<reward>)")
     t.add_argument("--steps", type=int, default=300, help="LoRA updates (default 300)")
     t.add_argument("--rank", type=int, default=8, help="LoRA rank (default 8)")
+    t.add_argument("--target-modules", default=None,
+                   help="layers the LoRA adapts, comma-separated Linear names or suffixes "
+                        "(default: TuneConfig.target_modules)")
     t.add_argument("--lr", type=float, default=1e-3, help="LoRA learning rate (default 1e-3)")
     t.add_argument("--batch", type=int, default=4, help="clips per update (default 4)")
     t.add_argument("--reg", default="base", choices=["base", "vsd", "none"],

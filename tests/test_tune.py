@@ -16,7 +16,7 @@ from engine.reward.spec import RewardSpec, scorer
 from engine.store import Store
 from engine.toyworld.render import render, sample_clip
 from engine.tune.config import TuneConfig
-from engine.tune.trainer import train
+from engine.tune.trainer import Tuner, train
 
 CLIP = render(sample_clip("train", 2)[0])
 
@@ -79,6 +79,20 @@ def _cfg(folder, **kw):
                           "reward": "colourfulness", "prompts": ["a red ball", "a blue box"]} | kw))
 
 
+def test_target_modules_that_match_no_layer_are_named(tiny_folder, tmp_path):
+    with pytest.raises(ValueError, match="target_modules"):
+        TuneConfig(target_modules=[])
+    with pytest.raises(ValueError, match=r"attn9\.to_q.*attn1\.to_q"):  # names the bad one and what exists
+        list(train(_cfg(tiny_folder, target_modules=["attn1.to_q", "attn9.to_q"]), loading.load(str(tiny_folder)),
+                   tmp_path / "a"))
+    events = list(train(_cfg(tiny_folder, steps=2, target_modules=["attn1.to_q", "ffn.net.2"]),
+                        loading.load(str(tiny_folder)), tmp_path / "b"))
+    trained = {n.split(".lora_")[0] for n, p in events[-1].value.transformer.named_parameters() if p.requires_grad}
+    assert trained and all(n.endswith(("attn1.to_q", "ffn.net.2")) for n in trained)
+    again = Tuner(_cfg(tiny_folder, target_modules=["attn2.to_k"]), events[-1].value.loaded, tmp_path / "c")
+    assert again.lora_params  # layers peft already wrapped still match by name
+
+
 @pytest.mark.parametrize("replay", [0, 4])
 def test_tune_moves_only_the_lora_and_resumes(tiny_folder, tmp_path, replay):
     events = list(train(_cfg(tiny_folder, lrm_replay=replay, reward_norm=bool(replay)), loading.load(str(tiny_folder)), tmp_path / "a"))
@@ -86,6 +100,7 @@ def test_tune_moves_only_the_lora_and_resumes(tiny_folder, tmp_path, replay):
     tuner = events[-1].value
     lora = [n for n, p in tuner.transformer.named_parameters() if p.requires_grad]
     assert lora and all("lora_" in n for n in lora)
+    assert any("ffn" in n for n in lora) and not any("attn2" in n for n in lora)  # default: leave the prompt's path
     assert {"reward", "lrm_fit_loss", "reg", "loss"} <= set(events[-1 - 1].metrics)
     gen = train(_cfg(tiny_folder, lrm_replay=replay, reward_norm=bool(replay)), loading.load(str(tiny_folder)), tmp_path / "b")
     for event in gen:

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from engine.knobs import check_device, strict_config
 
 REGULARISERS = ("base", "vsd", "none")
+SELF_ATTENTION_AND_FFN = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "ffn.net.0.proj", "ffn.net.2")
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,10 @@ class TuneConfig:
     steps: int = 300  # generator (LoRA) updates
     rank: int = 8  # LoRA rank
     alpha: float = 8.0  # LoRA alpha (scale = alpha / rank)
-    target_modules: list[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
+    # which Linear layers the LoRA adapts (names or dotted suffixes, as peft matches them): self-attention and the
+    # feed-forward, not the cross-attention that reads the prompt; moved every built-in reward further with fewer
+    # semantic points lost than to_q/k/v/out.0 of both attentions (docs/RESULTS.md, reward tuning)
+    target_modules: list[str] = field(default_factory=lambda: list(SELF_ATTENTION_AND_FFN))
     lr: float = 1e-3  # LoRA learning rate
     lrm_lr: float = 1e-3  # latent reward model learning rate
     lrm_warmup: int = 10  # updates fitting only the LRM before the LoRA moves
@@ -57,6 +61,8 @@ class TuneConfig:
         for name in ("lrm_replay", "ratings_views"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.target_modules or not all(isinstance(m, str) and m.strip() for m in self.target_modules):
+            raise ValueError(f"target_modules must be a non-empty list of layer names, got {self.target_modules!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive number, got {self.lr}")
 

@@ -53,6 +53,17 @@ def default_prompts(n: int = 512) -> list[str]:
     return [sample_clip("train", i)[1] for i in range(n)]
 
 
+def check_target_modules(transformer: torch.nn.Module, targets: list[str], model: str) -> None:
+    """Every target must name Linear layers the way peft matches them (the full name or a dotted suffix)."""
+    linears = [name.removesuffix(".base_layer") for name, module in transformer.named_modules()
+               if isinstance(module, torch.nn.Linear)]  # a layer peft has wrapped keeps its Linear as base_layer
+    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in linears)]
+    if missing:
+        suffixes = sorted({n.split(".", 2)[-1] for n in linears if n.startswith("blocks.0.")})
+        raise ValueError(f"target_modules {missing} match no Linear layer of {model}'s student; "
+                         f"its blocks have {', '.join(suffixes)}")
+
+
 class Tuner:
     def __init__(self, cfg: TuneConfig, loaded: LoadedModel, work: Path):
         self.cfg, self.loaded, self.work = cfg, loaded, work
@@ -62,6 +73,7 @@ class Tuner:
         self.transformer.requires_grad_(False)
         if ADAPTER in getattr(self.transformer, "peft_config", {}):
             self.transformer.delete_adapters([ADAPTER])
+        check_target_modules(self.transformer, cfg.target_modules, cfg.model)
         self.transformer.add_adapter(LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, init_lora_weights=True,
                                                 target_modules=list(cfg.target_modules)), adapter_name=ADAPTER)
         self.transformer.set_adapter(ADAPTER)
