@@ -7,7 +7,7 @@ and after (same prompts and seeds); the LRM's Pearson r against the true reward 
 held-out samples; the tune's wall time. All in one run, side by side.
 
     python bench/reward.py --steps 300 [--rewards colourfulness,contrast] [--prompts 8 --seeds 2] [--lrm-replay 0]
-                           [--reg base|vsd|prompt|none] [--reg-weight 1.0] [--lrm-members 1]
+                           [--reg base|vsd|none] [--reg-weight 1.0] [--lrm-members 1]
                            [--reward-scale 1.0] [--reward-norm 0|1] [--target-modules attn1.to_q,...]
 """
 
@@ -86,7 +86,7 @@ def main() -> None:
     ap.add_argument("--lrm-replay", type=int, default=None,
                     help="TuneConfig.lrm_replay (past samples the LRM refits on; 0 = current batch only)")
     ap.add_argument("--lrm-members", type=int, default=None, help="TuneConfig.lrm_members (LRM ensemble size)")
-    ap.add_argument("--reg", default=None, help="TuneConfig.reg: base, vsd, prompt or none (default base)")
+    ap.add_argument("--reg", default=None, help="TuneConfig.reg: base, vsd or none (default base)")
     ap.add_argument("--reg-weight", type=float, default=None, help="TuneConfig.reg_weight (default 1.0)")
     ap.add_argument("--reward-scale", type=float, default=None, help="TuneConfig.reward_scale (default 1.0)")
     ap.add_argument("--reward-norm", type=int, choices=[0, 1], default=None,

@@ -231,10 +231,9 @@ def parser() -> argparse.ArgumentParser:
                         "(default: TuneConfig.target_modules)")
     t.add_argument("--lr", type=float, default=1e-3, help="LoRA learning rate (default 1e-3)")
     t.add_argument("--batch", type=int, default=4, help="clips per update (default 4)")
-    t.add_argument("--reg", default="base", choices=["base", "vsd", "prompt", "none"],
+    t.add_argument("--reg", default="base", choices=["base", "vsd", "none"],
                    help="regulariser: distance to the frozen student (base, default), the VSD term against "
-                        "the teacher (vsd, slower), distance to the frozen student's response to the prompt "
-                        "(prompt), or none")
+                        "the teacher (vsd, slower), or none")
     t.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto (cuda when available)")
     t.add_argument("--eval-prompts", type=int, default=4, help="held-out prompts for reward before/after (0 skips)")
     t.add_argument("--out", required=True, help="adapter folder to write (diffusers LoRA format)")

@@ -16,7 +16,7 @@ from engine.reward.spec import RewardSpec, scorer
 from engine.store import Store
 from engine.toyworld.render import render, sample_clip
 from engine.tune.config import TuneConfig
-from engine.tune.trainer import Tuner, prompt_steer_distance, train
+from engine.tune.trainer import Tuner, train
 
 CLIP = render(sample_clip("train", 2)[0])
 
@@ -159,17 +159,6 @@ def test_lrm_refits_on_replayed_samples(tiny_folder, monkeypatch):
     assert rewards.abs().sum() > 0 and set(tuner.replay["prompt"].tolist()) <= {0, 1}
     with pytest.raises(ValueError, match="lrm_replay"):
         TuneConfig(lrm_replay=-1)
-
-
-def test_prompt_regulariser_holds_only_what_the_prompt_changes(tiny_folder, tmp_path):
-    base = torch.tensor([[1.0, 2.0], [0.0, 0.0]])
-    assert prompt_steer_distance(base, base) == 0
-    assert prompt_steer_distance(base + torch.tensor([[0.0, 2.0], [0.0, 0.0]]), base) == pytest.approx(1.0)  # 4 / 4
-    events = list(train(_cfg(tiny_folder, reg="prompt", steps=3), loading.load(str(tiny_folder)), tmp_path / "a"))
-    assert isinstance(events[-1], Result)
-    regs = [e.metrics["reg"] for e in events if isinstance(e, Progress) and "reg" in e.metrics]
-    assert regs[0] == 0.0 and all(math.isfinite(r) for r in regs)  # LoRA starts at zero: nothing moved yet
-    assert regs[-1] > 0  # the updates moved the prompt's response a little, and the term sees it
 
 
 def test_vsd_regulariser_trains_a_fake_score_and_resumes_exactly(tiny_folder, tmp_path):

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 
 from engine.knobs import check_device, strict_config
 
-REGULARISERS = ("base", "vsd", "prompt", "none")
+REGULARISERS = ("base", "vsd", "none")
 SELF_ATTENTION_AND_FFN = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "ffn.net.0.proj", "ffn.net.2")
 
 
@@ -37,9 +37,7 @@ class TuneConfig:
     ratings_views: int = 3  # reward "ratings": denoised copies of each rated clip in the fit (engine/reward/ratings.py)
     ratings_text: bool = True  # reward "ratings": condition the ratings LRM on the prompt
     batch: int = 4  # clips per update
-    # regulariser: "base" (distance to the frozen student), "vsd" (DMD2 term vs the teacher), "prompt" (distance to
-    # the frozen student's response to the prompt: prediction with it minus with the empty prompt), "none"
-    reg: str = "base"
+    reg: str = "base"  # regulariser: "base" (distance to the frozen student), "vsd" (DMD2 term vs the teacher), "none"
     reg_weight: float = 1.0  # lambda in -LRM + lambda * regulariser
     fake_updates: int = 2  # reg "vsd": fake-score updates per LoRA update
     fake_lr: float = 1e-4  # reg "vsd": fake-score learning rate

@@ -17,9 +17,7 @@ same input (adapter disabled), so the reward is reached without drifting off the
 distribution; or "vsd": the DMD2 variational score distillation term (engine/distill/vsd.py)
 against the teacher with CFG, with a fake score (initialised from the teacher) tracking the
 tuned student by `fake_updates` flow-matching updates per LoRA update (DOLLAR eq. 5's L_VSD
-kept during reward tuning, so the samples stay on the teacher's distribution); or "prompt":
-mean ((x - x_u) - (x_base - x_base_u))^2 with x_u, x_base_u the predictions for the empty prompt,
-holding how the student responds to the prompt and leaving the rest to the reward. A reward that fails
+kept during reward tuning, so the samples stay on the teacher's distribution). A reward that fails
 (raises, NaN, wrong type) skips the update: no optimizer step is taken on a bad reward.
 """
 
@@ -104,7 +102,6 @@ class Tuner:
             fake = copy.deepcopy(self.teacher.transformer).float().requires_grad_(True).train()
             self.fake = FlowModel(fake, loaded.codec)
             self.opt_fake = torch.optim.AdamW(fake.parameters(), lr=cfg.fake_lr, weight_decay=0.0)
-        if cfg.reg in ("vsd", "prompt"):
             self.uncond = loaded.text.encode([""])
         self.opt = torch.optim.AdamW(self.lora_params, lr=cfg.lr, weight_decay=0.0)
         self.opt_lrm = torch.optim.AdamW(self.lrm.parameters(), lr=cfg.lrm_lr)
@@ -193,16 +190,6 @@ class Tuner:
                 reg = torch.mean((x - x_base) ** 2)
                 loss = loss + cfg.reg_weight * reg
                 logs["reg"] = reg.item()
-            elif cfg.reg == "prompt":
-                uncond = self.uncond.expand(x.shape[0], -1, -1)
-                x_u = self.flow.predict_x0(x_t, level, uncond)
-                self.transformer.disable_adapters()
-                with torch.no_grad():
-                    steer_base = self.flow.predict_x0(x_t, level, text) - self.flow.predict_x0(x_t, level, uncond)
-                self.transformer.enable_adapters()
-                reg = prompt_steer_distance(x - x_u, steer_base)
-                loss = loss + cfg.reg_weight * reg
-                logs["reg"] = reg.item()
             elif cfg.reg == "vsd":
                 reg = self._vsd(x, text, gen, logs)
                 loss = loss + cfg.reg_weight * reg
@@ -251,13 +238,6 @@ class Tuner:
                                   self.cfg.vsd_guidance, shift, gen)
         logs |= {"reg": reg.item(), "fake_loss": fake_logs["fake_flow_loss"], "vsd_grad_norm": vlogs["vsd_grad_norm"]}
         return reg
-
-
-def prompt_steer_distance(steer: torch.Tensor, steer_base: torch.Tensor) -> torch.Tensor:
-    """mean ((f(x,c) - f(x,0)) - (f0(x,c) - f0(x,0)))^2: how far the tuned student's response to the
-    prompt (its prediction with the prompt minus with the empty prompt, the direction CFG amplifies)
-    moved from the frozen student's; what the prompt does is held, the rest is free to follow the reward."""
-    return torch.mean((steer - steer_base) ** 2)
 
 
 def running_stats(stats: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
