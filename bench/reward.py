@@ -67,7 +67,7 @@ def summary(score, items, videos) -> dict:
 
 def semantic_change(before: dict, after: dict) -> str:
     """Paired change of semantic accuracy in points (same prompts and seeds) +- its standard error,
-    and the aspect that moved most."""
+    and the aspect that fell most."""
     diff = 100 * (after["per_clip"] - before["per_clip"])
     se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
     moved = {k: 100 * (after["aspects"][k] - before["aspects"][k]) for k in before["aspects"]}

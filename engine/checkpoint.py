@@ -101,7 +101,7 @@ def complete_checkpoints(root: Path) -> list[Path]:
 
 
 def latest(root: Path) -> tuple[int, dict, dict] | None:
-    """(step, state, info) of the newest complete checkpoint, or None; sweeps temp folders."""
+    """(step, state, info) of the newest complete checkpoint, or None; sweeps dead writers' temp folders."""
     sweep_stale(root)
     found = complete_checkpoints(root)
     if not found:

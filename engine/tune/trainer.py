@@ -1,6 +1,6 @@
 """Latent-reward LoRA tuning of a few-step student (DESIGN.md §4; DOLLAR §3.3).
 
-Per update: prompts -> the student (LoRA on its attention projections) makes latents x by
+Per update: prompts -> the student (LoRA on TuneConfig.target_modules) makes latents x by
 backward simulation (k listed steps under no_grad, the next with grad); the pixel reward of
 decode(x) (no grad: any reward works, differentiable or not) trains the latent reward model,
 each update on the current batch, optionally plus `lrm_replay_batch` samples replayed from the
@@ -59,7 +59,7 @@ def check_target_modules(transformer: torch.nn.Module, targets: list[str], model
                if isinstance(module, torch.nn.Linear)]  # a layer peft has wrapped keeps its Linear as base_layer
     missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in linears)]
     if missing:
-        suffixes = sorted({n.split(".", 2)[-1] for n in linears if n.startswith("blocks.0.")})
+        suffixes = sorted({n.split(".", 2)[-1] for n in linears if n.startswith("blocks.0.")}) or linears[:12]
         raise ValueError(f"target_modules {missing} match no Linear layer of {model}'s student; "
                          f"its blocks have {', '.join(suffixes)}")
 
