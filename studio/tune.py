@@ -37,11 +37,22 @@ def _runs(session: Session) -> list[list]:
     return rows
 
 
-def _plot_rows(session: Session, run_id) -> pd.DataFrame:
+CURVES = {"reward": "#4c78a8", "lrm_reward": "#f58518", "loss": "#e45756"}  # colours named in the plot's label
+
+
+def _plot_rows(session: Session, run_id) -> pd.DataFrame | None:
+    """The run's reward and loss curves; None (an empty plot) until it has any. The plot builds its
+    chart from the first frame it is sent and only swaps the data after: a chart built from an
+    empty frame never draws a line, and a curve missing from the first frame (the loss starts after
+    the LRM warm-up) is never drawn, so every curve is named first, as a NaN (which draws nothing),
+    in one order, so each keeps its colour."""
     rows = [] if run_id in (None, "") else [
         {"step": m["step"], "value": m["value"], "metric": m["name"]}
-        for m in session.store.metrics(int(run_id)) if m["name"] in ("reward", "lrm_reward", "loss")]
-    return pd.DataFrame(rows, columns=["step", "value", "metric"])
+        for m in session.store.metrics(int(run_id)) if m["name"] in CURVES]
+    if not rows:
+        return None
+    named = [{"step": rows[0]["step"], "value": float("nan"), "metric": name} for name in CURVES]
+    return pd.DataFrame(named + rows, columns=["step", "value", "metric"])
 
 
 def adapter_choices(session: Session) -> list[tuple[str, str]]:
@@ -72,8 +83,8 @@ def render(session: Session, model: str, adapter_picker: gr.Dropdown, allow_cust
         with gr.Column():
             run_id = gr.Number(label="Run", precision=0, elem_id="tune-run")
             status = gr.Markdown(elem_id="tune-status")
-            plot = gr.LinePlot(x="step", y="value", color="metric", label="Reward and loss", height=250,
-                               elem_id="tune-plot")
+            plot = gr.LinePlot(x="step", y="value", color="metric", height=320, color_map=CURVES, elem_id="tune-plot",
+                               label="Reward (blue), the LRM's reward (orange) and loss (red) per step")
             runs = gr.Dataframe(headers=["run", "status", "step", "reward", "message"], value=[],
                                 interactive=False, label="Tune runs")
     with gr.Row():

@@ -109,7 +109,7 @@ def test_tune_start_status_cancel_and_adapter_listing(client, studio):
     status = ""
     while time.time() < deadline:
         status, plot, runs, *_ = client.predict(run_id, api_name="/tune_status")
-        if "running" in status and plot["data"]:
+        if "running" in status and plot and plot["data"]:  # None until the run has a metric
             break
         time.sleep(1)
     assert "running" in status and {row[2] for row in plot["data"]} >= {"reward"}
@@ -138,3 +138,20 @@ def test_before_after_grid_compares_an_adapter_on_fixed_prompts(client, studio, 
     assert labels[0].split(" · ", 1)[1] == labels[1].split(" · ", 1)[1]  # same prompt and seed in a row
     with pytest.raises(Exception, match="pick a saved adapter"):
         client.predict("", 1.0, api_name="/tune_before_after")
+
+
+def test_the_tune_plot_names_every_curve_from_its_first_frame(rushes_home):
+    """The plot keeps the curves and colours of the first frame it draws: each is there from the start."""
+    import math
+
+    from studio.tune import CURVES, _plot_rows
+
+    session = Session("test", engine=studio_engine())
+    run = session.store.create_run("tune", {"steps": 3})
+    assert _plot_rows(session, run) is None and _plot_rows(session, None) is None  # nothing to draw yet
+    session.store.log_metrics(run, 1, {"reward": 0.5, "lrm_fit_loss": 0.1})  # before the LRM warm-up ends
+    frame = _plot_rows(session, run)
+    assert list(frame["metric"][:3]) == list(CURVES) and all(math.isnan(v) for v in frame["value"][:3])
+    assert frame["metric"].tolist()[3:] == ["reward"] and frame["value"].tolist()[3:] == [0.5]
+    session.store.log_metrics(run, 2, {"reward": 0.6, "lrm_reward": 0.2, "loss": -0.2})
+    assert list(_plot_rows(session, run)["metric"][:3]) == list(CURVES)  # same order, same colours

@@ -90,7 +90,8 @@ def run_tune(cfg: TuneConfig, out: str | Path, run_id: int | None = None, eval_p
                 store.db["adapters"].insert({"run_id": run_id, "created_at": time.time(), "path": str(path),
                                              "reward": meta["reward"], "base_model": str(cfg.model),
                                              "metadata": json.dumps(summary)})
-                store.update_run(run_id, status="done", message=f"reward {before} -> {after}")
+                shown = " -> ".join("not measured" if v is None else f"{v:.4g}" for v in (before, after))
+                store.update_run(run_id, status="done", message=f"reward {shown}")
                 yield Result(summary)
     except ValueError as err:
         store.update_run(run_id, status="error", message=str(err))
