@@ -19,12 +19,12 @@ from engine.tune.config import TuneConfig
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _wait(predicate, seconds=120):
+def _wait(predicate, seconds=120, every=0.3):
     deadline = time.time() + seconds
     while time.time() < deadline:
         if predicate():
             return True
-        time.sleep(0.3)
+        time.sleep(every)
     return False
 
 
@@ -166,8 +166,12 @@ def test_kill_9_during_distillation_then_resume_matches_an_uninterrupted_run(tin
     proc = subprocess.Popen(command(split / "out"), env=env(split), cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     runs = split / "runs"
-    assert _wait(lambda: any(checkpoint.latest(d) for d in runs.glob("distill-*")) if runs.exists() else False, 300)
-    time.sleep(random.uniform(0, 0.5))  # somewhere in the next updates (2 per checkpoint), maybe mid-checkpoint
+    # polled often and killed soon: the 8 updates left after the first checkpoint take about a second on a
+    # fast machine, and a kill that came later found the run finished (seen locally once checkpoints stopped
+    # being pulled from under the writer)
+    assert _wait(lambda: any(checkpoint.latest(d) for d in runs.glob("distill-*")) if runs.exists() else False, 300,
+                 every=0.05)
+    time.sleep(random.uniform(0, 0.2))  # somewhere in the next updates (2 per checkpoint), maybe mid-checkpoint
     proc.kill()
     proc.wait(timeout=30)
     store = Store(split / "studio.db")
