@@ -44,8 +44,7 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="student-lora-"))
     for rank in (int(r) for r in args.ranks.split(",")):
         folder = scratch / f"rank{rank}"
-        shutil.copytree(full, folder)
-        report = add_student_lora(folder, network.transformer, args.steps, timesteps, args.base_steps, rank)
+        report = add_student_lora(full, network.transformer, args.steps, timesteps, args.base_steps, rank, folder)
         rows.append((f"LoRA rank {rank} on the {args.base_steps}-step network", str(folder),
                      _size_mb(folder / "students" / f"{args.steps}step-lora"), report))
     engine = Engine()

@@ -112,16 +112,12 @@ def latest(root: Path) -> tuple[int, dict, dict] | None:
     return meta["step"], state, meta["info"]
 
 
-def sweep_stale(root: Path) -> list[Path]:
+def sweep_stale(root: Path) -> None:
     """Remove temp checkpoint folders whose writer (the pid ending the name) is no longer running."""
-    swept = []
     for tmp in root.glob(".tmp-step-*") if root.exists() else ():
         pid = tmp.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and _alive(int(pid)):
-            continue
-        shutil.rmtree(tmp, ignore_errors=True)
-        swept.append(tmp)
-    return swept
+        if not (pid.isdigit() and _alive(int(pid))):
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _alive(pid: int) -> bool:

@@ -25,9 +25,7 @@ from engine.distill.extract import extract
 def add_student(base: Path, student, steps: int, timesteps: list[int], out: Path | None = None,
                 dtype: torch.dtype = torch.bfloat16, record: dict | None = None) -> Path:
     """Save `student` (a diffusers transformer) as the `steps`-step student of `out` (or `base`)."""
-    out = out or base
-    if out.resolve() != base.resolve():
-        copy_pipeline(base, out)
+    out = _target(base, out)
     sub = Path("students") / f"{steps}step"
     _write_folder(out / sub, lambda tmp: copy.deepcopy(student).to(dtype).save_pretrained(tmp, safe_serialization=True))
     _set_entry(out, steps, {"folder": str(sub), "timesteps": list(timesteps)})
@@ -40,9 +38,12 @@ def add_student(base: Path, student, steps: int, timesteps: list[int], out: Path
     return out
 
 
-def copy_pipeline(base: Path, out: Path) -> None:
-    """Replace `out` with a copy of the pipeline folder `base`."""
-    _write_folder(out, lambda tmp: shutil.copytree(base, tmp, dirs_exist_ok=True))
+def _target(base: Path, out: Path | None) -> Path:
+    """The folder a student is written into: `base` itself, or `out` replaced by a copy of `base`."""
+    out = out or base
+    if out.resolve() != base.resolve():
+        _write_folder(out, lambda tmp: shutil.copytree(base, tmp, dirs_exist_ok=True))
+    return out
 
 
 def _write_folder(final: Path, write) -> None:
@@ -57,12 +58,13 @@ def _write_folder(final: Path, write) -> None:
     tmp.rename(final)
 
 
-def add_student_lora(folder: Path, student, steps: int, timesteps: list[int], base_steps: int, rank: int,
-                     record: dict | None = None) -> dict:
-    """Save `student` as a rank-`rank` LoRA on `folder`'s `base_steps`-step student network
-    (the one it was distilled from); returns the extraction report (engine.distill.extract)."""
+def add_student_lora(base: Path, student, steps: int, timesteps: list[int], base_steps: int, rank: int,
+                     out: Path | None = None, record: dict | None = None) -> dict:
+    """Save `student` as a rank-`rank` LoRA on the `base_steps`-step student network (the one it
+    was distilled from) of `out` (or `base`); returns the extraction report (engine.distill.extract)."""
     import diffusers
 
+    folder = _target(base, out)
     info = json.loads((folder / "rushes.json").read_text())
     source = info.get("students", {}).get(str(base_steps))
     if source is None or "lora" in source:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from engine import loading, paths
 from engine.distill.config import DistillConfig
-from engine.distill.export import add_student, add_student_lora, copy_pipeline
+from engine.distill.export import add_student, add_student_lora
 from engine.distill.trainer import train
 from engine.events import Failed, Progress, Result
 from engine.store import Store
@@ -94,10 +94,8 @@ def run_distillation(cfg: DistillConfig, model: str, out: str | Path, resume: bo
                         add_student(loaded.folder, student, cfg.student_steps, trainer.timesteps, Path(out),
                                     record=record)
                     else:
-                        if Path(out).resolve() != loaded.folder.resolve():
-                            copy_pipeline(loaded.folder, Path(out))
-                        extra = add_student_lora(Path(out), student, cfg.student_steps, trainer.timesteps,
-                                                 cfg.init_student, lora_rank,
+                        extra = add_student_lora(loaded.folder, student, cfg.student_steps, trainer.timesteps,
+                                                 cfg.init_student, lora_rank, Path(out),
                                                  record=record | {"from": f"{cfg.init_student}-step student"})
                 store.update_run(run_id, status="done", step=trainer.step)
                 yield json.dumps({"out": str(out), "student_steps": cfg.student_steps, "method": cfg.method,
