@@ -30,6 +30,38 @@ def test_heldout_combinations_never_in_train():
     assert (spec.objects[0].colour, spec.objects[0].shape, spec.objects[0].motion) in held
 
 
+def test_train_only_words_stay_in_train_and_never_touch_a_heldout_word():
+    tables = {"colour": world.COLOUR_WORDS, "shape": world.SHAPE_WORDS, "motion": world.MOTION_WORDS}
+    heldout = {w for table in tables.values() for _, unseen in table.values() for w in unseen}
+    extra = {w for aspect in tables for words in world.TRAIN_ONLY_WORDS[aspect].values() for w in words}
+    seen_tokens = {t for table in tables.values() for seen, _ in table.values() for w in seen for t in w.split()}
+    held_tokens = {t for w in heldout for t in w.split()} - seen_tokens
+    for word in extra:  # no held-out paraphrase, nor a token only the held-out ones use, leaks into training
+        assert not any(h in word for h in held_tokens), word
+    for aspect, table in tables.items():
+        assert set(world.TRAIN_ONLY_WORDS[aspect]) == set(table)
+    found = set()
+    for i in range(400):
+        assert sample_clip("train", i)[1] == sample_clip("train", i, train_words=False)[1]
+        _, train_caption = sample_clip("train", i, train_words=True)
+        found |= {w for w in extra if f" {w} " in f" {train_caption.replace(',', ' ')} "}
+        assert not any(f" {w} " in f" {train_caption.replace(',', ' ')} " for w in heldout), train_caption
+        for split in ("public-eval", "public-heldout"):
+            _, caption = sample_clip(split, i, train_words=True)
+            assert not any(f" {w} " in f" {caption.replace(',', ' ')} " for w in extra), caption
+    assert len(found) > len(extra) // 2  # the training captions do use them
+
+
+def test_captions_with_train_only_words_parse_back():
+    from engine.toyworld.parse import parse_caption
+
+    assert parse_caption("a video of a ruby orb gliding to the left and a teal cube getting larger on a grey backdrop") == [
+        ("red", "circle", "left"), ("cyan", "square", "grow")]
+    for i in range(200):
+        spec, caption = sample_clip("train", i, train_words=True)
+        assert parse_caption(caption) == [(o.colour, o.shape, o.motion) for o in spec.objects], caption
+
+
 def test_motion_moves_the_object_the_right_way():
     for i in range(60):
         spec, caption = sample_clip("public-eval", i)

@@ -18,8 +18,9 @@ from engine.toyworld.render import render, sample_clip
 
 class LatentPool:
     def __init__(self, codec: VideoCodec, text: TextEncoder, split: str = "train",
-                 capacity: int = 12000, seed: int = 0, frames: int = 17, size: int = 64):
+                 capacity: int = 12000, seed: int = 0, frames: int = 17, size: int = 64, train_words: bool = False):
         self.codec, self.text, self.split = codec, text, split
+        self.train_words = train_words  # word new train clips from world.TRAIN_ONLY_WORDS too
         self.frames, self.clip_size = frames, size
         self.capacity = capacity
         self.seed = seed
@@ -32,7 +33,7 @@ class LatentPool:
 
     def _clip(self, j: int):
         index = int(np.random.default_rng([self.seed, j]).integers(2**31))
-        return sample_clip(self.split, index)
+        return sample_clip(self.split, index, train_words=self.train_words)
 
     def add(self, count: int) -> None:
         """Render, encode and store the next `count` clips of the pool's stream."""

@@ -11,14 +11,14 @@ import re
 from engine.toyworld import world
 
 
-def _lookup(table: dict[str, tuple[list[str], list[str]]]) -> list[tuple[str, str]]:
-    pairs = [(word, key) for key, (seen, unseen) in table.items() for word in seen + unseen]
+def _lookup(table: dict[str, tuple[list[str], list[str]]], extra: dict[str, list[str]]) -> list[tuple[str, str]]:
+    pairs = [(word, key) for key, (seen, unseen) in table.items() for word in seen + unseen + extra[key]]
     return sorted(pairs, key=lambda p: -len(p[0]))  # longest phrase first
 
 
-COLOUR_WORDS = _lookup(world.COLOUR_WORDS)
-SHAPE_WORDS = _lookup(world.SHAPE_WORDS)
-MOTION_WORDS = _lookup(world.MOTION_WORDS)
+COLOUR_WORDS = _lookup(world.COLOUR_WORDS, world.TRAIN_ONLY_WORDS["colour"])
+SHAPE_WORDS = _lookup(world.SHAPE_WORDS, world.TRAIN_ONLY_WORDS["shape"])
+MOTION_WORDS = _lookup(world.MOTION_WORDS, world.TRAIN_ONLY_WORDS["motion"])
 
 
 def _find(text: str, pairs: list[tuple[str, str]]) -> str | None:

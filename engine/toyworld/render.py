@@ -93,19 +93,23 @@ def render(spec: ClipSpec, frames: int = 17, size: int = 64) -> np.ndarray:
     return np.round(video).astype(np.uint8)
 
 
-def _pick(rng: np.random.Generator, words: tuple[list[str], list[str]], heldout: bool) -> str:
+def _pick(rng: np.random.Generator, words: tuple[list[str], list[str]], heldout: bool,
+          extra: list[str] = ()) -> str:
     seen, unseen = words
-    pool = unseen if heldout and rng.random() < 0.5 else seen
+    pool = unseen if heldout and rng.random() < 0.5 else seen + list(extra)
     return pool[int(rng.integers(len(pool)))]
 
 
-def caption(spec: ClipSpec, rng: np.random.Generator, heldout_words: bool = False) -> str:
-    """Word a clip from the templates; `heldout_words` mixes in the paraphrases kept back."""
+def caption(spec: ClipSpec, rng: np.random.Generator, heldout_words: bool = False,
+            train_words: bool = False) -> str:
+    """Word a clip from the templates; `heldout_words` mixes in the paraphrases kept back,
+    `train_words` the words used only in training (`world.TRAIN_ONLY_WORDS`)."""
+    extra = world.TRAIN_ONLY_WORDS if train_words else {"colour": {}, "shape": {}, "motion": {}}
     parts = []
     for obj in spec.objects:
-        colour = _pick(rng, world.COLOUR_WORDS[obj.colour], heldout_words)
-        shape = _pick(rng, world.SHAPE_WORDS[obj.shape], heldout_words)
-        motion = _pick(rng, world.MOTION_WORDS[obj.motion], heldout_words)
+        colour = _pick(rng, world.COLOUR_WORDS[obj.colour], heldout_words, extra["colour"].get(obj.colour, ()))
+        shape = _pick(rng, world.SHAPE_WORDS[obj.shape], heldout_words, extra["shape"].get(obj.shape, ()))
+        motion = _pick(rng, world.MOTION_WORDS[obj.motion], heldout_words, extra["motion"].get(obj.motion, ()))
         parts.append(f"{colour} {shape} {motion}")
     obj_text = " and ".join(_article(p) for p in parts)
     bg = _pick(rng, world.BACKGROUND_WORDS[spec.background], heldout_words)
@@ -142,8 +146,12 @@ def _apart(a: ObjectSpec, b: ObjectSpec, frames: int = 17) -> bool:
     return bool(np.all(np.hypot(ax - bx, ay - by) > ar + br + 0.04))
 
 
-def sample_clip(split: str, index: int) -> tuple[ClipSpec, str]:
-    """The `index`-th clip of a split with its caption; the same arguments give the same clip."""
+def sample_clip(split: str, index: int, train_words: bool = False) -> tuple[ClipSpec, str]:
+    """The `index`-th clip of a split with its caption; the same arguments give the same clip.
+
+    `train_words` words train clips from `world.TRAIN_ONLY_WORDS` as well (the teacher bake's
+    wider vocabulary); the evaluation splits never use those words.
+    """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {sorted(SPLITS)}")
     if index < 0:
@@ -162,4 +170,4 @@ def sample_clip(split: str, index: int) -> tuple[ClipSpec, str]:
                 break
     background = list(world.BACKGROUNDS)[int(rng.integers(len(world.BACKGROUNDS)))]
     spec = ClipSpec(background, tuple(objects))
-    return spec, caption(spec, rng, heldout_words=split == "public-heldout")
+    return spec, caption(spec, rng, heldout_words=split == "public-heldout", train_words=train_words and split == "train")

@@ -52,6 +52,10 @@ class TeacherBakeConfig:
     min_lr: float = 3e-5
     warmup: int = 300
     caption_dropout: float = 0.1  # share of empty captions (teaches the unconditional branch)
+    train_words_from: int | None = None  # from this step on, new clips' captions also use
+    # world.TRAIN_ONLY_WORDS (a wider vocabulary, so that held-out paraphrases are read by meaning)
+    top_share: float = 0.0  # share of each batch whose level is drawn uniformly from [top_from, 1]
+    top_from: float = 0.9  # (the logit-normal puts ~3 % of levels above 0.95, where motion is laid out)
     ema_decay: float = 0.999
     autocast_bf16: bool = True
     checkpoint_every: int = 250
@@ -85,6 +89,10 @@ def _lr(cfg: TeacherBakeConfig, step: int) -> float:
     later = [r for r in cfg.restarts if r > step]
     end = later[0] if later else cfg.steps
     return warmup_cosine(step - begun[-1], end - begun[-1], cfg.warmup, cfg.lr, cfg.min_lr)
+
+
+def _train_words(cfg: TeacherBakeConfig, step: int) -> bool:
+    return cfg.train_words_from is not None and step >= cfg.train_words_from
 
 
 @torch.no_grad()
@@ -124,16 +132,22 @@ def train(cfg: TeacherBakeConfig, work: Path, out: Path, resume: bool = True) ->
         _load(model, exported.state_dict())
         _load(ema, exported.state_dict())
     flow = FlowModel(model)
+    pool.train_words = _train_words(cfg, start)
     pool.fast_forward(64 + start * cfg.new_clips_per_step, keep=1024)  # a warm pool, quickly
     empty = text.encode([""])[0]  # [L, D]
     began, loss_avg = time.perf_counter(), None
     for step in range(start, cfg.steps):
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # fixed per step: exact resume
+        pool.train_words = _train_words(cfg, step)
         pool.add(cfg.new_clips_per_step)
         x0, states, _ = pool.batch(cfg.batch, np.random.default_rng([cfg.seed, step]))
         drop = torch.rand(cfg.batch, generator=gen) < cfg.caption_dropout
         states[drop] = empty
         sigma = sample_levels(cfg.batch, TOYWORLD_INFO.shift, gen)
+        if cfg.top_share:
+            top = torch.rand(cfg.batch, generator=gen) < cfg.top_share
+            high = cfg.top_from + (1 - cfg.top_from) * torch.rand(cfg.batch, generator=gen)
+            sigma = torch.where(top, high, sigma)
         eps = torch.randn(x0.shape, generator=gen)
         x_t = add_noise(x0, eps, sigma)
         for group in opt.param_groups:

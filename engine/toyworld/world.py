@@ -61,6 +61,38 @@ BACKGROUND_WORDS = {
     "charcoal": (["a charcoal background", "a grey backdrop"], ["a slate-grey field"]),
     "forest": (["a forest-green background", "a dark green backdrop"], ["a mossy field"]),
 }
+# Extra words used only in train-split captions. Two training words per colour taught the teacher
+# to key on those tokens: it read held-out colour words right 12 % of the time against 97 % for
+# seen ones, and a probe on MiniLM's states trained on the same captions read them at 27 %; with
+# these words in training the probe reads 63 % (docs/RESULTS.md, "What the text encoder lets a
+# network read"). None of them is, or contains a token of, a held-out paraphrase above.
+TRAIN_ONLY_WORDS = {
+    "colour": {
+        "red": ["ruby", "cherry", "vermilion", "carmine"],
+        "green": ["jade", "verdant", "grassy", "leafy"],
+        "blue": ["sapphire", "cerulean", "ultramarine", "cornflower"],
+        "yellow": ["canary", "sunny", "saffron", "buttery"],
+        "purple": ["plum", "mauve", "amethyst", "lavender"],
+        "orange": ["apricot", "pumpkin", "marigold", "carrot"],
+        "white": ["pearly", "milky", "chalky", "alabaster"],
+        "cyan": ["teal", "seafoam", "glacier"],
+    },
+    "shape": {
+        "circle": ["orb", "sphere", "coin"],
+        "square": ["cube", "crate", "panel"],
+        "triangle": ["cone", "spike", "arrowhead"],
+    },
+    "motion": {
+        "left": ["going left", "gliding to the left", "travelling left"],
+        "right": ["going right", "gliding to the right", "travelling right"],
+        "up": ["ascending", "going up", "lifting upward"],
+        "down": ["descending", "going down", "plunging downward"],
+        "bounce": ["bobbing up and down", "springing up and down"],
+        "grow": ["enlarging", "getting larger", "ballooning"],
+        "shrink": ["diminishing", "getting tinier", "shriveling"],
+        "still": ["standing still", "staying put", "keeping still"],
+    },
+}
 TEMPLATES = (
     ["{obj} on {bg}", "{obj}, on {bg}", "a video of {obj} on {bg}"],
     ["footage showing {obj} against {bg}"],

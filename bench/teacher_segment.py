@@ -1,0 +1,49 @@
+"""One more warm-restart segment of the toyworld teacher, from the shipped export, in a scratch folder.
+
+What the teacher stage of the bake would do with a longer schedule (a warm restart at the shipped
+step, then `--steps` more), but into `--out` (a copy of assets/toyworld), so that a recipe change
+can be tried and scored beside the shipped teacher without touching assets/. Checkpoints go to
+`OUT-checkpoints`; run it again to continue from the newest. Score the result with
+
+    python bench/dollar.py --rows "LABEL=OUT:teacher:50" --prompts 32 --seeds 2
+
+    python bench/teacher_segment.py --out DIR [--steps 2500] [--top-share 0.25] [--train-words]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from engine import paths  # noqa: E402
+from engine.toyworld import teacher_bake  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True, help="scratch pipeline folder (made from assets/toyworld)")
+    ap.add_argument("--steps", type=int, default=2500, help="optimizer steps after the shipped export")
+    ap.add_argument("--top-share", type=float, default=0.0, help="share of levels drawn from [0.9, 1]")
+    ap.add_argument("--train-words", action="store_true", help="captions also use world.TRAIN_ONLY_WORDS")
+    args = ap.parse_args()
+    out = Path(args.out).expanduser()
+    if not out.exists():
+        shutil.copytree(paths.TOYWORLD, out)
+    shipped = teacher_bake.bake_record(paths.TOYWORLD)["teacher"]["step"]
+    base = teacher_bake.TeacherBakeConfig()
+    cfg = dataclasses.replace(base, steps=shipped + args.steps, restarts=(*base.restarts, shipped),
+                              top_share=args.top_share, train_words_from=shipped if args.train_words else None)
+    began = time.perf_counter()
+    work = out.with_name(out.name + "-checkpoints")
+    for event in teacher_bake.train(cfg, work, out, resume=True):
+        print(f"step {event.step} loss {event.metrics['loss']:.4f} {time.perf_counter() - began:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
