@@ -16,12 +16,21 @@ colour mass (last frame minus first, fraction of the width) in the decoded estim
 noised render (from pure noise at level 1), beside the renders' own drift.
 
     python bench/teacher_probe.py --drift [--levels 1,0.9,0.8] [--prompts 16] [--seeds 2]
+
+`--confusion` tallies, for text-to-video clips of the first `--prompts` prompts of a split (seed
+0, the model's default steps and guidance for `--role`, as MiniBench makes them), what the judge
+reads for each prompted motion and shape ("-": no object of the prompted colour), and, for
+`public-heldout`, colour accuracy by whether the caption used a held-out colour word.
+
+    python bench/teacher_probe.py --confusion [--role teacher] [--split public-eval] [--prompts 64]
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -47,8 +56,13 @@ def main() -> None:
     ap.add_argument("--guidance-levels", default="0,1", help="lo,hi: CFG only at noise levels in [lo, hi]")
     ap.add_argument("--drift", action="store_true", help="the x0 estimate's direction of motion by level")
     ap.add_argument("--seeds", type=int, default=2, help="noise draws per level (--drift)")
+    ap.add_argument("--confusion", action="store_true", help="what the judge reads for each prompted motion and shape")
+    ap.add_argument("--role", default="teacher", help="the role whose clips --confusion reads")
     args = ap.parse_args()
     torch.set_grad_enabled(False)
+    if args.confusion:
+        confusion(args)
+        return
     loaded = loading.load(str(Path(args.model).expanduser()) if "/" in args.model else args.model)
     if args.drift:
         drift(loaded, args)
@@ -123,6 +137,36 @@ def drift(loaded, args) -> None:
             for m, v in mean_drift(codec.decode(est)).items():
                 got[m].append(v)
         print(f"| {level:.2f} | {np.mean(got['left']):+.3f} | {np.mean(got['right']):+.3f} |", flush=True)
+
+
+def confusion(args) -> None:
+    from engine.generate import Engine
+    from engine.toyworld.minibench import model_source
+
+    model = str(Path(args.model).expanduser()) if "/" in args.model else args.model
+    source = model_source(Engine(), model, args.role, None)
+    motions, shapes = Counter(), Counter()
+    colour_by_word = {True: [], False: []}
+    for i in range(args.prompts):
+        spec, caption = sample_clip(args.split, i)
+        readings = {o.colour: o for o in judge.read(source(caption, 0))}
+        for obj in spec.objects:
+            seen = readings.get(obj.colour)
+            motions[obj.motion, seen.motion if seen else "-"] += 1
+            shapes[obj.shape, seen.shape if seen else "-"] += 1
+            held = any(re.search(rf"\b{w}\b", caption) for w in world.COLOUR_WORDS[obj.colour][1])
+            colour_by_word[held].append(seen is not None)
+    print(f"What the judge reads: {args.model} {args.role}, {args.prompts} {args.split} prompts, seed 0\n")
+    for name, table, keys in (("motion", motions, world.MOTIONS), ("shape", shapes, world.SHAPES)):
+        columns = (*keys, "-")
+        print(f"| prompted {name} \\ read | " + " | ".join(columns) + " |")
+        print("|---" * (len(columns) + 1) + "|")
+        for key in keys:
+            print(f"| {key} | " + " | ".join(str(table[key, c]) for c in columns) + " |")
+        print()
+    for held, found in colour_by_word.items():
+        if found:
+            print(f"colour found, {'held-out' if held else 'seen'} colour word: {np.mean(found):.1%} of {len(found)} objects")
 
 
 if __name__ == "__main__":
