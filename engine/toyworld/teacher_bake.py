@@ -54,8 +54,6 @@ class TeacherBakeConfig:
     caption_dropout: float = 0.1  # share of empty captions (teaches the unconditional branch)
     train_words_from: int | None = None  # from this step on, new clips' captions also use
     # world.TRAIN_ONLY_WORDS (a wider vocabulary, so that held-out paraphrases are read by meaning)
-    top_share: float = 0.0  # share of each batch whose level is drawn uniformly from [top_from, 1]
-    top_from: float = 0.9  # (the logit-normal puts ~3 % of levels above 0.95, where motion is laid out)
     ema_decay: float = 0.999
     autocast_bf16: bool = True
     checkpoint_every: int = 250
@@ -144,10 +142,6 @@ def train(cfg: TeacherBakeConfig, work: Path, out: Path, resume: bool = True) ->
         drop = torch.rand(cfg.batch, generator=gen) < cfg.caption_dropout
         states[drop] = empty
         sigma = sample_levels(cfg.batch, TOYWORLD_INFO.shift, gen)
-        if cfg.top_share:
-            top = torch.rand(cfg.batch, generator=gen) < cfg.top_share
-            high = cfg.top_from + (1 - cfg.top_from) * torch.rand(cfg.batch, generator=gen)
-            sigma = torch.where(top, high, sigma)
         eps = torch.randn(x0.shape, generator=gen)
         x_t = add_noise(x0, eps, sigma)
         for group in opt.param_groups:
