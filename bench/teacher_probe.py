@@ -166,7 +166,8 @@ def confusion(args) -> None:
         print()
     for held, found in colour_by_word.items():
         if found:
-            print(f"colour found, {'held-out' if held else 'seen'} colour word: {np.mean(found):.1%} of {len(found)} objects")
+            word = "held-out" if held else "seen"
+            print(f"colour found, {word} colour word: {np.mean(found):.1%} of {len(found)} objects")
 
 
 if __name__ == "__main__":

@@ -55,8 +55,8 @@ def test_train_only_words_stay_in_train_and_never_touch_a_heldout_word():
 def test_captions_with_train_only_words_parse_back():
     from engine.toyworld.parse import parse_caption
 
-    assert parse_caption("a video of a ruby orb gliding to the left and a teal cube getting larger on a grey backdrop") == [
-        ("red", "circle", "left"), ("cyan", "square", "grow")]
+    text = "a video of a ruby orb gliding to the left and a teal cube getting larger on a grey backdrop"
+    assert parse_caption(text) == [("red", "circle", "left"), ("cyan", "square", "grow")]
     for i in range(200):
         spec, caption = sample_clip("train", i, train_words=True)
         assert parse_caption(caption) == [(o.colour, o.shape, o.motion) for o in spec.objects], caption

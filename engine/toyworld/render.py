@@ -170,4 +170,5 @@ def sample_clip(split: str, index: int, train_words: bool = False) -> tuple[Clip
                 break
     background = list(world.BACKGROUNDS)[int(rng.integers(len(world.BACKGROUNDS)))]
     spec = ClipSpec(background, tuple(objects))
-    return spec, caption(spec, rng, heldout_words=split == "public-heldout", train_words=train_words and split == "train")
+    return spec, caption(spec, rng, heldout_words=split == "public-heldout",
+                         train_words=train_words and split == "train")

@@ -61,11 +61,12 @@ BACKGROUND_WORDS = {
     "charcoal": (["a charcoal background", "a grey backdrop"], ["a slate-grey field"]),
     "forest": (["a forest-green background", "a dark green backdrop"], ["a mossy field"]),
 }
-# Extra words used only in train-split captions. Two training words per colour taught the teacher
-# to key on those tokens: it read held-out colour words right 12 % of the time against 97 % for
-# seen ones, and a probe on MiniLM's states trained on the same captions read them at 27 %; with
-# these words in training the probe reads 63 % (docs/RESULTS.md, "What the text encoder lets a
-# network read"). None of them is, or contains a token of, a held-out paraphrase above.
+# Extra words used only in train-split captions (`sample_clip(..., train_words=True)`). With two
+# training words per colour the teacher keys on those tokens: it finds the prompted colour for
+# 21 % of objects named with a held-out colour word against 90 % with a seen one, and probes on
+# MiniLM's states trained on the same captions read held-out colour words at 27-33 %; with these
+# words in training, at 50 % (docs/RESULTS.md, "What the teacher gets wrong"). None of them is,
+# or contains a token only used by, a held-out paraphrase above (tests/test_render_checkpoint.py).
 TRAIN_ONLY_WORDS = {
     "colour": {
         "red": ["ruby", "cherry", "vermilion", "carmine"],
