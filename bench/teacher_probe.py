@@ -28,7 +28,6 @@ reads for each prompted motion and shape ("-": no object of the prompted colour)
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -142,6 +141,7 @@ def drift(loaded, args) -> None:
 def confusion(args) -> None:
     from engine.generate import Engine
     from engine.toyworld.minibench import model_source
+    from engine.toyworld.parse import mentions
 
     model = str(Path(args.model).expanduser()) if "/" in args.model else args.model
     source = model_source(Engine(), model, args.role, None)
@@ -154,7 +154,7 @@ def confusion(args) -> None:
             seen = readings.get(obj.colour)
             motions[obj.motion, seen.motion if seen else "-"] += 1
             shapes[obj.shape, seen.shape if seen else "-"] += 1
-            held = any(re.search(rf"\b{w}\b", caption) for w in world.COLOUR_WORDS[obj.colour][1])
+            held = any(mentions(caption, w) for w in world.COLOUR_WORDS[obj.colour][1])
             colour_by_word[held].append(seen is not None)
     print(f"What the judge reads: {args.model} {args.role}, {args.prompts} {args.split} prompts, seed 0\n")
     for name, table, keys in (("motion", motions, world.MOTIONS), ("shape", shapes, world.SHAPES)):

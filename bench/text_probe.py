@@ -29,13 +29,13 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.textenc import MINILM_MAX_LENGTH, TextEncoder, load_minilm  # noqa: E402
 from engine.toyworld import world  # noqa: E402
+from engine.toyworld.parse import mentions  # noqa: E402
 from engine.toyworld.render import sample_clip  # noqa: E402
 
 ASPECTS = {"colour": (list(world.COLOURS), world.COLOUR_WORDS),
@@ -55,7 +55,7 @@ def one_object_captions(split: str, count: int, train_words: bool = True) -> lis
 
 
 def uses_heldout_word(caption: str, words: tuple[list[str], list[str]]) -> bool:
-    return any(f" {w} " in f" {caption.replace(',', ' ')} " for w in words[1])
+    return any(mentions(caption, w) for w in words[1])
 
 
 class AttentionProbe(torch.nn.Module):
@@ -145,5 +145,4 @@ def probe_table(text: TextEncoder, train, held, steps: int) -> None:
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=3)
     main()

@@ -21,9 +21,14 @@ SHAPE_WORDS = _lookup(world.SHAPE_WORDS, world.TRAIN_ONLY_WORDS["shape"])
 MOTION_WORDS = _lookup(world.MOTION_WORDS, world.TRAIN_ONLY_WORDS["motion"])
 
 
+def mentions(text: str, word: str) -> bool:
+    """Whether `text` contains `word` (a word or phrase) as whole words."""
+    return re.search(rf"\b{re.escape(word)}\b", text) is not None
+
+
 def _find(text: str, pairs: list[tuple[str, str]]) -> str | None:
     for word, key in pairs:
-        if re.search(rf"\b{re.escape(word)}\b", text):
+        if mentions(text, word):
             return key
     return None
 
