@@ -7,7 +7,7 @@ can be tried and scored beside the shipped teacher without touching assets/. Che
 
     python bench/dollar.py --rows "LABEL=OUT:teacher:50" --prompts 32 --seeds 2
 
-    python bench/teacher_segment.py --out DIR [--steps 2500] [--train-words]
+    python bench/teacher_segment.py --out DIR [--steps 2500] [--train-words] [--reversed-pairs]
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ def main() -> None:
     ap.add_argument("--out", required=True, help="scratch pipeline folder (made from assets/toyworld)")
     ap.add_argument("--steps", type=int, default=2500, help="optimizer steps after the shipped export")
     ap.add_argument("--train-words", action="store_true", help="captions also use world.TRAIN_ONLY_WORDS")
+    ap.add_argument("--reversed-pairs", action="store_true",
+                    help="half of each batch is the other half played backwards (TeacherBakeConfig.reversed_pairs)")
     args = ap.parse_args()
     out = Path(args.out).expanduser()
     if not out.exists():
@@ -37,7 +39,8 @@ def main() -> None:
     shipped = teacher_bake.bake_record(paths.TOYWORLD)["teacher"]["step"]
     base = teacher_bake.TeacherBakeConfig()
     cfg = dataclasses.replace(base, steps=shipped + args.steps, restarts=(*base.restarts, shipped),
-                              train_words_from=shipped if args.train_words else None)
+                              train_words_from=shipped if args.train_words else None,
+                              reversed_pairs=args.reversed_pairs)
     began = time.perf_counter()
     work = out.with_name(out.name + "-checkpoints")
     for event in teacher_bake.train(cfg, work, out, resume=True):

@@ -72,6 +72,62 @@ def test_a_fast_forwarded_pool_samples_only_encoded_clips():
     assert skipped.size == 8 and skipped.captions[30:32] == [whole._clip(30)[1], whole._clip(31)[1]]
 
 
+def test_reversed_pairs_flip_time_and_word_the_reverse_never_a_heldout_combination():
+    import re
+
+    import numpy as np
+
+    from engine.codec import VideoCodec
+    from engine.textenc import TextEncoder, load_minilm
+    from engine.toyworld import world
+    from engine.toyworld.latents import LatentPool
+    from engine.toyworld.parse import parse_caption
+    from engine.toyworld.render import REVERSED_MOTION, reversed_clip
+    from tests.conftest import tiny_vae
+
+    text = TextEncoder(*load_minilm(), max_length=16)
+    pool = LatentPool(VideoCodec(tiny_vae()), text, capacity=64, frames=3, size=16, reversed_pairs=True)
+    pool.add(64)
+    held = world.heldout_combos()
+    opposite = {phrase: world.MOTION_WORDS[REVERSED_MOTION[m]][0][i]
+                for m, (seen, _) in world.MOTION_WORDS.items() for i, phrase in enumerate(seen)}
+    pattern = re.compile("|".join(sorted(map(re.escape, opposite), key=len, reverse=True)))
+    for j in range(64):
+        spec = pool._clip(j)[0]
+        pair = pool._pair(j, spec)
+        combos = [(o.colour, o.shape, o.motion) for o in reversed_clip(spec, 3).objects]
+        assert pool.reversible[j] == (pair is not None) == (not set(combos) & held)
+        if pair is None:
+            continue
+        forward, back = pair
+        assert parse_caption(forward) == [(o.colour, o.shape, o.motion) for o in spec.objects]
+        assert parse_caption(back) == combos
+        assert torch.equal(pool.pair_states[j].float(), text.encode([forward])[0].half().float())
+        assert torch.equal(pool.reversed_states[j].float(), text.encode([back])[0].half().float())
+        # a minimal pair: each motion phrase swapped for its opposite's, and nothing else, gives the reverse
+        assert pattern.sub(lambda m: opposite[m.group(0)], forward) == back, (forward, back)
+    assert 0 < pool.reversible.sum() < 64
+    x0, states = pool.pair_batch(6, np.random.default_rng(1))
+    assert torch.equal(x0[3:], x0[:3].flip(2)) and states.shape[0] == 6
+    rows = [next(j for j in range(64) if torch.equal(pool.latents[j], x)) for x in x0[:3]]
+    assert all(pool.reversible[j] for j in rows)
+    assert torch.equal(states[:3], pool.pair_states[rows].float())
+    assert torch.equal(states[3:], pool.reversed_states[rows].float())
+
+
+def test_opposite_motions_have_parallel_word_lists():
+    from engine.toyworld import world
+    from engine.toyworld.render import REVERSED_MOTION
+
+    for motion, opposite in REVERSED_MOTION.items():
+        for words in (world.MOTION_WORDS[motion][0], world.TRAIN_ONLY_WORDS["motion"][motion]):
+            mirror = (world.MOTION_WORDS[opposite][0] if words is world.MOTION_WORDS[motion][0]
+                      else world.TRAIN_ONLY_WORDS["motion"][opposite])
+            assert len(words) == len(mirror), (motion, opposite)
+        if motion != opposite:
+            assert world.MOTION_WORDS[motion][0] != world.MOTION_WORDS[opposite][0]
+
+
 def test_teacher_bake_widens_a_narrow_export_to_position_channels(tmp_path):
     """A teacher exported without position channels continues as one that reads them."""
     from engine import loading

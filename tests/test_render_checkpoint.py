@@ -7,7 +7,7 @@ import torch
 
 from engine import checkpoint
 from engine.toyworld import world
-from engine.toyworld.render import render, sample_clip
+from engine.toyworld.render import render, reversed_clip, sample_clip
 
 
 def test_clips_are_deterministic_and_use_the_palette():
@@ -73,6 +73,19 @@ def test_motion_moves_the_object_the_right_way():
             assert (xs[1] < xs[0]) == (obj.motion == "left"), caption
             return
     raise AssertionError("no single left/right clip in the first 60")
+
+
+def test_a_reversed_clip_renders_the_clip_backwards_with_opposite_motions():
+    opposite = {("left", "right"), ("up", "down"), ("grow", "shrink"), ("bounce", "bounce"), ("still", "still")}
+    for i in range(40):
+        spec, _ = sample_clip("train", i)
+        back = reversed_clip(spec)
+        assert np.abs(render(back).astype(int) - render(spec)[::-1].astype(int)).max() <= 1, spec
+        for a, b in zip(spec.objects, back.objects):
+            assert (a.motion, b.motion) in opposite | {(y, x) for x, y in opposite}
+            assert (a.colour, a.shape, a.radius) == (b.colour, b.shape, b.radius)
+        assert reversed_clip(back) == spec or np.abs(render(reversed_clip(back)).astype(int)
+                                                     - render(spec).astype(int)).max() <= 1
 
 
 def test_checkpoint_round_trip_and_partial_ignored(tmp_path):

@@ -4,6 +4,12 @@ Rendering and VAE-encoding a clip costs about as much as a training step, so loo
 fresh clips per step and sample batches from everything encoded so far (bounded by capacity,
 oldest replaced first). Clip j of a pool is fixed by (seed, j), so a resumed run can rebuild
 exactly the pool it had (`fast_forward`). Caption states are stored in float16.
+
+With `reversed_pairs`, the pool also keeps, where a clip played backwards (`render.reversed_clip`)
+is a training combination, a minimal pair of captions: the clip and its reverse worded from one
+random stream, so they pick the same template, colour, shape and background words and parallel
+motion phrases ("drifting leftward" / "drifting rightward"). `pair_batch` returns clips beside
+their time-reversed latents (exact: the VAE codes frames one by one) under those two captions.
 """
 
 from __future__ import annotations
@@ -13,12 +19,14 @@ import torch
 
 from engine.codec import VideoCodec
 from engine.textenc import TextEncoder
-from engine.toyworld.render import render, sample_clip
+from engine.toyworld import world
+from engine.toyworld.render import caption, render, reversed_clip, sample_clip
 
 
 class LatentPool:
     def __init__(self, codec: VideoCodec, text: TextEncoder, split: str = "train",
-                 capacity: int = 12000, seed: int = 0, frames: int = 17, size: int = 64, train_words: bool = False):
+                 capacity: int = 12000, seed: int = 0, frames: int = 17, size: int = 64, train_words: bool = False,
+                 reversed_pairs: bool = False):
         self.codec, self.text, self.split = codec, text, split
         self.train_words = train_words  # word new train clips from world.TRAIN_ONLY_WORDS too
         self.frames, self.clip_size = frames, size
@@ -30,6 +38,11 @@ class LatentPool:
         self.size = 0  # filled slots
         self.added = 0  # clips of the stream consumed so far (a fast-forward skips some)
         self.slots: list[int] = []  # filled slot indices, ascending (clip j lives in slot j % capacity)
+        self.reversed_pairs = reversed_pairs
+        self.pair_states: torch.Tensor | None = None  # [capacity, L, D] float16: the clip, pair-worded
+        self.reversed_states: torch.Tensor | None = None  # [capacity, L, D] float16: its reverse, pair-worded
+        self.reversible = np.zeros(capacity, bool)  # slot holds a clip whose reverse is a training combination
+        self._held = world.heldout_combos()
 
     def _clip(self, j: int):
         index = int(np.random.default_rng([self.seed, j]).integers(2**31))
@@ -46,14 +59,48 @@ class LatentPool:
             self.latents = torch.empty((self.capacity, *z.shape[1:]))
             self.states = torch.empty((self.capacity, *states.shape[1:]), dtype=torch.float16)
             self.captions = [""] * self.capacity
+        if self.reversed_pairs:
+            pairs = [self._pair(self.added + i, spec) for i, (spec, _) in enumerate(specs)]
+            pair_states = self.text.encode([p[0] if p else "" for p in pairs]).half().cpu()
+            reversed_states = self.text.encode([p[1] if p else "" for p in pairs]).half().cpu()
+            if self.reversed_states is None:
+                self.pair_states = torch.zeros_like(self.states)
+                self.reversed_states = torch.zeros_like(self.states)
         filled = set(self.slots)
         for i in range(count):
             slot = self.added % self.capacity
             self.latents[slot], self.states[slot], self.captions[slot] = z[i], states[i], captions[i]
+            if self.reversed_pairs:
+                self.pair_states[slot], self.reversed_states[slot] = pair_states[i], reversed_states[i]
+                self.reversible[slot] = pairs[i] is not None
             filled.add(slot)
             self.added += 1
         self.slots = sorted(filled)
         self.size = len(self.slots)
+
+    def _pair(self, j: int, spec) -> tuple[str, str] | None:
+        """(caption of clip j, caption of it played backwards) from one random stream, or None
+        where the reverse is a held-out combination. The word lists of opposite motions are
+        parallel (world.MOTION_WORDS), so the two differ only in the motion phrases."""
+        back = reversed_clip(spec, self.frames)
+        if any((o.colour, o.shape, o.motion) in self._held for o in back.objects):
+            return None
+        words = [self.seed, j, 1]
+        return (caption(spec, np.random.default_rng(words), train_words=self.train_words),
+                caption(back, np.random.default_rng(words), train_words=self.train_words))
+
+    def pair_batch(self, n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """n // 2 reversible clips under their pair captions, then the same clips reversed in time
+        under the reverse's: (latents [n, C, T, h, w], caption states [n, L, D] float32); n even."""
+        if not self.reversed_pairs or n % 2:
+            raise ValueError(f"pair_batch needs a pool made with reversed_pairs and an even n, got n={n}")
+        slots = np.asarray(self.slots)
+        slots = slots[self.reversible[slots]]
+        idx = slots[rng.integers(len(slots), size=n // 2)]
+        x0 = self.latents[idx]
+        latents = torch.cat([x0, x0.flip(2)])
+        states = torch.cat([self.pair_states[idx], self.reversed_states[idx]]).float()
+        return latents, states
 
     def fast_forward(self, total: int, keep: int | None = None, chunk: int = 32) -> None:
         """Rebuild the pool as after `total` clips of the stream, encoding only the last

@@ -59,6 +59,23 @@ def trajectory(obj: ObjectSpec, frames: int) -> tuple[np.ndarray, np.ndarray, np
     return x, y, obj.radius * scale
 
 
+REVERSED_MOTION = {"left": "right", "right": "left", "up": "down", "down": "up", "bounce": "bounce",
+                   "grow": "shrink", "shrink": "grow", "still": "still"}
+
+
+def reversed_clip(spec: ClipSpec, frames: int = 17) -> ClipSpec:
+    """The clip played backwards: each object starts where it ended, with the opposite motion
+    (bounce and still are their own reverse). `render(reversed_clip(s))` is `render(s)[::-1]`
+    to rounding, and a reversed clip is a sample of the same distribution (start ranges are
+    symmetric), so a training loop can pair a clip with its reverse under the reversed caption."""
+    objects = []
+    for obj in spec.objects:
+        x, y, _ = trajectory(obj, frames)
+        objects.append(ObjectSpec(obj.shape, obj.colour, REVERSED_MOTION[obj.motion], float(x[-1]), float(y[-1]),
+                                  obj.radius))
+    return ClipSpec(spec.background, tuple(objects))
+
+
 def _signed_distance(shape: str, px: np.ndarray, py: np.ndarray, r: float) -> np.ndarray:
     """Signed distance in pixels from pixel centres (px, py relative to the centre) to the shape."""
     if shape == "circle":

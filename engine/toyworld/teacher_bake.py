@@ -54,6 +54,9 @@ class TeacherBakeConfig:
     caption_dropout: float = 0.1  # share of empty captions (teaches the unconditional branch)
     train_words_from: int | None = None  # from this step on, new clips' captions also use
     # world.TRAIN_ONLY_WORDS (a wider vocabulary, so that held-out paraphrases are read by meaning)
+    reversed_pairs: bool = False  # half of each batch is the other half played backwards, under the
+    # reversed captions, at the same levels with time-flipped noise (an antithetic pair: only the
+    # caption and the frame-time channel tell the two inputs' directions apart)
     ema_decay: float = 0.999
     autocast_bf16: bool = True
     checkpoint_every: int = 250
@@ -111,7 +114,8 @@ def train(cfg: TeacherBakeConfig, work: Path, out: Path, resume: bool = True) ->
     vae = load_vae(out / "vae")
     encoder, tokenizer = load_minilm()
     text = TextEncoder(encoder, tokenizer, max_length=TOYWORLD_INFO.text_max_length)
-    pool = LatentPool(VideoCodec(vae), text, capacity=cfg.pool_capacity, seed=cfg.seed)
+    pool = LatentPool(VideoCodec(vae), text, capacity=cfg.pool_capacity, seed=cfg.seed,
+                      reversed_pairs=cfg.reversed_pairs)
     model = make_teacher(cfg.position_channels)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
@@ -138,11 +142,17 @@ def train(cfg: TeacherBakeConfig, work: Path, out: Path, resume: bool = True) ->
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # fixed per step: exact resume
         pool.train_words = _train_words(cfg, step)
         pool.add(cfg.new_clips_per_step)
-        x0, states, _ = pool.batch(cfg.batch, np.random.default_rng([cfg.seed, step]))
+        if cfg.reversed_pairs:
+            x0, states = pool.pair_batch(cfg.batch, np.random.default_rng([cfg.seed, step]))
+            sigma = sample_levels(cfg.batch // 2, TOYWORLD_INFO.shift, gen).repeat(2)
+            eps = torch.randn(x0[: cfg.batch // 2].shape, generator=gen)
+            eps = torch.cat([eps, eps.flip(2)])
+        else:
+            x0, states, _ = pool.batch(cfg.batch, np.random.default_rng([cfg.seed, step]))
+            sigma = sample_levels(cfg.batch, TOYWORLD_INFO.shift, gen)
+            eps = torch.randn(x0.shape, generator=gen)
         drop = torch.rand(cfg.batch, generator=gen) < cfg.caption_dropout
         states[drop] = empty
-        sigma = sample_levels(cfg.batch, TOYWORLD_INFO.shift, gen)
-        eps = torch.randn(x0.shape, generator=gen)
         x_t = add_noise(x0, eps, sigma)
         for group in opt.param_groups:
             group["lr"] = _lr(cfg, step)

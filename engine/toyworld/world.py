@@ -45,6 +45,9 @@ COLOUR_WORDS = {
     "white": (["white", "snowy"], ["ivory"]),
     "cyan": (["cyan", "turquoise"], ["aqua"]),
 }
+# Opposite motions have parallel lists (same length, the same phrase with the direction swapped,
+# index by index; here and in TRAIN_ONLY_WORDS): the teacher bake's reversed pairs word a clip
+# and its reverse from one random stream, so the two captions differ only in these phrases.
 MOTION_WORDS = {
     "left": (["moving left", "drifting leftward", "sliding to the left"], ["heading left"]),
     "right": (["moving right", "drifting rightward", "sliding to the right"], ["heading right"]),
