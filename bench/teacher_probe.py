@@ -23,11 +23,26 @@ reads for each prompted motion and shape ("-": no object of the prompted colour)
 `public-heldout`, colour accuracy by whether the caption used a held-out colour word.
 
     python bench/teacher_probe.py --confusion [--role teacher] [--split public-eval] [--prompts 64]
+
+`--swaps` asks which words of the caption the teacher's prediction uses at each level: the flow
+loss on one-object train clips that move (left, right, up, down, grow, shrink) with the true
+caption, and how much it rises when the motion phrase is swapped for the opposite direction's
+("moving left" -> "moving right"), for another axis's ("moving left" -> "moving up"), or the colour
+word for another colour's; and the clip played backwards under its own caption. The last column
+is the time-flip equivariance gap |f(flip x) - flip f(x)| / |f(x)| of the x0 estimate (0: the
+network cannot tell a clip from its reverse). `--transformer DIR` scores a bare transformer
+folder (e.g. a scratch training run) in place of the model's. Then, for the first 16 clips, the
+model's own sampler from one noise draw under the true and under the direction-swapped caption:
+how often the judge reads the same motion off both (a network that follows the direction word
+would answer opposite ones).
+
+    python bench/teacher_probe.py --swaps [--levels 1,0.97,0.9,0.7] [--prompts 48] [--seeds 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -41,7 +56,11 @@ from engine import loading  # noqa: E402
 from engine.sampling import run_to_end, teacher_sample  # noqa: E402
 from engine.schedule import teacher_sigmas  # noqa: E402
 from engine.toyworld import judge, world  # noqa: E402
-from engine.toyworld.render import render, sample_clip  # noqa: E402
+from engine.toyworld.parse import mentions  # noqa: E402
+from engine.toyworld.render import REVERSED_MOTION, render, sample_clip  # noqa: E402
+
+DIRECTED = ("left", "right", "up", "down", "grow", "shrink")
+OTHER_AXIS = {"left": "up", "up": "left", "right": "down", "down": "right", "grow": "left", "shrink": "right"}
 
 
 def main() -> None:
@@ -57,6 +76,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=2, help="noise draws per level (--drift)")
     ap.add_argument("--confusion", action="store_true", help="what the judge reads for each prompted motion and shape")
     ap.add_argument("--role", default="teacher", help="the role whose clips --confusion reads")
+    ap.add_argument("--swaps", action="store_true", help="which caption words the flow loss depends on, by level")
+    ap.add_argument("--transformer", default=None, help="--swaps: a transformer folder scored in the model's place")
     args = ap.parse_args()
     torch.set_grad_enabled(False)
     if args.confusion:
@@ -65,6 +86,9 @@ def main() -> None:
     loaded = loading.load(str(Path(args.model).expanduser()) if "/" in args.model else args.model)
     if args.drift:
         drift(loaded, args)
+        return
+    if args.swaps:
+        swaps(loaded, args)
         return
     info, model, codec = loaded.info, loaded.teacher, loaded.codec
     guidance = info.guidance if args.guidance is None else args.guidance
@@ -138,10 +162,92 @@ def drift(loaded, args) -> None:
         print(f"| {level:.2f} | {np.mean(got['left']):+.3f} | {np.mean(got['right']):+.3f} |", flush=True)
 
 
+def _phrase_swap(mapping: dict[str, str]):
+    """A function rewording a caption: each seen motion phrase of motion m becomes the phrase at the
+    same index for mapping[m] (the lists are parallel, world.MOTION_WORDS)."""
+    table = {phrase: world.MOTION_WORDS[mapping[m]][0][i] for m, (seen, _) in world.MOTION_WORDS.items() if m in mapping for i, phrase in enumerate(seen)}
+    pattern = re.compile("|".join(sorted(map(re.escape, table), key=len, reverse=True)))
+    return lambda caption: pattern.sub(lambda m: table[m.group(0)], caption)
+
+
+def _colour_swap(caption: str, colour: str) -> str:
+    names = list(world.COLOURS)
+    other = names[(names.index(colour) + 3) % len(names)]
+    word = next(w for w in world.COLOUR_WORDS[colour][0] if mentions(caption, w))
+    return re.sub(rf"\b{word}\b", world.COLOUR_WORDS[other][0][0], caption)
+
+
+def _moving_clips(count: int) -> tuple[list, dict[str, list[str]]]:
+    """The first `count` one-object train clips with a directed motion, and their captions: true,
+    direction-swapped, axis-swapped and colour-swapped."""
+    items, index = [], 0
+    while len(items) < count:
+        spec, caption = sample_clip("train", index)
+        index += 1
+        if len(spec.objects) == 1 and spec.objects[0].motion in DIRECTED:
+            items.append((spec, caption))
+    captions = [c for _, c in items]
+    return items, {"true": captions, "direction": list(map(_phrase_swap(REVERSED_MOTION), captions)),
+                   "axis": list(map(_phrase_swap(OTHER_AXIS), captions)),
+                   "colour": [_colour_swap(c, spec.objects[0].colour) for spec, c in items]}
+
+
+def swaps(loaded, args) -> None:
+    model, codec = loaded.teacher, loaded.codec
+    if args.transformer:
+        from diffusers import WanTransformer3DModel
+
+        from engine.model import FlowModel
+
+        model = FlowModel(WanTransformer3DModel.from_pretrained(args.transformer, torch_dtype=torch.float32))
+    items, texts = _moving_clips(args.prompts)
+    states = {k: loaded.text.encode(v) for k, v in texts.items()}
+    x0 = codec.encode(np.stack([render(spec) for spec, _ in items]))
+    n = len(items)
+    print(f"Caption swaps: {args.transformer or args.model} teacher, {n} one-object moving train clips, "
+          f"{args.seeds} noise draws per level\n")
+    print("| level | flow loss, true caption | + direction swapped | + axis swapped | + colour swapped "
+          "| + clip played backwards | time-flip equivariance gap |")
+    print("|---|---|---|---|---|---|---|")
+    for level in (float(v) for v in args.levels.split(",")):
+        sigma, loss, gap = torch.full((n,), level), {k: [] for k in (*states, "backwards")}, []
+        for seed in range(args.seeds):
+            eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
+            for key, (a, e) in {"true": (x0, eps), "backwards": (x0.flip(2), eps.flip(2))}.items():
+                for name in ((*states,) if key == "true" else ("true",)):
+                    v = model.velocity((1 - level) * a + level * e, sigma, states[name])
+                    loss[name if key == "true" else key].append(float(((v - (e - a)) ** 2).mean()))
+            x_t = (1 - level) * x0 + level * eps
+            est = model.predict_x0(x_t, sigma, states["true"])
+            gap.append(float((est - model.predict_x0(x_t.flip(2), sigma, states["true"]).flip(2)).norm() / est.norm()))
+        base = np.mean(loss["true"])
+        rise = {k: np.mean(v) - base for k, v in loss.items()}
+        print(f"| {level:.2f} | {base:.4f} | {rise['direction']:+.4f} | {rise['axis']:+.4f} | {rise['colour']:+.4f} "
+              f"| {rise['backwards']:+.4f} | {np.mean(gap):.3f} |", flush=True)
+    _same_noise_readings(loaded, model, items[:16], states["true"][:16], states["direction"][:16])
+
+
+def _same_noise_readings(loaded, model, items, true, swapped) -> None:
+    """Sample each clip's caption and its direction-swapped one from the same noise; tally the readings."""
+    info, codec, k = loaded.info, loaded.codec, len(items)
+    sigmas = teacher_sigmas(info.teacher_steps, info.shift).float()
+    noise = torch.randn((k, *codec.latent_shape(info.frames, info.height, info.width)),
+                        generator=torch.Generator().manual_seed(0))
+    uncond = loaded.text.encode([""] * k)
+    read = {}
+    for name, text in (("true", true), ("direction", swapped)):
+        clips = codec.decode(run_to_end(teacher_sample(model, noise, sigmas, text, uncond, info.guidance)))
+        read[name] = [{o.colour: o.motion for o in judge.read(c)}.get(spec.objects[0].colour, "-")
+                      for c, (spec, _) in zip(clips, items)]
+    same = sum(a == b for a, b in zip(read["true"], read["direction"]))
+    right = sum(r == spec.objects[0].motion for r, (spec, _) in zip(read["true"], items))
+    print(f"\nsame noise, true vs direction-swapped caption ({info.teacher_steps} steps, CFG {info.guidance}): "
+          f"the judge reads the same motion off {same} of {k} pairs; the prompted one off {right} of {k} (true caption)")
+
+
 def confusion(args) -> None:
     from engine.generate import Engine
     from engine.toyworld.minibench import model_source
-    from engine.toyworld.parse import mentions
 
     model = str(Path(args.model).expanduser()) if "/" in args.model else args.model
     source = model_source(Engine(), model, args.role, None)
