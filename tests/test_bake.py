@@ -1,5 +1,6 @@
 """Bake stages resume exactly after an interruption."""
 
+import pytest
 import torch
 
 from engine import checkpoint
@@ -113,6 +114,11 @@ def test_reversed_pairs_flip_time_and_word_the_reverse_never_a_heldout_combinati
     assert all(pool.reversible[j] for j in rows)
     assert torch.equal(states[:3], pool.pair_states[rows].float())
     assert torch.equal(states[3:], pool.reversed_states[rows].float())
+    with pytest.raises(ValueError, match="n=5"):
+        pool.pair_batch(5, np.random.default_rng(1))
+    pool.reversible[:] = False
+    with pytest.raises(ValueError, match="none of the pool's 64 clips"):
+        pool.pair_batch(6, np.random.default_rng(1))
 
 
 def test_opposite_motions_have_parallel_word_lists():

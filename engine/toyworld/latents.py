@@ -96,6 +96,8 @@ class LatentPool:
             raise ValueError(f"pair_batch needs a pool made with reversed_pairs and an even n, got n={n}")
         slots = np.asarray(self.slots)
         slots = slots[self.reversible[slots]]
+        if not len(slots):
+            raise ValueError(f"pair_batch: none of the pool's {self.size} clips has a reverse that is a training combination")
         idx = slots[rng.integers(len(slots), size=n // 2)]
         x0 = self.latents[idx]
         latents = torch.cat([x0, x0.flip(2)])
