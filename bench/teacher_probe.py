@@ -28,7 +28,8 @@ reads for each prompted motion and shape ("-": no object of the prompted colour)
 loss on one-object train clips that move (left, right, up, down, grow, shrink) with the true
 caption, and how much it rises when the motion phrase is swapped for the opposite direction's
 ("moving left" -> "moving right"), for another axis's ("moving left" -> "moving up"), or the colour
-word for another colour's; and the clip played backwards under its own caption. The last column
+word for another colour's or for a synonym ("red" -> "crimson"); and the clip played backwards under
+its own caption; first, how much each swap changes the text encoder's token states. The last column
 is the time-flip equivariance gap |f(flip x) - flip f(x)| / |f(x)| of the x0 estimate (0: the
 network cannot tell a clip from its reverse). `--transformer DIR` scores a bare transformer
 folder (e.g. a scratch training run) in place of the model's. Then, for the first 16 clips, the
@@ -170,11 +171,14 @@ def _phrase_swap(mapping: dict[str, str]):
     return lambda caption: pattern.sub(lambda m: table[m.group(0)], caption)
 
 
-def _colour_swap(caption: str, colour: str) -> str:
-    names = list(world.COLOURS)
-    other = names[(names.index(colour) + 3) % len(names)]
-    word = next(w for w in world.COLOUR_WORDS[colour][0] if mentions(caption, w))
-    return re.sub(rf"\b{word}\b", world.COLOUR_WORDS[other][0][0], caption)
+def _colour_swap(caption: str, colour: str, synonym: bool = False) -> str:
+    """The caption with its colour word replaced by another colour's first word, or (`synonym`) by
+    the other seen word for the same colour ("red" <-> "crimson")."""
+    names, seen = list(world.COLOURS), world.COLOUR_WORDS[colour][0]
+    word = next(w for w in seen if mentions(caption, w))
+    other = next(w for w in seen if w != word) if synonym else \
+        world.COLOUR_WORDS[names[(names.index(colour) + 3) % len(names)]][0][0]
+    return re.sub(rf"\b{word}\b", other, caption)
 
 
 def _moving_clips(count: int) -> tuple[list, dict[str, list[str]]]:
@@ -189,7 +193,8 @@ def _moving_clips(count: int) -> tuple[list, dict[str, list[str]]]:
     captions = [c for _, c in items]
     return items, {"true": captions, "direction": list(map(_phrase_swap(REVERSED_MOTION), captions)),
                    "axis": list(map(_phrase_swap(OTHER_AXIS), captions)),
-                   "colour": [_colour_swap(c, spec.objects[0].colour) for spec, c in items]}
+                   "colour": [_colour_swap(c, spec.objects[0].colour) for spec, c in items],
+                   "synonym": [_colour_swap(c, spec.objects[0].colour, synonym=True) for spec, c in items]}
 
 
 def swaps(loaded, args) -> None:
@@ -206,9 +211,13 @@ def swaps(loaded, args) -> None:
     n = len(items)
     print(f"Caption swaps: {args.transformer or args.model} teacher, {n} one-object moving train clips, "
           f"{args.seeds} noise draws per level\n")
+    change = {k: float(np.mean([float((a - b).norm() / b.norm()) for a, b in zip(v, states["true"])]))
+              for k, v in states.items() if k != "true"}
+    print("text-encoder token states, mean relative change: "
+          + ", ".join(f"{k} swapped {v:.3f}" for k, v in change.items()) + "\n")
     print("| level | flow loss, true caption | + direction swapped | + axis swapped | + colour swapped "
-          "| + clip played backwards | time-flip equivariance gap |")
-    print("|---|---|---|---|---|---|---|")
+          "| + colour synonym | + clip played backwards | time-flip equivariance gap |")
+    print("|---|---|---|---|---|---|---|---|")
     for level in (float(v) for v in args.levels.split(",")):
         sigma, loss, gap = torch.full((n,), level), {k: [] for k in (*states, "backwards")}, []
         for seed in range(args.seeds):
@@ -223,7 +232,7 @@ def swaps(loaded, args) -> None:
         base = np.mean(loss["true"])
         rise = {k: np.mean(v) - base for k, v in loss.items()}
         print(f"| {level:.2f} | {base:.4f} | {rise['direction']:+.4f} | {rise['axis']:+.4f} | {rise['colour']:+.4f} "
-              f"| {rise['backwards']:+.4f} | {np.mean(gap):.3f} |", flush=True)
+              f"| {rise['synonym']:+.4f} | {rise['backwards']:+.4f} | {np.mean(gap):.3f} |", flush=True)
     _same_noise_readings(loaded, model, items[:16], states["true"][:16], states["direction"][:16])
 
 
