@@ -166,7 +166,8 @@ def drift(loaded, args) -> None:
 def _phrase_swap(mapping: dict[str, str]):
     """A function rewording a caption: each seen motion phrase of motion m becomes the phrase at the
     same index for mapping[m] (the lists are parallel, world.MOTION_WORDS)."""
-    table = {phrase: world.MOTION_WORDS[mapping[m]][0][i] for m, (seen, _) in world.MOTION_WORDS.items() if m in mapping for i, phrase in enumerate(seen)}
+    table = {phrase: world.MOTION_WORDS[mapping[m]][0][i]
+             for m, (seen, _) in world.MOTION_WORDS.items() if m in mapping for i, phrase in enumerate(seen)}
     pattern = re.compile("|".join(sorted(map(re.escape, table), key=len, reverse=True)))
     return lambda caption: pattern.sub(lambda m: table[m.group(0)], caption)
 
@@ -220,12 +221,16 @@ def swaps(loaded, args) -> None:
     print("|---|---|---|---|---|---|---|---|")
     for level in (float(v) for v in args.levels.split(",")):
         sigma, loss, gap = torch.full((n,), level), {k: [] for k in (*states, "backwards")}, []
+
+        def flow_loss(clean, eps, text) -> float:
+            v = model.velocity((1 - level) * clean + level * eps, sigma, text)
+            return float(((v - (eps - clean)) ** 2).mean())
+
         for seed in range(args.seeds):
             eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
-            for key, (a, e) in {"true": (x0, eps), "backwards": (x0.flip(2), eps.flip(2))}.items():
-                for name in ((*states,) if key == "true" else ("true",)):
-                    v = model.velocity((1 - level) * a + level * e, sigma, states[name])
-                    loss[name if key == "true" else key].append(float(((v - (e - a)) ** 2).mean()))
+            for name, text in states.items():
+                loss[name].append(flow_loss(x0, eps, text))
+            loss["backwards"].append(flow_loss(x0.flip(2), eps.flip(2), states["true"]))
             x_t = (1 - level) * x0 + level * eps
             est = model.predict_x0(x_t, sigma, states["true"])
             gap.append(float((est - model.predict_x0(x_t.flip(2), sigma, states["true"]).flip(2)).norm() / est.norm()))

@@ -125,11 +125,10 @@ def test_opposite_motions_have_parallel_word_lists():
     from engine.toyworld import world
     from engine.toyworld.render import REVERSED_MOTION
 
+    seen = {m: words for m, (words, _) in world.MOTION_WORDS.items()}
     for motion, opposite in REVERSED_MOTION.items():
-        for words in (world.MOTION_WORDS[motion][0], world.TRAIN_ONLY_WORDS["motion"][motion]):
-            mirror = (world.MOTION_WORDS[opposite][0] if words is world.MOTION_WORDS[motion][0]
-                      else world.TRAIN_ONLY_WORDS["motion"][opposite])
-            assert len(words) == len(mirror), (motion, opposite)
+        for table in (seen, world.TRAIN_ONLY_WORDS["motion"]):
+            assert len(table[motion]) == len(table[opposite]), (motion, opposite)
         if motion != opposite:
             assert world.MOTION_WORDS[motion][0] != world.MOTION_WORDS[opposite][0]
 
@@ -191,3 +190,25 @@ def test_students_stage_ships_a_network_an_alias_and_a_lora_and_resumes_without_
     assert any(not torch.equal(a, b) for a, b in zip(one.parameters(), four.parameters()))
     again = list(bake.bake("students"))  # finished runs re-export, nothing trains
     assert not any("[distill] step" in line for line in again)
+
+
+def test_the_default_teacher_batch_draws_in_the_shipped_teachers_order():
+    """Batch, caption-dropout mask, levels, noise: the stream the shipped teacher was trained on."""
+    import numpy as np
+
+    from engine.distill.flow_matching import sample_levels
+
+    class Pool:
+        def batch(self, n, rng):
+            seed = int(rng.integers(1000))
+            return torch.randn(n, 2, 3, 2, 2, generator=torch.Generator().manual_seed(seed)), torch.zeros(n, 4, 5), []
+
+    cfg = teacher_bake.TeacherBakeConfig()
+    x0, _, drop, sigma, eps = teacher_bake._batch(cfg, Pool(), 5, torch.Generator().manual_seed(7))
+    gen = torch.Generator().manual_seed(7)
+    want_x0, _, _ = Pool().batch(cfg.batch, np.random.default_rng([cfg.seed, 5]))
+    want_drop = torch.rand(cfg.batch, generator=gen) < cfg.caption_dropout
+    want_sigma = sample_levels(cfg.batch, teacher_bake.TOYWORLD_INFO.shift, gen)
+    want_eps = torch.randn(want_x0.shape, generator=gen)
+    assert torch.equal(x0, want_x0) and torch.equal(drop, want_drop)
+    assert torch.equal(sigma, want_sigma) and torch.equal(eps, want_eps)

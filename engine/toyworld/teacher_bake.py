@@ -103,6 +103,24 @@ def _ema_update(ema, model, decay: float) -> None:
         e.lerp_(p, 1 - decay)
 
 
+def _batch(cfg: TeacherBakeConfig, pool: LatentPool, step: int, gen: torch.Generator):
+    """(x0, caption states, caption-dropout mask, levels, noise) for one step, drawn in the order the
+    shipped teacher was trained with. With reversed pairs the second half is the first played
+    backwards, at the same levels, with the first half's noise flipped in time."""
+    rng = np.random.default_rng([cfg.seed, step])
+    if cfg.reversed_pairs:
+        x0, states = pool.pair_batch(cfg.batch, rng)
+    else:
+        x0, states, _ = pool.batch(cfg.batch, rng)
+    drop = torch.rand(cfg.batch, generator=gen) < cfg.caption_dropout
+    drawn = cfg.batch // 2 if cfg.reversed_pairs else cfg.batch
+    sigma = sample_levels(drawn, TOYWORLD_INFO.shift, gen)
+    eps = torch.randn(x0[:drawn].shape, generator=gen)  # [drawn, C, T, h, w]
+    if cfg.reversed_pairs:
+        sigma, eps = sigma.repeat(2), torch.cat([eps, eps.flip(2)])
+    return x0, states, drop, sigma, eps
+
+
 def load_vae(folder: Path = paths.TOYWORLD / "vae") -> AutoencoderKL:
     if not (folder / "config.json").exists():
         raise FileNotFoundError(f"no baked VAE at {folder}; run `rushes bake toyworld --stage vae` first")
@@ -143,16 +161,7 @@ def train(cfg: TeacherBakeConfig, work: Path, out: Path, resume: bool = True) ->
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # fixed per step: exact resume
         pool.train_words = _train_words(cfg, step)
         pool.add(cfg.new_clips_per_step)
-        if cfg.reversed_pairs:
-            x0, states = pool.pair_batch(cfg.batch, np.random.default_rng([cfg.seed, step]))
-            sigma = sample_levels(cfg.batch // 2, TOYWORLD_INFO.shift, gen).repeat(2)
-            eps = torch.randn(x0[: cfg.batch // 2].shape, generator=gen)
-            eps = torch.cat([eps, eps.flip(2)])
-        else:
-            x0, states, _ = pool.batch(cfg.batch, np.random.default_rng([cfg.seed, step]))
-            sigma = sample_levels(cfg.batch, TOYWORLD_INFO.shift, gen)
-            eps = torch.randn(x0.shape, generator=gen)
-        drop = torch.rand(cfg.batch, generator=gen) < cfg.caption_dropout
+        x0, states, drop, sigma, eps = _batch(cfg, pool, step, gen)
         states[drop] = empty
         x_t = add_noise(x0, eps, sigma)
         for group in opt.param_groups:
