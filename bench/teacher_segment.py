@@ -7,7 +7,7 @@ can be tried and scored beside the shipped teacher without touching assets/. Che
 
     python bench/dollar.py --rows "LABEL=OUT:teacher:50" --prompts 32 --seeds 2
 
-    python bench/teacher_segment.py --out DIR [--steps 2500] [--train-words] [--reversed-pairs]
+    python bench/teacher_segment.py --out DIR [--steps 2500] [--train-words] [--reversed-pairs] [--frame-context K]
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ def main() -> None:
     ap.add_argument("--train-words", action="store_true", help="captions also use world.TRAIN_ONLY_WORDS")
     ap.add_argument("--reversed-pairs", action="store_true",
                     help="half of each batch is the other half played backwards (TeacherBakeConfig.reversed_pairs)")
+    ap.add_argument("--frame-context", type=int, default=0,
+                    help="each latent frame also reads K frames on each side (TeacherBakeConfig.frame_context)")
     args = ap.parse_args()
     out = Path(args.out).expanduser()
     if not out.exists():
@@ -40,7 +42,7 @@ def main() -> None:
     base = teacher_bake.TeacherBakeConfig()
     cfg = dataclasses.replace(base, steps=shipped + args.steps, restarts=(*base.restarts, shipped),
                               train_words_from=shipped if args.train_words else None,
-                              reversed_pairs=args.reversed_pairs)
+                              reversed_pairs=args.reversed_pairs, frame_context=args.frame_context)
     began = time.perf_counter()
     work = out.with_name(out.name + "-checkpoints")
     for event in teacher_bake.train(cfg, work, out, resume=True):

@@ -11,6 +11,13 @@ carries no direction of motion (measured on the toyworld teacher: `bench/teacher
 channels (frame time, row, column, each from -1 to 1 over the clip), as Wan's image-to-video
 variant reads its extra conditioning channels; `FlowModel` appends them. Real Wan checkpoints
 have none and are fed exactly as before.
+
+Frame context: a network whose config has `rushes_frame_context = K` also reads, for each latent
+frame, the latents of the K frames before and after it (zeros past the clip's ends), appended
+after the position channels. With a per-frame VAE a token otherwise holds one frame, so a moving
+object's direction is visible only across tokens, along a diagonal in (frame, row, column) that
+RoPE's per-axis kernels cannot follow; with context, each token along the trajectory carries the
+direction itself (docs/RESULTS.md, "Frame context").
 """
 
 from __future__ import annotations
@@ -35,13 +42,18 @@ def x0_from_velocity(x_t: torch.Tensor, v: torch.Tensor, sigma: torch.Tensor) ->
 
 
 POSITION_KEY = "rushes_position_channels"
+CONTEXT_KEY = "rushes_frame_context"
 
 
 class _OwnConfigKey(logging.Filter):
-    """diffusers warns that a config key it does not know "will be ignored"; ours is read here."""
+    """diffusers warns that config keys it does not know "will be ignored"; ours are read here."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(f"The config attributes {{'{POSITION_KEY}'")
+        message = record.getMessage()
+        if not message.startswith("The config attributes {"):
+            return True
+        named = message[len("The config attributes {"):message.find("}")]
+        return not all(key.split("'")[1] in (POSITION_KEY, CONTEXT_KEY) for key in named.split(",") if "'" in key)
 
 
 logging.getLogger("diffusers.configuration_utils").addFilter(_OwnConfigKey())
@@ -52,6 +64,30 @@ def position_channels(transformer) -> int:
     through a DistributedDataParallel wrapper (`.module`)."""
     network = getattr(transformer, "module", transformer)
     return int(getattr(network.config, POSITION_KEY, 0) or 0)
+
+
+def frame_context(transformer) -> int:
+    """How many latent frames on each side the network reads beside each frame (0: none)."""
+    network = getattr(transformer, "module", transformer)
+    return int(getattr(network.config, CONTEXT_KEY, 0) or 0)
+
+
+def frame_neighbours(x: torch.Tensor, k: int) -> torch.Tensor:
+    """[B, 2 k C, T, h, w]: at frame t, the latents of frames t-k .. t-1 then t+1 .. t+k of
+    x [B, C, T, h, w], zeros past either end of the clip."""
+    if k < 0:
+        raise ValueError(f"{CONTEXT_KEY} must be >= 0, got {k}")
+    t = x.shape[2]
+    padded = torch.nn.functional.pad(x, (0, 0, 0, 0, k, k))  # [B, C, T + 2k, h, w]
+    return torch.cat([padded[:, :, k + o:k + o + t] for o in range(-k, k + 1) if o], dim=1)
+
+
+def network_inputs(x: torch.Tensor, transformer) -> torch.Tensor:
+    """What the network reads for latents x [B, C, T, h, w]: x, then its position channels, then
+    its frame context (each only where its config asks for them)."""
+    wide = with_positions(x, position_channels(transformer))
+    k = frame_context(transformer)
+    return torch.cat([wide, frame_neighbours(x, k)], dim=1) if k else wide
 
 
 def with_positions(x: torch.Tensor, count: int) -> torch.Tensor:
@@ -69,20 +105,30 @@ def with_positions(x: torch.Tensor, count: int) -> torch.Tensor:
     return torch.cat([x, torch.stack(grids)[None].expand(b, -1, -1, -1, -1)], dim=1)
 
 
-def widen_inputs(transformer, count: int):
-    """A copy of `transformer` that also reads `count` position channels, with zero weights on
-    them: it computes exactly what the original did until training moves those weights."""
+def widen_inputs(transformer, count: int = 0, context: int = 0):
+    """A copy of `transformer` that also reads `count` position channels and/or `context` frames
+    of frame context on each side, with zero weights on the new channels: it computes exactly
+    what the original did until training moves those weights."""
     from diffusers import WanTransformer3DModel
 
-    if position_channels(transformer):
+    if count and position_channels(transformer):
         raise ValueError("the transformer already reads position channels")
-    cfg = {k: v for k, v in transformer.config.items() if not k.startswith("_") and k != POSITION_KEY}
-    wide = WanTransformer3DModel(**(cfg | {"in_channels": cfg["in_channels"] + count}))
+    if context and frame_context(transformer):
+        raise ValueError("the transformer already reads frame context")
+    if count and frame_context(transformer):
+        raise ValueError("position channels come before the frame context; widen positions first")
+    if not count and not context:
+        raise ValueError("widen_inputs: nothing to add (count and context are both 0)")
+    latent = transformer.config.out_channels
+    added = count + 2 * context * latent
+    cfg = {k: v for k, v in transformer.config.items() if not k.startswith("_") and k not in (POSITION_KEY, CONTEXT_KEY)}
+    wide = WanTransformer3DModel(**(cfg | {"in_channels": cfg["in_channels"] + added}))
     state = transformer.state_dict()
     weight = state["patch_embedding.weight"]  # [D, C, pt, ph, pw]
-    state["patch_embedding.weight"] = torch.cat([weight, weight.new_zeros(weight.shape[0], count, *weight.shape[2:])], 1)
+    state["patch_embedding.weight"] = torch.cat([weight, weight.new_zeros(weight.shape[0], added, *weight.shape[2:])], 1)
     wide.load_state_dict(state)
-    wide.register_to_config(**{POSITION_KEY: count})
+    wide.register_to_config(**{POSITION_KEY: count or position_channels(transformer),
+                               CONTEXT_KEY: context or frame_context(transformer)})
     return wide.to(weight.dtype)
 
 
@@ -113,7 +159,7 @@ class FlowModel:
     def velocity(self, x_t: torch.Tensor, sigma: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """v prediction (float32) for x_t [B, C, T, h, w], sigma [B], text states [B, L, D]."""
         self.nfe += 1
-        x_in = with_positions(x_t.to(self.device, self.dtype), position_channels(self.transformer))
+        x_in = network_inputs(x_t.to(self.device, self.dtype), self.transformer)
         out = self.transformer(
             hidden_states=x_in,
             timestep=(sigma * 1000).to(self.device, self.dtype),

@@ -85,6 +85,14 @@ def native_bf16(device: str) -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def bf16_autocast(device_type: str, wanted: bool = True):
+    """bf16 autocast (fp32 master weights) for a training pass, where the device computes bf16
+    natively; elsewhere a disabled autocast, so the pass runs in float32. On a CPU without oneDNN
+    bf16 (AVX2 only) one toyworld teacher step took 17.6x as long under bf16 autocast as in fp32;
+    on one with it, about 0.6x (`python bench/amp.py`; docs/RESULTS.md)."""
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=wanted and native_bf16(device_type))
+
+
 def apply(loaded, options: RuntimeOptions) -> None:
     """Set up a freshly loaded model for these options (compile, VAE tiling/slicing, memory cap)."""
     vae = loaded.codec.vae

@@ -212,3 +212,19 @@ def test_the_default_teacher_batch_draws_in_the_shipped_teachers_order():
     want_eps = torch.randn(want_x0.shape, generator=gen)
     assert torch.equal(x0, want_x0) and torch.equal(drop, want_drop)
     assert torch.equal(sigma, want_sigma) and torch.equal(eps, want_eps)
+
+
+def test_teacher_bake_widens_an_export_with_position_channels_to_frame_context(tmp_path):
+    """The shipped kind of export (positions, no context) continues as a frame-context teacher."""
+    from engine import loading
+    from engine.model import frame_context, position_channels
+
+    vae = vae_bake.make_vae()
+    vae.save_pretrained(tmp_path / "out" / "vae", safe_serialization=True)
+    teacher_bake.export(teacher_bake.make_teacher(3), vae, tmp_path / "out", {"step": 1, "loss": 0.2})
+    cfg = teacher_bake.TeacherBakeConfig(steps=2, batch=2, checkpoint_every=1, export_every=2, warmup=1,
+                                         pool_capacity=16, new_clips_per_step=1, restarts=(1,), frame_context=2)
+    _run(teacher_bake.train(cfg, tmp_path / "work", tmp_path / "out"))
+    teacher = loading.load(str(tmp_path / "out")).teacher.transformer
+    assert position_channels(teacher) == 3 and frame_context(teacher) == 2
+    assert teacher.config.in_channels == 16 + 3 + 2 * 2 * 16

@@ -215,3 +215,18 @@ def test_chunked_frame_decode_matches_one_call():
     z.requires_grad_(True)
     codec.decode_float(z).square().mean().backward()
     assert z.grad is not None and torch.isfinite(z.grad).all()
+
+
+def test_training_autocast_is_bf16_only_where_the_device_runs_it_natively(monkeypatch):
+    """On a CPU without oneDNN bf16, autocast emulates bf16 and a teacher step takes ~18x as long
+    (bench/amp.py), so the bake and the distillation trainer fall back to float32 there."""
+    from engine import runtime
+
+    monkeypatch.setattr(runtime, "native_bf16", lambda device: False)
+    with runtime.bf16_autocast("cpu"):
+        assert not torch.is_autocast_enabled("cpu")
+    monkeypatch.setattr(runtime, "native_bf16", lambda device: True)
+    with runtime.bf16_autocast("cpu"):
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    with runtime.bf16_autocast("cpu", wanted=False):
+        assert not torch.is_autocast_enabled("cpu")

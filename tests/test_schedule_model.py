@@ -85,3 +85,44 @@ def test_a_widened_network_predicts_as_before_and_keeps_its_key_on_disk(tmp_path
     assert position_channels(again) == 3 and again.config.in_channels == 7
     with pytest.raises(ValueError, match="already reads position channels"):
         widen_inputs(again, 3)
+
+
+def test_frame_neighbours_are_the_frames_before_and_after_with_zeros_past_the_ends():
+    from engine.model import frame_neighbours
+
+    x = torch.arange(5.0).view(1, 1, 5, 1, 1).expand(2, 3, 5, 2, 2)  # channel value = frame index
+    out = frame_neighbours(x, 2)
+    assert out.shape == (2, 12, 5, 2, 2)
+    per_offset = out[0, ::3, :, 0, 0]  # one channel of each offset -2, -1, +1, +2: [4, T]
+    assert per_offset.tolist() == [[0, 0, 0, 1, 2], [0, 0, 1, 2, 3], [1, 2, 3, 4, 0], [2, 3, 4, 0, 0]]
+    with pytest.raises(ValueError, match="rushes_frame_context must be >= 0, got -1"):
+        frame_neighbours(x, -1)
+
+
+def test_a_network_widened_to_frame_context_predicts_as_before_then_reads_time_order(tmp_path):
+    """Zero weights on the context channels change nothing; trained ones let the prediction
+    depend on which way the clip runs, which a per-frame network cannot see inside a token."""
+    from diffusers import WanTransformer3DModel
+
+    from engine.model import FlowModel, frame_context, network_inputs, position_channels, widen_inputs
+    from tests.conftest import tiny_transformer
+
+    narrow = tiny_transformer().eval()
+    wide = widen_inputs(widen_inputs(narrow, 3), context=1).eval()
+    assert wide.config.in_channels == 4 + 3 + 2 * 4 and frame_context(wide) == 1 and position_channels(wide) == 3
+    x, s, text = torch.randn(2, 4, 3, 4, 4), torch.tensor([0.9, 0.3]), torch.randn(2, 6, 384)
+    assert network_inputs(x, wide).shape == (2, 15, 3, 4, 4)
+    with torch.no_grad():
+        assert torch.allclose(FlowModel(narrow).velocity(x, s, text), FlowModel(wide).velocity(x, s, text), atol=1e-6)
+        wide.patch_embedding.weight[:, 7:] = torch.randn_like(wide.patch_embedding.weight[:, 7:])
+        v = FlowModel(wide).velocity(x, s, text)
+        assert not torch.allclose(v, FlowModel(narrow).velocity(x, s, text))
+    wide.save_pretrained(tmp_path / "t", safe_serialization=True)
+    again = WanTransformer3DModel.from_pretrained(tmp_path / "t")
+    assert frame_context(again) == 1 and position_channels(again) == 3
+    with torch.no_grad():
+        assert torch.allclose(FlowModel(again.eval()).velocity(x, s, text), v, atol=1e-5)
+    with pytest.raises(ValueError, match="already reads frame context"):
+        widen_inputs(again, context=1)
+    with pytest.raises(ValueError, match="widen positions first"):
+        widen_inputs(widen_inputs(narrow, context=1), 3)

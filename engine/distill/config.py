@@ -44,7 +44,7 @@ class DistillConfig:
     frames: int = 17  # real clip length (toyworld renders)
     size: int = 64  # real clip side (toyworld renders)
     init_student: int | None = None  # start from the model's n-step student (e.g. 2 from 4) instead of the teacher
-    autocast: bool = True  # bf16 autocast for fake updates, the CD teacher solve, the generator pass, reward decoding
+    autocast: bool = True  # bf16 autocast (where the device runs it natively) for fake updates, the CD teacher solve, the generator pass, reward decoding
     seed: int = 0
 
     def __post_init__(self):

@@ -26,6 +26,7 @@ import torch
 from accelerate import Accelerator
 
 from engine import checkpoint, schedule
+from engine.runtime import bf16_autocast
 from engine.distill import cd as cd_mod
 from engine.distill import dmd
 from engine.distill.config import DistillConfig
@@ -99,9 +100,10 @@ class DollarTrainer:
         return True
 
     def _amp(self):
-        """bf16 autocast (fp32 master weights) where precision is not critical. The VSD real and
-        fake scores stay float32: their difference is the signal, and bf16 keeps ~3 digits."""
-        return torch.autocast(self.acc.device.type, dtype=torch.bfloat16, enabled=self.cfg.autocast)
+        """bf16 autocast (fp32 master weights) where precision is not critical and the device runs
+        bf16 natively (`runtime.bf16_autocast`). The VSD real and fake scores stay float32: their
+        difference is the signal, and bf16 keeps ~3 digits."""
+        return bf16_autocast(self.acc.device.type, self.cfg.autocast)
 
     def fill_pool(self) -> None:
         """The pool as it was at `self.step` (the same clips a run without a break would hold)."""

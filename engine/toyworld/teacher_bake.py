@@ -2,8 +2,9 @@
 
 ~4.9 M parameters (4 blocks, width 256, 4 heads, FFN 1024, text_dim 384 for MiniLM states),
 patch (1, 2, 2) over 16 x 17 x 8 x 8 latents = 272 tokens. Classifier-free guidance is learnt
-by dropping 10 % of captions to the empty prompt. bf16 autocast on CPU (about 1.7x faster per
-step than fp32 in our measurement) with fp32 master weights; the exported weights are an EMA.
+by dropping 10 % of captions to the empty prompt. bf16 autocast with fp32 master weights on a
+CPU that runs bf16 natively (about 1.7x faster per step than fp32 there), fp32 elsewhere
+(`runtime.bf16_autocast`); the exported weights are an EMA.
 
 The network also reads three position channels (`engine.model.with_positions`): with RoPE
 alone it cannot tell the first frame from the last at pure noise (docs/RESULTS.md, teacher).
@@ -29,7 +30,8 @@ from engine.codec import VideoCodec
 from engine.distill.flow_matching import flow_matching_loss, sample_levels
 from engine.events import Progress
 from engine.folder import ModelInfo, write_pipeline
-from engine.model import POSITION_KEY, FlowModel, add_noise, position_channels, widen_inputs
+from engine.model import CONTEXT_KEY, POSITION_KEY, FlowModel, add_noise, frame_context, position_channels, widen_inputs
+from engine.runtime import bf16_autocast
 from engine.schedule import warmup_cosine
 from engine.textenc import TextEncoder, load_minilm
 from engine.toyworld.latents import LatentPool
@@ -45,6 +47,8 @@ class TeacherBakeConfig:
     restarts: tuple[int, ...] = (12500, 20500)  # warm restarts: at each the LR warms up again and
     # decays to the next restart (the last one: to `steps`)
     position_channels: int = 3  # 0: RoPE only, as Wan; 3: frame time, row, column channels
+    frame_context: int = 0  # latent frames on each side each frame also reads (engine.model.frame_neighbours);
+    # a checkpoint or export without them is widened with zero weights on the new channels
     batch: int = 8  # clips per step
     new_clips_per_step: int = 2  # fresh renders encoded into the pool each step
     pool_capacity: int = 12000  # encoded clips kept for sampling
@@ -59,28 +63,40 @@ class TeacherBakeConfig:
     # caption and the frame-time channel tell the two inputs' directions apart). Measured off: 2500
     # steps from the shipped export left motion where a control segment had it (docs/RESULTS.md)
     ema_decay: float = 0.999
-    autocast_bf16: bool = True
+    autocast_bf16: bool = True  # only where the CPU runs bf16 natively (runtime.bf16_autocast)
     checkpoint_every: int = 250
     export_every: int = 1000  # write assets/toyworld with the current EMA weights
     seed: int = 0
 
 
-def make_teacher(positions: int = 0) -> WanTransformer3DModel:
-    """The toyworld teacher's network; `positions` position channels (0 or 3) after the latents."""
+def make_teacher(positions: int = 0, context: int = 0) -> WanTransformer3DModel:
+    """The toyworld teacher's network; `positions` position channels (0 or 3) after the latents,
+    then `context` neighbouring latent frames on each side."""
     model = WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=4, attention_head_dim=64, in_channels=16 + positions,
-        out_channels=16, text_dim=384, freq_dim=256, ffn_dim=1024, num_layers=4, rope_max_seq_len=64)
+        patch_size=(1, 2, 2), num_attention_heads=4, attention_head_dim=64,
+        in_channels=16 + positions + 2 * context * 16, out_channels=16, text_dim=384, freq_dim=256,
+        ffn_dim=1024, num_layers=4, rope_max_seq_len=64)
     if positions:
         model.register_to_config(**{POSITION_KEY: positions})
+    if context:
+        model.register_to_config(**{CONTEXT_KEY: context})
     return model
 
 
 def _load(model: WanTransformer3DModel, state: dict) -> None:
-    """Load weights into `model`, widening a state saved before position channels were added."""
-    if position_channels(model) and state["patch_embedding.weight"].shape[1] < model.config.in_channels:
-        narrow = make_teacher(0)
+    """Load weights into `model`, widening a state saved before position channels or frame
+    context were added (zero weights on the new channels)."""
+    have = state["patch_embedding.weight"].shape[1]
+    if have < model.config.in_channels:
+        positions, context = position_channels(model), frame_context(model)
+        saved_positions = positions if have > 16 else 0  # 16 latent channels, then the positions
+        narrow = make_teacher(saved_positions)
         narrow.load_state_dict(state)
-        state = widen_inputs(narrow, position_channels(model)).state_dict()
+        if positions > saved_positions:
+            narrow = widen_inputs(narrow, positions)
+        if context:
+            narrow = widen_inputs(narrow, context=context)
+        state = narrow.state_dict()
     model.load_state_dict(state)
 
 
@@ -135,7 +151,7 @@ def train(cfg: TeacherBakeConfig, work: Path, out: Path, resume: bool = True) ->
     text = TextEncoder(encoder, tokenizer, max_length=TOYWORLD_INFO.text_max_length)
     pool = LatentPool(VideoCodec(vae), text, capacity=cfg.pool_capacity, seed=cfg.seed,
                       reversed_pairs=cfg.reversed_pairs)
-    model = make_teacher(cfg.position_channels)
+    model = make_teacher(cfg.position_channels, cfg.frame_context)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     start = 0
@@ -166,7 +182,7 @@ def train(cfg: TeacherBakeConfig, work: Path, out: Path, resume: bool = True) ->
         x_t = add_noise(x0, eps, sigma)
         for group in opt.param_groups:
             group["lr"] = _lr(cfg, step)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.autocast_bf16):
+        with bf16_autocast("cpu", cfg.autocast_bf16):
             v = flow.velocity(x_t, sigma, states)
         loss, _ = flow_matching_loss(v, x0, eps)
         if not torch.isfinite(loss):
@@ -195,7 +211,7 @@ def export_latest(work: Path, out: Path) -> Path:
         raise FileNotFoundError(f"no complete teacher checkpoint under {work}")
     step, state, info = found
     cfg = TeacherBakeConfig()
-    teacher = make_teacher(cfg.position_channels)
+    teacher = make_teacher(cfg.position_channels, cfg.frame_context)
     _load(teacher, state["ema"])
     return export(teacher, load_vae(out / "vae"), out, {"step": step, "loss": info.get("loss"), "of": cfg.steps})
 
