@@ -88,8 +88,8 @@ def native_bf16(device: str) -> bool:
 def bf16_autocast(device_type: str, wanted: bool = True):
     """bf16 autocast (fp32 master weights) for a training pass, where the device computes bf16
     natively; elsewhere a disabled autocast, so the pass runs in float32. On a CPU without oneDNN
-    bf16 (AVX2 only) one toyworld teacher step took 17.6x as long under bf16 autocast as in fp32;
-    on one with it, about 0.6x (`python bench/amp.py`; docs/RESULTS.md)."""
+    bf16 (AVX2 only) one toyworld teacher step took 20.6x as long under bf16 autocast as in fp32;
+    on one with it, faster (the bake measured about 1.7x); `python bench/amp.py` times both here."""
     return torch.autocast(device_type, dtype=torch.bfloat16, enabled=wanted and native_bf16(device_type))
 
 

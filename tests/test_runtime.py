@@ -218,7 +218,7 @@ def test_chunked_frame_decode_matches_one_call():
 
 
 def test_training_autocast_is_bf16_only_where_the_device_runs_it_natively(monkeypatch):
-    """On a CPU without oneDNN bf16, autocast emulates bf16 and a teacher step takes ~18x as long
+    """On a CPU without oneDNN bf16, autocast emulates bf16 and a teacher step takes ~20x as long
     (bench/amp.py), so the bake and the distillation trainer fall back to float32 there."""
     from engine import runtime
 

@@ -47,7 +47,8 @@ class TeacherBakeConfig:
     restarts: tuple[int, ...] = (12500, 20500)  # warm restarts: at each the LR warms up again and
     # decays to the next restart (the last one: to `steps`)
     position_channels: int = 3  # 0: RoPE only, as Wan; 3: frame time, row, column channels
-    frame_context: int = 0  # latent frames on each side each frame also reads (engine.model.frame_neighbours);
+    frame_context: int = 0  # latent frames on each side each frame also reads (engine.model.frame_neighbours;
+    # 4 for 2500 steps from the shipped export left motion where a control segment had it, docs/RESULTS.md);
     # a checkpoint or export without them is widened with zero weights on the new channels
     batch: int = 8  # clips per step
     new_clips_per_step: int = 2  # fresh renders encoded into the pool each step
