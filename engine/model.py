@@ -25,6 +25,7 @@ neighbouring frames"); the toyworld bake keeps it off.
 from __future__ import annotations
 
 import logging
+import re
 
 import torch
 
@@ -54,24 +55,28 @@ class _OwnConfigKey(logging.Filter):
         message = record.getMessage()
         if not message.startswith("The config attributes {"):
             return True
-        named = message[len("The config attributes {"):message.find("}")]
-        return not all(key.split("'")[1] in (POSITION_KEY, CONTEXT_KEY) for key in named.split(",") if "'" in key)
+        named = set(re.findall(r"'(\w+)':", message.partition("}")[0]))
+        return not named <= {POSITION_KEY, CONTEXT_KEY}
 
 
 logging.getLogger("diffusers.configuration_utils").addFilter(_OwnConfigKey())
 
 
-def position_channels(transformer) -> int:
-    """How many position channels the network expects after the latent channels (0 or 3); looks
-    through a DistributedDataParallel wrapper (`.module`)."""
+def _config_count(transformer, key: str) -> int:
+    """An integer our config keys hold (0 when absent); looks through a DistributedDataParallel
+    wrapper (`.module`)."""
     network = getattr(transformer, "module", transformer)
-    return int(getattr(network.config, POSITION_KEY, 0) or 0)
+    return int(getattr(network.config, key, 0) or 0)
+
+
+def position_channels(transformer) -> int:
+    """How many position channels the network expects after the latent channels (0 or 3)."""
+    return _config_count(transformer, POSITION_KEY)
 
 
 def frame_context(transformer) -> int:
     """How many latent frames on each side the network reads beside each frame (0: none)."""
-    network = getattr(transformer, "module", transformer)
-    return int(getattr(network.config, CONTEXT_KEY, 0) or 0)
+    return _config_count(transformer, CONTEXT_KEY)
 
 
 def frame_neighbours(x: torch.Tensor, k: int) -> torch.Tensor:

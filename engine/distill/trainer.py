@@ -26,7 +26,6 @@ import torch
 from accelerate import Accelerator
 
 from engine import checkpoint, schedule
-from engine.runtime import bf16_autocast
 from engine.distill import cd as cd_mod
 from engine.distill import dmd
 from engine.distill.config import DistillConfig
@@ -35,6 +34,7 @@ from engine.loading import LoadedModel
 from engine.model import FlowModel, add_noise
 from engine.reward import builtin
 from engine.reward.lrm import LatentRewardModel, lrm_fit_loss, reward_loss
+from engine.runtime import bf16_autocast
 from engine.sampling import backward_simulation
 from engine.toyworld.latents import LatentPool
 

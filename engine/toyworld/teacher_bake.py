@@ -89,15 +89,12 @@ def _load(model: WanTransformer3DModel, state: dict) -> None:
     context were added (zero weights on the new channels)."""
     have = state["patch_embedding.weight"].shape[1]
     if have < model.config.in_channels:
-        positions, context = position_channels(model), frame_context(model)
-        saved_positions = positions if have > 16 else 0  # 16 latent channels, then the positions
+        saved_positions = have - 16  # 16 latent channels, then the positions
+        if saved_positions not in (0, 3):
+            raise ValueError(f"cannot widen a saved teacher reading {have} input channels to {model.config.in_channels}")
         narrow = make_teacher(saved_positions)
         narrow.load_state_dict(state)
-        if positions > saved_positions:
-            narrow = widen_inputs(narrow, positions)
-        if context:
-            narrow = widen_inputs(narrow, context=context)
-        state = narrow.state_dict()
+        state = widen_inputs(narrow, position_channels(model) - saved_positions, frame_context(model)).state_dict()
     model.load_state_dict(state)
 
 

@@ -1,0 +1,77 @@
+"""Where the studio's cold start goes, stage by stage, in one fresh process.
+
+    python bench/startup.py [--runs 2]
+
+Each run is a new Python process that imports torch, then gradio, then diffusers' Wan
+transformer and AutoencoderKL, then the studio's modules, builds the page (`studio.app.build`,
+no server), then makes a first 4-step clip on the embedded model through the studio's engine
+(which loads the model), saved as the studio saves it. Prints each stage's seconds per run. `bench/studio.py` times the same
+start end to end in a browser; this says which stage it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+STAGES = ("import torch", "import gradio", "import diffusers (Wan, AutoencoderKL)", "import studio",
+          "build the page", "first clip (model load + 4 steps)")
+
+
+def one_start() -> list[float]:
+    marks = [time.perf_counter()]
+    import torch  # noqa: F401
+
+    marks.append(time.perf_counter())
+    import gradio  # noqa: F401
+
+    marks.append(time.perf_counter())
+    from diffusers import AutoencoderKL, WanTransformer3DModel  # noqa: F401
+
+    marks.append(time.perf_counter())
+    sys.path.insert(0, str(ROOT))
+    from engine.events import Result
+    from engine.requests import GenerateRequest
+    from engine.session import Session
+    from studio.app import build, studio_engine
+
+    marks.append(time.perf_counter())
+    session = Session("studio", engine=studio_engine())
+    build(session, "toyworld")
+    marks.append(time.perf_counter())
+    request = GenerateRequest(prompt="a red circle moving left", model="toyworld", role="student", steps=4, seed=0)
+    assert any(isinstance(e, Result) for e in session.generate(request)), "no clip came back"
+    marks.append(time.perf_counter())
+    return [b - a for a, b in zip(marks, marks[1:])]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(one_start()))
+        return
+    rows = []
+    for _ in range(args.runs):
+        with tempfile.TemporaryDirectory() as home:
+            out = subprocess.run([sys.executable, __file__, "--child"], capture_output=True, text=True, check=True,
+                                 env={**os.environ, "RUSHES_HOME": home})
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    print("| stage | " + " | ".join(f"run {i + 1} s" for i in range(len(rows))) + " |")
+    print("|---|" + "---|" * len(rows))
+    for i, stage in enumerate(STAGES):
+        print(f"| {stage} | " + " | ".join(f"{r[i]:.2f}" for r in rows) + " |")
+    print("| total | " + " | ".join(f"{sum(r):.2f}" for r in rows) + " |")
+
+
+if __name__ == "__main__":
+    main()
