@@ -35,9 +35,10 @@ network cannot tell a clip from its reverse). `--transformer DIR` scores a bare 
 folder (e.g. a scratch training run) in place of the model's. Then, for the first 16 clips, the
 model's own sampler from one noise draw under the true and under the direction-swapped caption:
 how often the judge reads the same motion off both (a network that follows the direction word
-would answer opposite ones).
+would answer opposite ones). `--motions` keeps only clips with those motions (a teacher trained on a
+narrower world, bench/direction_world.py).
 
-    python bench/teacher_probe.py --swaps [--levels 1,0.97,0.9,0.7] [--prompts 48] [--seeds 3]
+    python bench/teacher_probe.py --swaps [--levels 1,0.97,0.9,0.7] [--prompts 48] [--seeds 3] [--motions left,right]
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ def main() -> None:
     ap.add_argument("--confusion", action="store_true", help="what the judge reads for each prompted motion and shape")
     ap.add_argument("--role", default="teacher", help="the role whose clips --confusion reads")
     ap.add_argument("--swaps", action="store_true", help="which caption words the flow loss depends on, by level")
+    ap.add_argument("--motions", default=",".join(DIRECTED), help="--swaps: only clips with these motions")
     ap.add_argument("--transformer", default=None, help="--swaps: a transformer folder scored in the model's place")
     args = ap.parse_args()
     torch.set_grad_enabled(False)
@@ -182,14 +184,14 @@ def _colour_swap(caption: str, colour: str, synonym: bool = False) -> str:
     return re.sub(rf"\b{word}\b", other, caption)
 
 
-def _moving_clips(count: int) -> tuple[list, dict[str, list[str]]]:
-    """The first `count` one-object train clips with a directed motion, and their captions: true,
+def _moving_clips(count: int, motions: tuple[str, ...] = DIRECTED) -> tuple[list, dict[str, list[str]]]:
+    """The first `count` one-object train clips with one of `motions`, and their captions: true,
     direction-swapped, axis-swapped and colour-swapped."""
     items, index = [], 0
     while len(items) < count:
         spec, caption = sample_clip("train", index)
         index += 1
-        if len(spec.objects) == 1 and spec.objects[0].motion in DIRECTED:
+        if len(spec.objects) == 1 and spec.objects[0].motion in motions:
             items.append((spec, caption))
     captions = [c for _, c in items]
     return items, {"true": captions, "direction": list(map(_phrase_swap(REVERSED_MOTION), captions)),
@@ -206,7 +208,10 @@ def swaps(loaded, args) -> None:
         from engine.model import FlowModel
 
         model = FlowModel(WanTransformer3DModel.from_pretrained(args.transformer, torch_dtype=torch.float32))
-    items, texts = _moving_clips(args.prompts)
+    motions = tuple(args.motions.split(","))
+    if set(motions) - set(DIRECTED):
+        raise SystemExit(f"--motions takes some of {','.join(DIRECTED)}, got {args.motions!r}")
+    items, texts = _moving_clips(args.prompts, motions)
     states = {k: loaded.text.encode(v) for k, v in texts.items()}
     x0 = codec.encode(np.stack([render(spec) for spec, _ in items]))
     n = len(items)

@@ -14,8 +14,6 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import diffusers
-
 from engine.knobs import strict_config
 
 WEIGHT_SUFFIXES_REFUSED = (".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle")
@@ -93,6 +91,8 @@ def write_pipeline(folder: Path, transformer, vae, scheduler, info: ModelInfo,
         sub = f"students/{steps}step"
         student.save_pretrained(tmp / sub, safe_serialization=True)
         listed[str(steps)] = {"folder": sub, "timesteps": list(timesteps)}
+    import diffusers  # loaded already (the components are diffusers models); engine.loading says why
+
     index = {
         "_class_name": "WanPipeline",
         "_diffusers_version": diffusers.__version__,

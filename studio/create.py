@@ -72,8 +72,9 @@ def run_request(session: Session, req: GenerateRequest):
             yield None, event.value, _summary(event.value)
 
 
-def render(session: Session, model: str) -> dict:
-    """Lay out the tab and wire its events; returns the inputs other tabs fill ("reuse")."""
+def render(session: Session, model: str, page: gr.Blocks) -> dict:
+    """Lay out the tab and wire its events (`page`: the Blocks it is in); returns the inputs other
+    tabs fill ("reuse")."""
     d = session.model_defaults(model)
     with gr.Row():
         with gr.Column(scale=1):
@@ -100,8 +101,8 @@ def render(session: Session, model: str) -> dict:
                 live = gr.Checkbox(label="Live (regenerate as you type)", value=False, elem_id="live")
                 compare = gr.Checkbox(label="Side by side with the teacher", value=False, elem_id="compare")
             button = gr.Button("Generate", variant="primary", elem_id="generate")
-            estimate = gr.Markdown(estimate_text(session, model, default, d["frames"], d["size"]),
-                                   elem_id="memory-estimate")
+            # filled when the page opens: estimating needs the model, which loads as the page is served
+            estimate = gr.Markdown("Memory: estimating once the model has loaded", elem_id="memory-estimate")
         with gr.Column(scale=1):
             preview = gr.Image(label="Steps preview", height=110, elem_id="preview")
             with gr.Row():
@@ -173,6 +174,7 @@ def render(session: Session, model: str) -> dict:
     for component in (picker, preset, frames, size):
         component.change(memory_estimate, [picker, preset, frames, size], [estimate], api_name=False,
                          show_progress="hidden")
+    page.load(memory_estimate, [picker, preset, frames, size], [estimate], api_name=False, show_progress="hidden")
     memory_api = gr.Button(visible=False)
     memory_api.click(memory_estimate, [picker, preset, frames, size], [estimate], api_name="memory_estimate")
 

@@ -73,6 +73,30 @@ def test_a_fast_forwarded_pool_samples_only_encoded_clips():
     assert skipped.size == 8 and skipped.captions[30:32] == [whole._clip(30)[1], whole._clip(31)[1]]
 
 
+def test_a_pool_restricted_to_some_motions_keeps_only_those_and_names_a_bad_motion():
+    import pytest
+
+    from engine.codec import VideoCodec
+    from engine.textenc import TextEncoder, load_minilm
+    from engine.toyworld.latents import LatentPool
+    from engine.toyworld.parse import parse_caption
+    from tests.conftest import tiny_vae
+
+    text = TextEncoder(*load_minilm(), max_length=8)
+    codec = VideoCodec(tiny_vae())
+    pool = LatentPool(codec, text, capacity=40, frames=3, size=16, motions=("left", "right"))
+    specs = [pool._clip(j)[0] for j in range(40)]
+    motions = {o.motion for spec in specs for o in spec.objects}
+    assert motions == {"left", "right"}
+    assert {m for j in range(40) for _, _, m in parse_caption(pool._clip(j)[1])} == {"left", "right"}
+    assert [pool._clip(j)[1] for j in range(5)] == [pool._clip(j)[1] for j in range(5)]  # fixed by (seed, j)
+    whole = LatentPool(codec, text, capacity=40, frames=3, size=16)
+    assert {o.motion for j in range(40) for o in whole._clip(j)[0].objects} > motions
+    for bad in (("sideways",), ()):
+        with pytest.raises(ValueError, match="motions"):
+            LatentPool(codec, text, motions=bad)
+
+
 def test_reversed_pairs_flip_time_and_word_the_reverse_never_a_heldout_combination():
     import re
 

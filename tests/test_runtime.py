@@ -159,6 +159,27 @@ def test_generation_in_a_worker_thread_builds_no_autograd_graph(tiny_folder):
     assert len(seen) == 2 and seen == [(False, False)] * 2, seen
 
 
+def test_preload_loads_on_the_engine_thread_in_the_background_and_forgets_a_failure(tiny_folder, tmp_path):
+    import threading
+
+    assert Engine().preload(str(tiny_folder)) is None  # an inline engine loads on its first request
+    engine = Engine(RuntimeOptions(own_thread=True))
+    gate = threading.Event()
+    engine.run(lambda: None)
+    engine._compute.submit(gate.wait)  # hold the thread: preload must not wait for the load
+    future = engine.preload(str(tiny_folder))
+    assert not future.done()
+    gate.set()
+    loaded = future.result(timeout=120)
+    assert engine.model(str(tiny_folder)) is loaded  # the first request finds it loaded
+    missing = engine.preload(str(tmp_path / "nowhere"))
+    with pytest.raises(ValueError, match="nowhere"):
+        missing.result(timeout=60)
+    assert str(tmp_path / "nowhere") not in engine._models
+    with pytest.raises(ValueError, match="nowhere"):
+        engine.model(str(tmp_path / "nowhere"))
+
+
 def test_own_thread_engine_computes_on_one_thread_and_stops_when_the_caller_does(tiny_folder):
     """The studio's engine: loads and forwards run on its own thread whichever thread asks; the
     clip is the inline engine's; errors come back to the caller; a caller that stops listening

@@ -10,6 +10,9 @@ is a training combination, a minimal pair of captions: the clip and its reverse 
 random stream, so they pick the same template, colour, shape and background words and parallel
 motion phrases ("drifting leftward" / "drifting rightward"). `pair_batch` returns clips beside
 their time-reversed latents (exact: the VAE codes frames one by one) under those two captions.
+
+With `motions`, the pool keeps only the stream's clips whose every object moves in one of those
+ways (a narrower world, e.g. left/right only, to test what a fresh network can learn).
 """
 
 from __future__ import annotations
@@ -26,7 +29,11 @@ from engine.toyworld.render import caption, render, reversed_clip, sample_clip
 class LatentPool:
     def __init__(self, codec: VideoCodec, text: TextEncoder, split: str = "train",
                  capacity: int = 12000, seed: int = 0, frames: int = 17, size: int = 64, train_words: bool = False,
-                 reversed_pairs: bool = False):
+                 reversed_pairs: bool = False, motions: tuple[str, ...] | None = None):
+        unknown = sorted(set(motions or ()) - set(world.MOTIONS))
+        if motions is not None and (unknown or not motions):
+            raise ValueError(f"LatentPool motions must be a non-empty subset of {world.MOTIONS}, got {motions!r}")
+        self.motions = motions
         self.codec, self.text, self.split = codec, text, split
         self.train_words = train_words  # word new train clips from world.TRAIN_ONLY_WORDS too
         self.frames, self.clip_size = frames, size
@@ -45,8 +52,15 @@ class LatentPool:
         self._held = world.heldout_combos()
 
     def _clip(self, j: int):
-        index = int(np.random.default_rng([self.seed, j]).integers(2**31))
-        return sample_clip(self.split, index, train_words=self.train_words)
+        """Clip j of the stream: a split clip at an index drawn from (seed, j); with `motions`, the
+        first of the draws (seed, j), (seed, j, 1), ... whose objects all move in those ways."""
+        for attempt in range(10_000):
+            key = [self.seed, j] + ([attempt] if attempt else [])
+            index = int(np.random.default_rng(key).integers(2**31))
+            spec, text = sample_clip(self.split, index, train_words=self.train_words)
+            if self.motions is None or all(o.motion in self.motions for o in spec.objects):
+                return spec, text
+        raise ValueError(f"no {self.split} clip in 10000 draws moves only in {self.motions!r}")
 
     def add(self, count: int) -> None:
         """Render, encode and store the next `count` clips of the pool's stream."""

@@ -63,6 +63,8 @@ class TeacherBakeConfig:
     # reversed captions, at the same levels with time-flipped noise (an antithetic pair: only the
     # caption and the frame-time channel tell the two inputs' directions apart). Measured off: 2500
     # steps from the shipped export left motion where a control segment had it (docs/RESULTS.md)
+    motions: tuple[str, ...] | None = None  # train only on clips whose objects all move in these
+    # ways (None: the whole world); a narrower world for diagnostics (bench/direction_world.py)
     ema_decay: float = 0.999
     autocast_bf16: bool = True  # only where the CPU runs bf16 natively (runtime.bf16_autocast)
     checkpoint_every: int = 250
@@ -148,7 +150,7 @@ def train(cfg: TeacherBakeConfig, work: Path, out: Path, resume: bool = True) ->
     encoder, tokenizer = load_minilm()
     text = TextEncoder(encoder, tokenizer, max_length=TOYWORLD_INFO.text_max_length)
     pool = LatentPool(VideoCodec(vae), text, capacity=cfg.pool_capacity, seed=cfg.seed,
-                      reversed_pairs=cfg.reversed_pairs)
+                      reversed_pairs=cfg.reversed_pairs, motions=cfg.motions)
     model = make_teacher(cfg.position_channels, cfg.frame_context)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
