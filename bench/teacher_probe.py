@@ -36,7 +36,7 @@ folder (e.g. a scratch training run) in place of the model's. Then, for the firs
 model's own sampler from one noise draw under the true and under the direction-swapped caption:
 how often the judge reads the same motion off both (a network that follows the direction word
 would answer opposite ones). `--motions` keeps only clips with those motions (a teacher trained on a
-narrower world, bench/direction_world.py).
+narrower world, bench/teacher_segment.py --from-scratch --motions).
 
     python bench/teacher_probe.py --swaps [--levels 1,0.97,0.9,0.7] [--prompts 48] [--seeds 3] [--motions left,right]
 """

@@ -1,4 +1,5 @@
-"""One more warm-restart segment of the toyworld teacher, from the shipped export, in a scratch folder.
+"""A training segment of the toyworld teacher in a scratch folder; by default, one more warm
+restart from the shipped export.
 
 What the teacher stage of the bake would do with a longer schedule (a warm restart at the shipped
 step, then `--steps` more), but into `--out` (a copy of assets/toyworld), so that a recipe change
@@ -8,12 +9,22 @@ can be tried and scored beside the shipped teacher without touching assets/. Che
     python bench/dollar.py --rows "LABEL=OUT:teacher:50" --prompts 32 --seeds 2
 
     python bench/teacher_segment.py --out DIR [--steps 2500] [--train-words] [--reversed-pairs] [--frame-context K]
+
+`--from-scratch` trains a fresh network instead (the bake's network, optimiser and schedule:
+warm-up, then one cosine over `--steps`), and `--motions` keeps only clips whose objects move
+in those ways. Together they ask whether this architecture and loss can learn a motion's
+direction at all: the shipped teacher reads a motion's axis and not its direction
+(docs/RESULTS.md), and on a left/right-only world the direction is all a motion phrase says.
+Score that with `python bench/teacher_probe.py --swaps --model OUT --motions left,right`.
+
+    python bench/teacher_segment.py --out DIR --from-scratch --steps 3000 --motions left,right [--frame-context K]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import shutil
 import sys
 import time
@@ -34,15 +45,26 @@ def main() -> None:
                     help="half of each batch is the other half played backwards (TeacherBakeConfig.reversed_pairs)")
     ap.add_argument("--frame-context", type=int, default=0,
                     help="each latent frame also reads K frames on each side (TeacherBakeConfig.frame_context)")
+    ap.add_argument("--from-scratch", action="store_true", help="a fresh network, --steps in all, one cosine")
+    ap.add_argument("--motions", default=None, help="only clips with these motions, e.g. left,right")
     args = ap.parse_args()
     out = Path(args.out).expanduser()
     if not out.exists():
         shutil.copytree(paths.TOYWORLD, out)
-    shipped = teacher_bake.bake_record(paths.TOYWORLD)["teacher"]["step"]
+        if args.from_scratch:  # without a teacher record, train() starts from a fresh network
+            record = teacher_bake.bake_record(out)
+            record.pop("teacher", None)
+            (out / "bake.json").write_text(json.dumps(record, indent=2))
     base = teacher_bake.TeacherBakeConfig()
-    cfg = dataclasses.replace(base, steps=shipped + args.steps, restarts=(*base.restarts, shipped),
-                              train_words_from=shipped if args.train_words else None,
-                              reversed_pairs=args.reversed_pairs, frame_context=args.frame_context)
+    motions = tuple(args.motions.split(",")) if args.motions else None
+    if args.from_scratch:
+        cfg = dataclasses.replace(base, steps=args.steps, first_steps=args.steps, restarts=())
+    else:
+        shipped = teacher_bake.bake_record(paths.TOYWORLD)["teacher"]["step"]
+        cfg = dataclasses.replace(base, steps=shipped + args.steps, restarts=(*base.restarts, shipped),
+                                  train_words_from=shipped if args.train_words else None)
+    cfg = dataclasses.replace(cfg, reversed_pairs=args.reversed_pairs, frame_context=args.frame_context,
+                              motions=motions)
     began = time.perf_counter()
     work = out.with_name(out.name + "-checkpoints")
     for event in teacher_bake.train(cfg, work, out, resume=True):

@@ -64,7 +64,7 @@ class TeacherBakeConfig:
     # caption and the frame-time channel tell the two inputs' directions apart). Measured off: 2500
     # steps from the shipped export left motion where a control segment had it (docs/RESULTS.md)
     motions: tuple[str, ...] | None = None  # train only on clips whose objects all move in these
-    # ways (None: the whole world); a narrower world for diagnostics (bench/direction_world.py)
+    # ways (None: the whole world); a narrower world for diagnostics (bench/teacher_segment.py --motions)
     ema_decay: float = 0.999
     autocast_bf16: bool = True  # only where the CPU runs bf16 natively (runtime.bf16_autocast)
     checkpoint_every: int = 250
