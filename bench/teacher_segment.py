@@ -17,7 +17,7 @@ direction at all: the shipped teacher reads a motion's axis and not its directio
 (docs/RESULTS.md), and on a left/right-only world the direction is all a motion phrase says.
 Score that with `python bench/teacher_probe.py --swaps --model OUT --motions left,right`.
 
-    python bench/teacher_segment.py --out DIR --from-scratch --steps 3000 --motions left,right [--frame-context K]
+    python bench/teacher_segment.py --out DIR --from-scratch --steps 3000 [--motions left,right] [--train-words]
 """
 
 from __future__ import annotations
@@ -58,7 +58,8 @@ def main() -> None:
     base = teacher_bake.TeacherBakeConfig()
     motions = tuple(args.motions.split(",")) if args.motions else None
     if args.from_scratch:
-        cfg = dataclasses.replace(base, steps=args.steps, first_steps=args.steps, restarts=())
+        cfg = dataclasses.replace(base, steps=args.steps, first_steps=args.steps, restarts=(),
+                                  train_words_from=0 if args.train_words else None)
     else:
         shipped = teacher_bake.bake_record(paths.TOYWORLD)["teacher"]["step"]
         cfg = dataclasses.replace(base, steps=shipped + args.steps, restarts=(*base.restarts, shipped),
