@@ -36,12 +36,24 @@ def _summary(saved) -> str:
             + (f" · adapter {Path(m['lora']).name} x{m['lora_scale']:g}" if m.get("lora") else ""))
 
 
+def parse_seed(seed) -> int | None:
+    """The seed box's text as a seed: None (random) when empty."""
+    text = "" if seed is None else str(seed).strip()
+    if not text:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise gr.Error(f"seed must be a whole number (or empty for a random one), got {text!r}") from None
+
+
 def build_request(model, prompt, negative, preset, seed, frames, size, adapter, scale) -> GenerateRequest:
     role, steps = PRESETS[preset]
+    seed = parse_seed(seed)
     try:
         req = GenerateRequest(
             prompt=prompt, negative=negative or "", model=model, role=role, steps=steps,
-            seed=None if seed in (None, "") else int(seed), frames=int(frames) if frames else None,
+            seed=seed, frames=int(frames) if frames else None,
             height=int(size) if size else None, width=int(size) if size else None,
             lora=adapter or None, lora_scale=float(scale))
         return req.validate()
@@ -88,8 +100,10 @@ def render(session: Session, model: str, page: gr.Blocks) -> dict:
             preset = gr.Radio(list(PRESETS), value=default, label="Steps", elem_id="preset",
                               info="students: 1/2/4 steps, no CFG; teacher: many steps with CFG")
             with gr.Row():
-                seed = gr.Number(label="Seed (empty = random)", value=None, precision=0,
-                                 info=knobs.GENERATE["seed"].help, elem_id="seed")
+                # a Textbox, not a Number: Gradio's Number shows and sends 0 for an empty value, so
+                # every clip would have had seed 0
+                seed = gr.Textbox(label="Seed (empty = random)", value="", placeholder="random", max_lines=1,
+                                  info=knobs.GENERATE["seed"].help, elem_id="seed")
                 frames = gr.Slider(1, d["max_frames"], value=d["frames"], step=1, label="Frames", info=knobs.GENERATE["frames"].help)
                 size = gr.Slider(16, d["max_side"], value=d["size"], step=16, label="Size (px)", info=knobs.GENERATE["height"].help)
             with gr.Row():
@@ -159,7 +173,7 @@ def render(session: Session, model: str, page: gr.Blocks) -> dict:
     def live_generate(model_, prompt_, negative_, preset_, seed_, frames_, size_, adapter_, scale_, live_):
         if not live_ or not prompt_.strip():
             return gr.update(), gr.update(), gr.update(), gr.update()
-        req = build_request(model_, prompt_, negative_, preset_, seed_ if seed_ not in (None, "") else 0,
+        req = build_request(model_, prompt_, negative_, preset_, seed_ if parse_seed(seed_) is not None else 0,
                             frames_, size_, adapter_, scale_)
         saved = [r for _, r, _ in run_request(session, req) if r][-1]
         return str(saved.path), _summary(saved), saved.generation_id, str(saved.path)

@@ -1,5 +1,6 @@
 """Every studio endpoint through gradio_client, against a tiny model."""
 
+import re
 import sqlite3
 from pathlib import Path
 
@@ -59,10 +60,19 @@ def test_side_by_side_and_pair_choice(client):
 
 def test_bad_input_is_a_clear_error_and_writes_nothing(client, studio):
     before = _count(studio[1], "generations")
-    for prompt, size, named in [("", 32, "prompt"), ("ok", 40, "40")]:
+    for prompt, seed, size, named in [("", 3, 32, "prompt"), ("ok", 3, 40, "40"), ("ok", "4.5", 32, "'4.5'")]:
         with pytest.raises(Exception, match=named):
-            client.predict(MODEL[0], prompt, "", "student 4 steps", 3, 5, size, "", 1.0, False, api_name="/generate")
+            client.predict(MODEL[0], prompt, "", "student 4 steps", seed, 5, size, "", 1.0, False, api_name="/generate")
     assert _count(studio[1], "generations") == before
+
+
+def test_an_empty_seed_box_draws_a_random_seed_each_clip(client, studio):
+    seeds = set()
+    for _ in range(3):
+        status = client.predict(MODEL[0], "a red ball", "", "student 4 steps", "", 5, 32, "", 1.0, False,
+                                api_name="/generate")[2]
+        seeds.add(re.search(r"seed \*\*(\d+)\*\*", status).group(1))
+    assert len(seeds) > 1  # three draws from [0, MAX_SEED] all alike would be a fixed seed
 
 
 def test_library_open_reuse_rerun_delete(client, studio):
@@ -75,7 +85,7 @@ def test_library_open_reuse_rerun_delete(client, studio):
     assert settings["seed"] == 3 and settings["prompt"] == "a green triangle"
     reused = client.predict(gen_id, api_name="/reuse")
     assert reused[0] == MODEL[0] and reused[1] == "a green triangle"
-    assert reused[3] == "student 4 steps" and reused[4] == 3
+    assert reused[3] == "student 4 steps" and reused[4] == "3"  # the seed box is text
     _, meta, message, _ = client.predict(gen_id, "green", "", api_name="/rerun")
     assert meta["seed"] == 3 and "re-ran" in message
     path = Path(settings and sqlite3.connect(studio[1] / "studio.db").execute(

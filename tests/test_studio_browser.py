@@ -45,6 +45,7 @@ def _generate(page, compare=False):
 def test_generate_plays_then_rate_and_compare(browser, url):
     page = browser.new_page()
     page.goto(url)
+    assert page.locator("#seed input").input_value() == ""  # empty: a random seed per clip
     page.locator("#prompt textarea").fill("a red ball moving right on a black background")
     page.locator("#seed input").fill("5")
     _generate(page)
