@@ -9,6 +9,13 @@ diffusers' Wan transformer and AutoencoderKL (the studio's modules must not have
 first 4-step clip on the embedded model through the studio's engine (which loads the model),
 saved as the studio saves it. Prints each stage's seconds per run. `bench/studio.py` times the same
 start end to end in a browser; this says which stage it is.
+
+`--imports` says instead where the preload's imports go: one process under `python -X importtime`
+imports torch and gradio, then what the preload imports (diffusers' Wan transformer and
+AutoencoderKL, transformers); the seconds of the modules imported after gradio, summed by top-level
+package (each module's own time, so nothing counts twice).
+
+    python bench/startup.py --imports
 """
 
 from __future__ import annotations
@@ -55,11 +62,37 @@ def one_start() -> list[float]:
     return [b - a for a, b in zip(marks, marks[1:])]
 
 
+PRELOAD_IMPORTS = ("import torch, gradio; from diffusers import AutoencoderKL, WanTransformer3DModel; "
+                   "import transformers")
+
+
+def import_shares() -> None:
+    out = subprocess.run([sys.executable, "-X", "importtime", "-c", PRELOAD_IMPORTS], capture_output=True,
+                         text=True, check=True)
+    rows = []  # (own microseconds, module, top level?) in the order the imports finished
+    for line in out.stderr.splitlines():
+        if line.startswith("import time:") and "|" in line and "self [us]" not in line:
+            own, _, name = line.removeprefix("import time:").split("|")
+            rows.append((int(own), name.strip(), not name.startswith("  ")))
+    after = next(i for i, (_, name, top) in enumerate(rows) if top and name == "gradio") + 1
+    shares: dict[str, int] = {}
+    for own, name, _ in rows[after:]:
+        shares[name.split(".")[0]] = shares.get(name.split(".")[0], 0) + own
+    print(f"`{PRELOAD_IMPORTS}`: what comes after gradio, {sum(shares.values()) / 1e6:.2f} s in all\n")
+    print("| package | s |\n|---|---|")
+    for package, own in sorted(shares.items(), key=lambda kv: -kv[1])[:10]:
+        print(f"| {package} | {own / 1e6:.2f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--imports", action="store_true", help="where the preload's imports go, by package")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.imports:
+        import_shares()
+        return
     if args.child:
         print(json.dumps(one_start()))
         return

@@ -115,7 +115,9 @@ def render(session: Session, model: str, page: gr.Blocks) -> dict:
                 live = gr.Checkbox(label="Live (regenerate as you type)", value=False, elem_id="live")
                 compare = gr.Checkbox(label="Side by side with the teacher", value=False, elem_id="compare")
             button = gr.Button("Generate", variant="primary", elem_id="generate")
-            # filled when the page opens: estimating needs the model, which loads as the page is served
+            # filled when the page opens (page.load below), not while it is built: estimating needs
+            # the model, which loads as the page is served. A callable value would do the same but
+            # shows Gradio's timer in place of this line.
             estimate = gr.Markdown("Memory: estimating once the model has loaded", elem_id="memory-estimate")
         with gr.Column(scale=1):
             preview = gr.Image(label="Steps preview", height=110, elem_id="preview")
@@ -173,7 +175,8 @@ def render(session: Session, model: str, page: gr.Blocks) -> dict:
     def live_generate(model_, prompt_, negative_, preset_, seed_, frames_, size_, adapter_, scale_, live_):
         if not live_ or not prompt_.strip():
             return gr.update(), gr.update(), gr.update(), gr.update()
-        req = build_request(model_, prompt_, negative_, preset_, seed_ if parse_seed(seed_) is not None else 0,
+        seed_ = parse_seed(seed_)
+        req = build_request(model_, prompt_, negative_, preset_, 0 if seed_ is None else seed_,  # a steady preview
                             frames_, size_, adapter_, scale_)
         saved = [r for _, r, _ in run_request(session, req) if r][-1]
         return str(saved.path), _summary(saved), saved.generation_id, str(saved.path)

@@ -72,7 +72,8 @@ def render(session: Session, create: dict, tabs: gr.Tabs) -> None:
         req = session.request_for(int(gen_id))
         preset = next((k for k, v in PRESETS.items() if v == (req.role, req.steps)),
                       "teacher 50 steps" if req.role == "teacher" else "student 4 steps")
-        return (req.model, req.prompt, req.negative, preset, "" if req.seed is None else str(req.seed), req.frames, req.height, req.lora or "",
+        seed = "" if req.seed is None else str(req.seed)  # the seed box is text
+        return (req.model, req.prompt, req.negative, preset, seed, req.frames, req.height, req.lora or "",
                 req.lora_scale, gr.Tabs(selected="create"))
 
     reuse.click(reuse_settings, [chosen], [create[k] for k in ("model", "prompt", "negative", "preset", "seed", "frames",

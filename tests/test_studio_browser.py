@@ -42,6 +42,27 @@ def _generate(page, compare=False):
                            "document.querySelector('#status').innerText.includes('total')", timeout=60000)
 
 
+def test_an_empty_seed_box_gives_each_clip_its_own_seed(browser, url):
+    """What the page sends for an empty box: Gradio's Number sent 0, so every clip had seed 0."""
+    import re
+
+    page = browser.new_page()
+    page.goto(url)
+    page.wait_for_function("() => { const m = document.querySelector('#memory-estimate');"
+                           " return m && m.innerText.includes('GB peak'); }", timeout=60000)  # filled on page load
+    seeds, last = [], None  # last: the clip id the status names (the timer text names none)
+    for _ in range(2):
+        page.locator("#generate").click()
+        page.wait_for_function("(old) => { const s = document.querySelector('#status');"
+                               " const m = s && s.innerText.match(/clip (\\d+) · seed (\\d+)/);"
+                               " return m && m[1] !== old; }", arg=last, timeout=60000)
+        last, seed = re.search(r"clip (\d+) · seed (\d+)", page.locator("#status").inner_text()).groups()
+        seeds.append(seed)
+    assert page.locator("#seed input").input_value() == ""
+    assert seeds[0] != seeds[1]
+    page.close()
+
+
 def test_generate_plays_then_rate_and_compare(browser, url):
     page = browser.new_page()
     page.goto(url)

@@ -30,8 +30,7 @@ class LatentPool:
     def __init__(self, codec: VideoCodec, text: TextEncoder, split: str = "train",
                  capacity: int = 12000, seed: int = 0, frames: int = 17, size: int = 64, train_words: bool = False,
                  reversed_pairs: bool = False, motions: tuple[str, ...] | None = None):
-        unknown = sorted(set(motions or ()) - set(world.MOTIONS))
-        if motions is not None and (unknown or not motions):
+        if motions is not None and not (motions and set(motions) <= set(world.MOTIONS)):
             raise ValueError(f"LatentPool motions must be a non-empty subset of {world.MOTIONS}, got {motions!r}")
         self.motions = motions
         self.codec, self.text, self.split = codec, text, split
