@@ -18,6 +18,10 @@ direction at all: the shipped teacher reads a motion's axis and not its directio
 Score that with `python bench/teacher_probe.py --swaps --model OUT --motions left,right`.
 
     python bench/teacher_segment.py --out DIR --from-scratch --steps 3000 [--motions left,right] [--train-words]
+
+A curriculum: train on `--motions left,right` to step N, copy OUT and OUT-checkpoints, then run the
+copy on the whole world with `--steps M --restart-at N` (the LR warms up again where the world
+widens; the latent pool is rebuilt for the whole world when the run restarts).
 """
 
 from __future__ import annotations
@@ -47,6 +51,9 @@ def main() -> None:
                     help="each latent frame also reads K frames on each side (TeacherBakeConfig.frame_context)")
     ap.add_argument("--from-scratch", action="store_true", help="a fresh network, --steps in all, one cosine")
     ap.add_argument("--motions", default=None, help="only clips with these motions, e.g. left,right")
+    ap.add_argument("--restart-at", type=int, default=None,
+                    help="with --from-scratch: a warm restart at this step (warm-up, then one cosine to --steps), "
+                         "e.g. where a curriculum widens the world")
     args = ap.parse_args()
     out = Path(args.out).expanduser()
     if not out.exists():
@@ -58,7 +65,10 @@ def main() -> None:
     base = teacher_bake.TeacherBakeConfig()
     motions = tuple(args.motions.split(",")) if args.motions else None
     if args.from_scratch:
-        cfg = dataclasses.replace(base, steps=args.steps, first_steps=args.steps, restarts=(),
+        if args.restart_at is not None and not 0 < args.restart_at < args.steps:
+            ap.error(f"--restart-at {args.restart_at} must lie between 0 and --steps {args.steps}")
+        restarts = () if args.restart_at is None else (args.restart_at,)
+        cfg = dataclasses.replace(base, steps=args.steps, first_steps=args.steps, restarts=restarts,
                                   train_words_from=0 if args.train_words else None)
     else:
         shipped = teacher_bake.bake_record(paths.TOYWORLD)["teacher"]["step"]

@@ -42,15 +42,22 @@ def start_tune(store: Store, cfg: TuneConfig, out: str | Path, run_id: int | Non
     return run_id
 
 
+def _existing(store: Store, run_id: int) -> dict:
+    row = store.run(run_id)
+    if row is None:
+        raise ValueError(f"no run with id {run_id}")
+    return row
+
+
 def cancel(store: Store, run_id: int) -> None:
-    if store.run(run_id)["status"] in ACTIVE:
+    if _existing(store, run_id)["status"] in ACTIVE:
         store.update_run(run_id, status="cancelling")
 
 
 def resume(store: Store, run_id: int) -> int:
     import json
 
-    row = store.run(run_id)
+    row = _existing(store, run_id)
     if row["status"] in ("running", "queued"):
         raise ValueError(f"run {run_id} is still {row['status']}")
     config = json.loads(row["config"])

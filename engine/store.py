@@ -123,8 +123,9 @@ class Store:
         with self.db.conn:
             self.db["runs"].update(run_id, fields | {"updated_at": time.time()})
 
-    def run(self, run_id: int) -> dict:
-        return self.db["runs"].get(run_id)
+    def run(self, run_id: int) -> dict | None:
+        rows = list(self.db["runs"].rows_where("id = ?", [run_id]))
+        return rows[0] if rows else None
 
     def log_metrics(self, run_id: int, step: int, metrics: dict[str, float]) -> None:
         now = time.time()

@@ -15,6 +15,7 @@ from engine import knobs
 from engine.events import Failed, Preview, Progress, Result
 from engine.requests import GenerateRequest
 from engine.session import Session
+from studio.fields import whole_number
 
 PRESETS = {"student 1 step": ("student", 1), "student 2 steps": ("student", 2),
            "student 4 steps": ("student", 4), "teacher 50 steps": ("teacher", 50),
@@ -38,13 +39,7 @@ def _summary(saved) -> str:
 
 def parse_seed(seed) -> int | None:
     """The seed box's text as a seed: None (random) when empty."""
-    text = "" if seed is None else str(seed).strip()
-    if not text:
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise gr.Error(f"seed must be a whole number (or empty for a random one), got {text!r}") from None
+    return whole_number(seed, "seed (or empty for a random one)")
 
 
 def build_request(model, prompt, negative, preset, seed, frames, size, adapter, scale) -> GenerateRequest:
@@ -100,8 +95,7 @@ def render(session: Session, model: str, page: gr.Blocks) -> dict:
             preset = gr.Radio(list(PRESETS), value=default, label="Steps", elem_id="preset",
                               info="students: 1/2/4 steps, no CFG; teacher: many steps with CFG")
             with gr.Row():
-                # a Textbox, not a Number: Gradio's Number shows and sends 0 for an empty value, so
-                # every clip would have had seed 0
+                # a Textbox, not a Number (studio/fields.py says why)
                 seed = gr.Textbox(label="Seed (empty = random)", value="", placeholder="random", max_lines=1,
                                   info=knobs.GENERATE["seed"].help, elem_id="seed")
                 frames = gr.Slider(1, d["max_frames"], value=d["frames"], step=1, label="Frames", info=knobs.GENERATE["frames"].help)

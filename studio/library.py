@@ -8,6 +8,7 @@ import gradio as gr
 
 from engine.session import Session
 from studio.create import GPU, PRESETS, run_request
+from studio.fields import id_box, whole_number
 
 COLUMNS = ["id", "when", "role", "steps", "seed", "prompt", "total_s", "rating"]
 
@@ -32,7 +33,7 @@ def render(session: Session, create: dict, tabs: gr.Tabs) -> None:
         refresh = gr.Button("Refresh", scale=1, elem_id="lib-refresh")
     table = gr.Dataframe(headers=COLUMNS, value=[], interactive=False, elem_id="lib-table")
     with gr.Row():
-        chosen = gr.Number(label="Clip id", precision=0, elem_id="lib-id")
+        chosen = id_box("Clip id", "lib-id", "click a row or type an id")
         open_button = gr.Button("Open", elem_id="lib-open")
         reuse = gr.Button("Reuse settings", elem_id="lib-reuse")
         rerun = gr.Button("Re-run", elem_id="lib-rerun")
@@ -49,16 +50,18 @@ def render(session: Session, create: dict, tabs: gr.Tabs) -> None:
     text.submit(listing, [text, role], [table], api_name=False)
 
     def select(evt: gr.SelectData, rows):
-        return rows.iloc[evt.index[0], 0] if hasattr(rows, "iloc") else rows[evt.index[0]][0]
+        return str(rows.iloc[evt.index[0], 0] if hasattr(rows, "iloc") else rows[evt.index[0]][0])
 
     table.select(select, [table], [chosen], api_name=False)
 
     def row_for(gen_id):
+        """The clip's row, or a gr.Error naming what is wrong with the box."""
+        gen_id = whole_number(gen_id, "clip id")
         if gen_id is None:
             raise gr.Error("pick a clip id first")
-        row = session.store.generation(int(gen_id))
+        row = session.store.generation(gen_id)
         if row is None:
-            raise gr.Error(f"no clip with id {int(gen_id)}")
+            raise gr.Error(f"no clip with id {gen_id}")
         return row
 
     def open_clip(gen_id):
@@ -68,8 +71,8 @@ def render(session: Session, create: dict, tabs: gr.Tabs) -> None:
     open_button.click(open_clip, [chosen], [video, meta], api_name="open_clip")
 
     def reuse_settings(gen_id):
-        row_for(gen_id)
-        req = session.request_for(int(gen_id))
+        gen_id = row_for(gen_id)["id"]
+        req = session.request_for(gen_id)
         preset = next((k for k, v in PRESETS.items() if v == (req.role, req.steps)),
                       "teacher 50 steps" if req.role == "teacher" else "student 4 steps")
         seed = "" if req.seed is None else str(req.seed)  # the seed box is text
@@ -81,17 +84,17 @@ def render(session: Session, create: dict, tabs: gr.Tabs) -> None:
                 api_name="reuse")
 
     def rerun_clip(gen_id, text_, role_):
-        row_for(gen_id)
-        req = session.request_for(int(gen_id))
+        gen_id = row_for(gen_id)["id"]
+        req = session.request_for(gen_id)
         saved = [r for _, r, _ in run_request(session, req) if r][-1]
-        return str(saved.path), saved.clip.meta, f"re-ran clip {int(gen_id)} as clip {saved.generation_id}", \
+        return str(saved.path), saved.clip.meta, f"re-ran clip {gen_id} as clip {saved.generation_id}", \
             _rows(session, text_, role_)
 
     rerun.click(rerun_clip, [chosen, text, role], [video, meta, message, table], api_name="rerun", **GPU)
 
     def delete_clip(gen_id, text_, role_):
-        row_for(gen_id)
-        session.delete(int(gen_id))
-        return None, None, f"deleted clip {int(gen_id)} and its files", _rows(session, text_, role_)
+        gen_id = row_for(gen_id)["id"]
+        session.delete(gen_id)
+        return None, None, f"deleted clip {gen_id} and its files", _rows(session, text_, role_)
 
     delete.click(delete_clip, [chosen, text, role], [video, meta, message, table], api_name="delete")

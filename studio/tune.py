@@ -16,6 +16,7 @@ from engine.reward.spec import NAMES
 from engine.session import Session
 from engine.tune.config import TuneConfig
 from studio.create import GPU
+from studio.fields import id_box, whole_number
 
 REWARD_HELP = ("colourfulness, brightness, contrast, sharpness, motion, smoothness, compressibility, "
                "toyworld-semantic (the MiniBench judge); palette: match a reference image; custom: your .py file; "
@@ -81,7 +82,7 @@ def render(session: Session, model: str, adapter_picker: gr.Dropdown, allow_cust
                 cancel = gr.Button("Cancel", elem_id="tune-cancel")
                 resume = gr.Button("Resume", elem_id="tune-resume")
         with gr.Column():
-            run_id = gr.Number(label="Run", precision=0, elem_id="tune-run")
+            run_id = id_box("Run", "tune-run", "the run to follow, cancel or resume")
             status = gr.Markdown(elem_id="tune-status")
             plot = gr.LinePlot(x="step", y="value", color="metric", height=320, color_map=CURVES, elem_id="tune-plot",
                                label="Reward (blue), the LRM's reward (orange) and loss (red) per step")
@@ -118,41 +119,44 @@ def render(session: Session, model: str, adapter_picker: gr.Dropdown, allow_cust
         except ValueError as err:
             raise gr.Error(str(err)) from None
         new_id = jobs.start_tune(session.store, cfg, out)
-        return new_id, f"started run {new_id} → {out.name}"
+        return str(new_id), f"started run {new_id} → {out.name}"
 
     start.click(start_run, [reward, reference, reward_file, steps, rank, lr, name, reg], [run_id, status],
                 api_name="tune_start")
 
-    def cancel_run(rid):
-        if rid in (None, ""):
-            raise gr.Error("no run selected")
-        jobs.cancel(session.store, int(rid))
-        return f"cancelling run {int(rid)}"
+    def on_run(act, done: str):
+        """A handler that applies `act` (jobs.cancel or jobs.resume) to the Run box's run."""
+        def handler(rid):
+            rid = whole_number(rid, "run id")
+            if rid is None:
+                raise gr.Error("no run selected")
+            try:
+                act(session.store, rid)
+            except ValueError as err:
+                raise gr.Error(str(err)) from None
+            return f"{done} run {rid}"
+        return handler
 
-    cancel.click(cancel_run, [run_id], [status], api_name="tune_cancel")
-
-    def resume_run(rid):
-        if rid in (None, ""):
-            raise gr.Error("no run selected")
-        try:
-            jobs.resume(session.store, int(rid))
-        except ValueError as err:
-            raise gr.Error(str(err)) from None
-        return f"resumed run {int(rid)}"
-
-    resume.click(resume_run, [run_id], [status], api_name="tune_resume")
+    cancel.click(on_run(jobs.cancel, "cancelling"), [run_id], [status], api_name="tune_cancel")
+    resume.click(on_run(jobs.resume, "resumed"), [run_id], [status], api_name="tune_resume")
 
     def poll(rid):
         jobs.sweep_interrupted(session.store)
         text = ""
-        if rid not in (None, ""):
-            row = session.store.run(int(rid))
+        try:
+            rid = whole_number(rid, "run id")
+        except gr.Error:  # a box being typed in: no run to show yet (the timer must not raise)
+            rid = None
+        row = None if rid is None else session.store.run(rid)
+        if rid is not None and row is None:
+            text = f"no run with id {rid}"
+        elif row is not None:
             steps_total = json.loads(row["config"]).get("steps")
             eta = ""
             if row["status"] == "running" and row["step"]:
                 rate = row["step"] / max(1e-6, row["updated_at"] - row["created_at"])
                 eta = f" · ETA {max(0, steps_total - row['step']) / max(rate, 1e-6):.0f} s"
-            text = f"run {int(rid)}: **{row['status']}** · step {row['step']}/{steps_total}{eta} · {row['message'] or ''}"
+            text = f"run {rid}: **{row['status']}** · step {row['step']}/{steps_total}{eta} · {row['message'] or ''}"
         choices = gr.update(choices=adapter_choices(session))
         return text, _plot_rows(session, rid), _runs(session), choices, choices
 

@@ -96,6 +96,25 @@ def test_library_open_reuse_rerun_delete(client, studio):
     assert gen_id not in [r[0] for r in table["data"]]
 
 
+def test_id_boxes_may_be_empty_and_bad_text_is_named(client):
+    status, plot, _, *_ = client.predict("", api_name="/tune_status")  # a fresh page's Run box
+    assert status == "" and plot is None
+    assert client.predict("9999", api_name="/tune_status")[0] == "no run with id 9999"
+    assert client.predict("12a", api_name="/tune_status")[0] == ""  # being typed: the timer must not raise
+    with pytest.raises(Exception, match="'12a'"):
+        client.predict("12a", api_name="/tune_cancel")
+    with pytest.raises(Exception, match="no run with id 9999"):
+        client.predict("9999", api_name="/tune_resume")
+    with pytest.raises(Exception, match="no run selected"):
+        client.predict("", api_name="/tune_cancel")
+    with pytest.raises(Exception, match="pick a clip id"):
+        client.predict("", api_name="/open_clip")
+    with pytest.raises(Exception, match="'4.5'"):
+        client.predict("4.5", api_name="/open_clip")
+    with pytest.raises(Exception, match="no clip with id 9999"):
+        client.predict("9999", "", "", api_name="/delete")
+
+
 def test_system_reports_model_and_device(client, tiny_folder):
     info = client.predict(api_name="/system")
     assert info["device"] == "cpu" and info["model_name"] == "tiny" and info["students"] == [1, 2, 4]

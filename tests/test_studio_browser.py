@@ -102,9 +102,12 @@ def test_library_lists_and_reuses_a_clip(browser, url):
     page.locator("#seed input").fill("11")
     _generate(page)
     page.get_by_role("tab", name="Library").click()
+    assert page.locator("#lib-id input").input_value() == ""  # empty until a row is picked
     page.locator("#lib-refresh").click()
-    page.wait_for_selector("#lib-table >> text=a cyan box rising", timeout=30000)
-    page.locator("#lib-table >> text=a cyan box rising").first.click()
+    # visible=true: the Dataframe also renders a row into a hidden sizing table, which can come first
+    row = "#lib-table >> text=a cyan box rising >> visible=true"
+    page.wait_for_selector(row, timeout=30000)
+    page.locator(row).first.click()
     page.wait_for_function("() => document.querySelector('#lib-id input').value !== ''", timeout=15000)
     page.locator("#lib-reuse").click()
     page.wait_for_function("() => document.querySelector('#seed input').value === '11'", timeout=15000)
@@ -115,11 +118,14 @@ def test_tune_then_apply_the_adapter(browser, url):
     page = browser.new_page()
     page.goto(url)
     page.get_by_role("tab", name="Tune").click()
+    # the Run box starts empty (a Number would show 0 and the status timer would poll a run 0)
+    assert page.locator("#tune-run input").input_value() == ""
     steps = page.locator("#tune-steps input[type=number]")
     steps.fill("5")
     steps.press("Enter")
     page.locator("#tune-name textarea").fill("vivid")
     page.locator("#tune-start").click()
+    page.wait_for_function("() => /^[0-9]+$/.test(document.querySelector('#tune-run input').value)", timeout=60000)
     # a 5-step tune on the tiny model can start and finish between two 2 s status polls: running or already done
     page.wait_for_function("() => /running|done/.test(document.querySelector('#tune-status').innerText)",
                            timeout=60000)

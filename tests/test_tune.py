@@ -233,6 +233,16 @@ def test_cli_tune_writes_a_diffusers_adapter(tiny_folder, rushes_home, tmp_path,
                  "--out", str(tmp_path / "x.mp4")]) == 0
 
 
+def test_cancel_or_resume_of_an_unknown_run_names_it(rushes_home):
+    from engine import jobs, paths
+
+    store = Store(paths.database())
+    assert store.run(12345) is None
+    for act in (jobs.cancel, jobs.resume):
+        with pytest.raises(ValueError, match="no run with id 12345"):
+            act(store, 12345)
+
+
 def test_background_job_cancel_and_resume(tiny_folder, rushes_home, tmp_path):
     from engine import jobs, paths
 
