@@ -87,7 +87,7 @@ def render(session: Session, model: str, adapter_picker: gr.Dropdown, allow_cust
             plot = gr.LinePlot(x="step", y="value", color="metric", height=320, color_map=CURVES, elem_id="tune-plot",
                                label="Reward (blue), the LRM's reward (orange) and loss (red) per step")
             runs = gr.Dataframe(headers=["run", "status", "step", "reward", "message"], value=[],
-                                interactive=False, label="Tune runs")
+                                interactive=False, label="Tune runs", elem_id="tune-runs")
     with gr.Row():
         compare_adapter = gr.Dropdown(adapter_choices(session), value="", label="Adapter",
                                       info="a saved adapter to compare with the plain student", elem_id="tune-compare-adapter")

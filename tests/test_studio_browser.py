@@ -12,14 +12,21 @@ pytestmark = pytest.mark.skipif(not shutil.which("chromium"), reason="Debian's c
 
 
 @pytest.fixture(scope="module")
-def url(tiny_folder, tmp_path_factory):
+def served(tiny_folder, tmp_path_factory):
+    """(the studio's session, its URL)."""
     import os
 
     os.environ["RUSHES_HOME"] = str(tmp_path_factory.mktemp("browser-home"))
-    demo = build(Session("browser", engine=studio_engine()), str(tiny_folder))
+    session = Session("browser", engine=studio_engine())
+    demo = build(session, str(tiny_folder))
     _, local_url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **launch_kwargs())
-    yield local_url
+    yield session, local_url
     demo.close()
+
+
+@pytest.fixture(scope="module")
+def url(served):
+    return served[1]
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +118,18 @@ def test_library_lists_and_reuses_a_clip(browser, url):
     page.wait_for_function("() => document.querySelector('#lib-id input').value !== ''", timeout=15000)
     page.locator("#lib-reuse").click()
     page.wait_for_function("() => document.querySelector('#seed input').value === '11'", timeout=15000)
+    page.close()
+
+
+def test_a_fresh_page_lists_earlier_tune_runs(browser, served):
+    """The runs table fills from the status timer; with the Run box sending 0 that timer raised."""
+    session, url = served
+    session.store.create_run("tune", {"steps": 7, "reward": "zebra-stripes"}, status="done")
+    page = browser.new_page()
+    page.goto(url)
+    page.get_by_role("tab", name="Tune").click()
+    page.wait_for_selector("#tune-runs >> text=zebra-stripes >> visible=true", timeout=30000)
+    assert "0/7" in page.locator("#tune-runs").inner_text()
     page.close()
 
 
