@@ -19,9 +19,13 @@ Score that with `python bench/teacher_probe.py --swaps --model OUT --motions lef
 
     python bench/teacher_segment.py --out DIR --from-scratch --steps 3000 [--motions left,right] [--train-words]
 
-A curriculum: train on `--motions left,right` to step N, copy OUT and OUT-checkpoints, then run the
-copy on the whole world with `--steps M --restart-at N` (the LR warms up again where the world
-widens; the latent pool is rebuilt for the whole world when the run restarts).
+A curriculum in one run: `--first-motions left,right --first-until N --restart-at N` trains on
+left/right clips to step N, then on the whole world with the LR warmed up again
+(`TeacherBakeConfig.first_motions`). By hand, as first measured (docs/RESULTS.md): train on
+`--motions left,right`, copy OUT and OUT-checkpoints, then run the copy without `--motions`,
+`--steps M --restart-at N`.
+
+    python bench/teacher_segment.py --out DIR --from-scratch --steps 30500 --first-motions left,right --first-until 2000 --restart-at 2000 --train-words
 """
 
 from __future__ import annotations
@@ -51,6 +55,9 @@ def main() -> None:
                     help="each latent frame also reads K frames on each side (TeacherBakeConfig.frame_context)")
     ap.add_argument("--from-scratch", action="store_true", help="a fresh network, --steps in all, one cosine")
     ap.add_argument("--motions", default=None, help="only clips with these motions, e.g. left,right")
+    ap.add_argument("--first-motions", default=None,
+                    help="with --from-scratch: a curriculum, only these motions (e.g. left,right) before --first-until")
+    ap.add_argument("--first-until", type=int, default=0, help="the step where --first-motions ends")
     ap.add_argument("--restart-at", type=int, default=None,
                     help="with --from-scratch: a warm restart at this step (warm-up, then one cosine to --steps), "
                          "e.g. where a curriculum widens the world")
@@ -74,8 +81,9 @@ def main() -> None:
         shipped = teacher_bake.bake_record(paths.TOYWORLD)["teacher"]["step"]
         cfg = dataclasses.replace(base, steps=shipped + args.steps, restarts=(*base.restarts, shipped),
                                   train_words_from=shipped if args.train_words else None)
+    first = tuple(args.first_motions.split(",")) if args.first_motions else None
     cfg = dataclasses.replace(cfg, reversed_pairs=args.reversed_pairs, frame_context=args.frame_context,
-                              motions=motions)
+                              motions=motions, first_motions=first, first_motions_until=args.first_until)
     began = time.perf_counter()
     work = out.with_name(out.name + "-checkpoints")
     for event in teacher_bake.train(cfg, work, out, resume=True):

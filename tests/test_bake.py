@@ -47,6 +47,41 @@ def test_teacher_stage_resumes_and_exports_a_loadable_pipeline(tmp_path):
     assert teacher_bake.bake_record(tmp_path / "b")["teacher"]["step"] == 2
 
 
+def test_a_curriculum_widens_the_pool_at_its_step_and_resumes_across_it(tmp_path):
+    """first_motions: left/right clips before the switch, the whole world from it; a run stopped
+    at the switch and resumed ends with the same weights as one that ran through it."""
+    vae = vae_bake.make_vae()
+    for name in ("a", "b"):
+        vae.save_pretrained(tmp_path / name / "vae", safe_serialization=True)
+    cfg = teacher_bake.TeacherBakeConfig(steps=3, batch=2, checkpoint_every=1, export_every=3, warmup=1,
+                                         pool_capacity=16, new_clips_per_step=1,
+                                         first_motions=("left", "right"), first_motions_until=2)
+    assert [teacher_bake._motions(cfg, s) for s in range(3)] == [("left", "right")] * 2 + [None]
+    _run(teacher_bake.train(cfg, tmp_path / "whole", tmp_path / "a"))
+    _run(teacher_bake.train(cfg, tmp_path / "split", tmp_path / "b"), stop_at=2)
+    _run(teacher_bake.train(cfg, tmp_path / "split", tmp_path / "b"))
+    a, b = checkpoint.latest(tmp_path / "whole"), checkpoint.latest(tmp_path / "split")
+    assert a[0] == b[0] == 3
+    for key in a[1]["ema"]:
+        assert torch.allclose(a[1]["ema"][key], b[1]["ema"][key], atol=1e-5), key
+    with pytest.raises(ValueError, match="first_motions_until"):
+        teacher_bake.TeacherBakeConfig(first_motions=("left",))
+
+
+def test_a_curriculum_pool_holds_only_its_first_motions_then_the_whole_world():
+    from engine.codec import VideoCodec
+    from engine.textenc import TextEncoder, load_minilm
+
+    encoder, tokenizer = load_minilm()
+    text = TextEncoder(encoder, tokenizer, max_length=8)
+    codec = VideoCodec(vae_bake.make_vae().eval())
+    cfg = teacher_bake.TeacherBakeConfig(pool_capacity=8, new_clips_per_step=0, first_motions=("left", "right"),
+                                         first_motions_until=5)
+    first, later = teacher_bake._pool(cfg, codec, text, 4), teacher_bake._pool(cfg, codec, text, 5)
+    assert first.motions == ("left", "right") and later.motions is None
+    assert {o.motion for j in range(8) for o in first._clip(j)[0].objects} <= {"left", "right"}
+
+
 def test_a_fast_forwarded_pool_samples_only_encoded_clips():
     """Regression: skipping part of the stream once left capacity - keep empty slots that
     batches drew from (uninitialised latents), which silently ruined a resumed teacher bake."""

@@ -65,11 +65,21 @@ class TeacherBakeConfig:
     # steps from the shipped export left motion where a control segment had it (docs/RESULTS.md)
     motions: tuple[str, ...] | None = None  # train only on clips whose objects all move in these
     # ways (None: the whole world); a narrower world for diagnostics (bench/teacher_segment.py --motions)
+    first_motions: tuple[str, ...] | None = None  # a curriculum: before step `first_motions_until`,
+    # only clips that move in these ways, then `motions`. A fresh teacher given left/right for its
+    # first 2000 steps reads the direction word on the whole world after; one given the whole world
+    # from the start does not (docs/RESULTS.md). Pair it with a warm restart at the switch (`restarts`)
+    first_motions_until: int = 0
     ema_decay: float = 0.999
     autocast_bf16: bool = True  # only where the CPU runs bf16 natively (runtime.bf16_autocast)
     checkpoint_every: int = 250
     export_every: int = 1000  # write assets/toyworld with the current EMA weights
     seed: int = 0
+
+    def __post_init__(self):
+        if self.first_motions and self.first_motions_until <= 0:
+            raise ValueError(f"first_motions {self.first_motions!r} needs first_motions_until > 0, "
+                             f"got {self.first_motions_until}")
 
 
 def make_teacher(positions: int = 0, context: int = 0) -> WanTransformer3DModel:
@@ -107,6 +117,20 @@ def _lr(cfg: TeacherBakeConfig, step: int) -> float:
     later = [r for r in cfg.restarts if r > step]
     end = later[0] if later else cfg.steps
     return warmup_cosine(step - begun[-1], end - begun[-1], cfg.warmup, cfg.lr, cfg.min_lr)
+
+
+def _motions(cfg: TeacherBakeConfig, step: int) -> tuple[str, ...] | None:
+    """The motions the pool draws from at `step` (the curriculum's first world, then `motions`)."""
+    return cfg.first_motions if cfg.first_motions and step < cfg.first_motions_until else cfg.motions
+
+
+def _pool(cfg: TeacherBakeConfig, codec: VideoCodec, text: TextEncoder, step: int) -> LatentPool:
+    """The latent pool as training reaches `step`: its world, and a warm start of the stream so far."""
+    pool = LatentPool(codec, text, capacity=cfg.pool_capacity, seed=cfg.seed,
+                      reversed_pairs=cfg.reversed_pairs, motions=_motions(cfg, step))
+    pool.train_words = _train_words(cfg, step)
+    pool.fast_forward(64 + step * cfg.new_clips_per_step, keep=1024)  # a warm pool, quickly
+    return pool
 
 
 def _train_words(cfg: TeacherBakeConfig, step: int) -> bool:
@@ -149,8 +173,6 @@ def train(cfg: TeacherBakeConfig, work: Path, out: Path, resume: bool = True) ->
     vae = load_vae(out / "vae")
     encoder, tokenizer = load_minilm()
     text = TextEncoder(encoder, tokenizer, max_length=TOYWORLD_INFO.text_max_length)
-    pool = LatentPool(VideoCodec(vae), text, capacity=cfg.pool_capacity, seed=cfg.seed,
-                      reversed_pairs=cfg.reversed_pairs, motions=cfg.motions)
     model = make_teacher(cfg.position_channels, cfg.frame_context)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
@@ -169,12 +191,14 @@ def train(cfg: TeacherBakeConfig, work: Path, out: Path, resume: bool = True) ->
         _load(model, exported.state_dict())
         _load(ema, exported.state_dict())
     flow = FlowModel(model)
-    pool.train_words = _train_words(cfg, start)
-    pool.fast_forward(64 + start * cfg.new_clips_per_step, keep=1024)  # a warm pool, quickly
+    codec = VideoCodec(vae)
+    pool = _pool(cfg, codec, text, start)
     empty = text.encode([""])[0]  # [L, D]
     began, loss_avg = time.perf_counter(), None
     for step in range(start, cfg.steps):
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # fixed per step: exact resume
+        if _motions(cfg, step) != pool.motions:  # the curriculum widens the world: a new pool
+            pool = _pool(cfg, codec, text, step)
         pool.train_words = _train_words(cfg, step)
         pool.add(cfg.new_clips_per_step)
         x0, states, drop, sigma, eps = _batch(cfg, pool, step, gen)
