@@ -27,21 +27,27 @@ def test_vae_stage_resumes_to_the_same_weights(tmp_path):
         assert torch.allclose(a[1]["model"][key], b[1]["model"][key], atol=1e-6), key
 
 
-def test_teacher_stage_resumes_and_exports_a_loadable_pipeline(tmp_path):
-    from engine import loading
-
+def _teacher_resumes_exactly(cfg, tmp_path, stop_at: int) -> None:
+    """A teacher run into a/ in one go and one into b/ killed after step `stop_at` and resumed end
+    with the same EMA weights."""
     vae = vae_bake.make_vae()
     for name in ("a", "b"):
         vae.save_pretrained(tmp_path / name / "vae", safe_serialization=True)
-    cfg = teacher_bake.TeacherBakeConfig(steps=2, batch=2, checkpoint_every=1, export_every=2, warmup=1,
-                                         pool_capacity=16, new_clips_per_step=1)
     _run(teacher_bake.train(cfg, tmp_path / "whole", tmp_path / "a"))
-    _run(teacher_bake.train(cfg, tmp_path / "split", tmp_path / "b"), stop_at=1)
+    _run(teacher_bake.train(cfg, tmp_path / "split", tmp_path / "b"), stop_at=stop_at)
     _run(teacher_bake.train(cfg, tmp_path / "split", tmp_path / "b"))
     a, b = checkpoint.latest(tmp_path / "whole"), checkpoint.latest(tmp_path / "split")
-    assert a[0] == b[0] == 2
+    assert a[0] == b[0] == cfg.steps
     for key in a[1]["ema"]:
         assert torch.allclose(a[1]["ema"][key], b[1]["ema"][key], atol=1e-5), key
+
+
+def test_teacher_stage_resumes_and_exports_a_loadable_pipeline(tmp_path):
+    from engine import loading
+
+    cfg = teacher_bake.TeacherBakeConfig(steps=2, batch=2, checkpoint_every=1, export_every=2, warmup=1,
+                                         pool_capacity=16, new_clips_per_step=1)
+    _teacher_resumes_exactly(cfg, tmp_path, stop_at=1)
     loaded = loading.load(str(tmp_path / "b"))
     assert loaded.info.name == "toyworld" and loaded.teacher.transformer.config.num_layers == 4
     assert teacher_bake.bake_record(tmp_path / "b")["teacher"]["step"] == 2
@@ -50,20 +56,11 @@ def test_teacher_stage_resumes_and_exports_a_loadable_pipeline(tmp_path):
 def test_a_curriculum_widens_the_pool_at_its_step_and_resumes_across_it(tmp_path):
     """first_motions: left/right clips before the switch, the whole world from it; a run stopped
     at the switch and resumed ends with the same weights as one that ran through it."""
-    vae = vae_bake.make_vae()
-    for name in ("a", "b"):
-        vae.save_pretrained(tmp_path / name / "vae", safe_serialization=True)
     cfg = teacher_bake.TeacherBakeConfig(steps=3, batch=2, checkpoint_every=1, export_every=3, warmup=1,
                                          pool_capacity=16, new_clips_per_step=1,
                                          first_motions=("left", "right"), first_motions_until=2)
     assert [teacher_bake._motions(cfg, s) for s in range(3)] == [("left", "right")] * 2 + [None]
-    _run(teacher_bake.train(cfg, tmp_path / "whole", tmp_path / "a"))
-    _run(teacher_bake.train(cfg, tmp_path / "split", tmp_path / "b"), stop_at=2)
-    _run(teacher_bake.train(cfg, tmp_path / "split", tmp_path / "b"))
-    a, b = checkpoint.latest(tmp_path / "whole"), checkpoint.latest(tmp_path / "split")
-    assert a[0] == b[0] == 3
-    for key in a[1]["ema"]:
-        assert torch.allclose(a[1]["ema"][key], b[1]["ema"][key], atol=1e-5), key
+    _teacher_resumes_exactly(cfg, tmp_path, stop_at=2)
     with pytest.raises(ValueError, match="first_motions_until"):
         teacher_bake.TeacherBakeConfig(first_motions=("left",))
 
