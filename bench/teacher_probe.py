@@ -19,8 +19,9 @@ noised render (from pure noise at level 1), beside the renders' own drift.
 
 `--confusion` tallies, for text-to-video clips of the first `--prompts` prompts of a split (seed
 0, the model's default steps and guidance for `--role`, as MiniBench makes them), what the judge
-reads for each prompted motion and shape ("-": no object of the prompted colour), and, for
-`public-heldout`, colour accuracy by whether the caption used a held-out colour word.
+reads for each prompted motion and shape ("-": no object of the prompted colour); how often the
+prompted colour is found, by whether the caption used a held-out colour word; and, for the six
+directed motions, how many found objects move the prompted way and how many the opposite way.
 
     python bench/teacher_probe.py --confusion [--role teacher] [--split public-eval] [--prompts 64]
 
@@ -293,6 +294,11 @@ def confusion(args) -> None:
         if found:
             word = "held-out" if held else "seen"
             print(f"colour found, {word} colour word: {np.mean(found):.1%} of {len(found)} objects")
+    found = sum(motions[m, r] for m in DIRECTED for r in world.MOTIONS)  # an object of the prompted colour
+    right = sum(motions[m, m] for m in DIRECTED)
+    opposite = sum(motions[m, REVERSED_MOTION[m]] for m in DIRECTED)
+    print(f"directed motions ({', '.join(DIRECTED)}): {found} objects found, {right} read in the prompted "
+          f"direction, {opposite} in the opposite one")
 
 
 if __name__ == "__main__":

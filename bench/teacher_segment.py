@@ -62,6 +62,10 @@ def main() -> None:
                     help="with --from-scratch: a warm restart at this step (warm-up, then one cosine to --steps), "
                          "e.g. where a curriculum widens the world")
     args = ap.parse_args()
+    if not args.from_scratch and (args.restart_at is not None or args.first_motions):
+        ap.error("--restart-at and --first-motions need --from-scratch")
+    if args.first_motions and args.first_until <= 0:
+        ap.error(f"--first-motions needs --first-until N > 0, got {args.first_until}")
     out = Path(args.out).expanduser()
     if not out.exists():
         shutil.copytree(paths.TOYWORLD, out)

@@ -104,9 +104,12 @@ class Store:
     def generations(self, limit: int = 50, where: str | None = None, params=()) -> list[dict]:
         return list(self.db["generations"].rows_where(where, params, order_by="id desc", limit=limit))
 
-    def generation(self, generation_id: int) -> dict | None:
-        rows = list(self.db["generations"].rows_where("id = ?", [generation_id]))
+    def _row(self, table: str, row_id: int) -> dict | None:
+        rows = list(self.db[table].rows_where("id = ?", [row_id]))
         return rows[0] if rows else None
+
+    def generation(self, generation_id: int) -> dict | None:
+        return self._row("generations", generation_id)
 
     # ratings
     def rate(self, generation_id: int, kind: str, value: float, other_id: int | None = None) -> int:
@@ -124,8 +127,7 @@ class Store:
             self.db["runs"].update(run_id, fields | {"updated_at": time.time()})
 
     def run(self, run_id: int) -> dict | None:
-        rows = list(self.db["runs"].rows_where("id = ?", [run_id]))
-        return rows[0] if rows else None
+        return self._row("runs", run_id)
 
     def log_metrics(self, run_id: int, step: int, metrics: dict[str, float]) -> None:
         now = time.time()

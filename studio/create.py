@@ -15,7 +15,7 @@ from engine import knobs
 from engine.events import Failed, Preview, Progress, Result
 from engine.requests import GenerateRequest
 from engine.session import Session
-from studio.fields import whole_number
+from studio.fields import whole_number, whole_number_box
 
 PRESETS = {"student 1 step": ("student", 1), "student 2 steps": ("student", 2),
            "student 4 steps": ("student", 4), "teacher 50 steps": ("teacher", 50),
@@ -95,9 +95,7 @@ def render(session: Session, model: str, page: gr.Blocks) -> dict:
             preset = gr.Radio(list(PRESETS), value=default, label="Steps", elem_id="preset",
                               info="students: 1/2/4 steps, no CFG; teacher: many steps with CFG")
             with gr.Row():
-                # a Textbox, not a Number (studio/fields.py says why)
-                seed = gr.Textbox(label="Seed (empty = random)", value="", placeholder="random", max_lines=1,
-                                  info=knobs.GENERATE["seed"].help, elem_id="seed")
+                seed = whole_number_box("Seed (empty = random)", "seed", "random", info=knobs.GENERATE["seed"].help)
                 frames = gr.Slider(1, d["max_frames"], value=d["frames"], step=1, label="Frames", info=knobs.GENERATE["frames"].help)
                 size = gr.Slider(16, d["max_side"], value=d["size"], step=16, label="Size (px)", info=knobs.GENERATE["height"].help)
             with gr.Row():

@@ -10,8 +10,9 @@ from __future__ import annotations
 import gradio as gr
 
 
-def id_box(label: str, elem_id: str, placeholder: str) -> gr.Textbox:
-    return gr.Textbox(label=label, value="", placeholder=placeholder, max_lines=1, elem_id=elem_id)
+def whole_number_box(label: str, elem_id: str, placeholder: str, info: str | None = None) -> gr.Textbox:
+    """An empty one-line box for a whole number; read it with `whole_number`."""
+    return gr.Textbox(label=label, value="", placeholder=placeholder, max_lines=1, info=info, elem_id=elem_id)
 
 
 def whole_number(value, what: str) -> int | None:

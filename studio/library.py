@@ -8,7 +8,7 @@ import gradio as gr
 
 from engine.session import Session
 from studio.create import GPU, PRESETS, run_request
-from studio.fields import id_box, whole_number
+from studio.fields import whole_number, whole_number_box
 
 COLUMNS = ["id", "when", "role", "steps", "seed", "prompt", "total_s", "rating"]
 
@@ -33,7 +33,7 @@ def render(session: Session, create: dict, tabs: gr.Tabs) -> None:
         refresh = gr.Button("Refresh", scale=1, elem_id="lib-refresh")
     table = gr.Dataframe(headers=COLUMNS, value=[], interactive=False, elem_id="lib-table")
     with gr.Row():
-        chosen = id_box("Clip id", "lib-id", "click a row or type an id")
+        chosen = whole_number_box("Clip id", "lib-id", "click a row or type an id")
         open_button = gr.Button("Open", elem_id="lib-open")
         reuse = gr.Button("Reuse settings", elem_id="lib-reuse")
         rerun = gr.Button("Re-run", elem_id="lib-rerun")

@@ -16,7 +16,7 @@ from engine.reward.spec import NAMES
 from engine.session import Session
 from engine.tune.config import TuneConfig
 from studio.create import GPU
-from studio.fields import id_box, whole_number
+from studio.fields import whole_number, whole_number_box
 
 REWARD_HELP = ("colourfulness, brightness, contrast, sharpness, motion, smoothness, compressibility, "
                "toyworld-semantic (the MiniBench judge); palette: match a reference image; custom: your .py file; "
@@ -82,7 +82,7 @@ def render(session: Session, model: str, adapter_picker: gr.Dropdown, allow_cust
                 cancel = gr.Button("Cancel", elem_id="tune-cancel")
                 resume = gr.Button("Resume", elem_id="tune-resume")
         with gr.Column():
-            run_id = id_box("Run", "tune-run", "the run to follow, cancel or resume")
+            run_id = whole_number_box("Run", "tune-run", "the run to follow, cancel or resume")
             status = gr.Markdown(elem_id="tune-status")
             plot = gr.LinePlot(x="step", y="value", color="metric", height=320, color_map=CURVES, elem_id="tune-plot",
                                label="Reward (blue), the LRM's reward (orange) and loss (red) per step")
@@ -148,15 +148,15 @@ def render(session: Session, model: str, adapter_picker: gr.Dropdown, allow_cust
         except gr.Error:  # a box being typed in: no run to show yet (the timer must not raise)
             rid = None
         row = None if rid is None else session.store.run(rid)
-        if rid is not None and row is None:
-            text = f"no run with id {rid}"
-        elif row is not None:
+        if row is not None:
             steps_total = json.loads(row["config"]).get("steps")
             eta = ""
             if row["status"] == "running" and row["step"]:
                 rate = row["step"] / max(1e-6, row["updated_at"] - row["created_at"])
                 eta = f" · ETA {max(0, steps_total - row['step']) / max(rate, 1e-6):.0f} s"
             text = f"run {rid}: **{row['status']}** · step {row['step']}/{steps_total}{eta} · {row['message'] or ''}"
+        elif rid is not None:
+            text = f"no run with id {rid}"
         choices = gr.update(choices=adapter_choices(session))
         return text, _plot_rows(session, rid), _runs(session), choices, choices
 

@@ -130,6 +130,11 @@ def test_a_fresh_page_lists_earlier_tune_runs(browser, served):
     page.get_by_role("tab", name="Tune").click()
     page.wait_for_selector("#tune-runs >> text=zebra-stripes >> visible=true", timeout=30000)
     assert "0/7" in page.locator("#tune-runs").inner_text()
+    page.locator("#tune-run input").fill("9999")  # a run that is not there: said, not raised
+    page.wait_for_function("() => document.querySelector('#tune-status').innerText.includes('no run with id 9999')",
+                           timeout=15000)
+    page.locator("#tune-cancel").click()
+    page.wait_for_selector(".toast-body >> text=no run with id 9999", timeout=15000)
     page.close()
 
 
