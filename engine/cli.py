@@ -52,11 +52,15 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
                    help="VAE decode dtype (default auto: bf16 where the device runs it natively)")
 
 
+def _runtime_fields(args) -> dict:
+    return {"device": args.device, "dtype": args.dtype, "compile": args.compile, "offload": args.offload,
+            "vae_tiling": args.vae_tiling, "vae_slicing": args.vae_slicing, "decode_dtype": args.decode_dtype}
+
+
 def _runtime(args):
     from engine.runtime import RuntimeOptions
 
-    return RuntimeOptions(device=args.device, dtype=args.dtype, compile=args.compile, offload=args.offload,
-                          vae_tiling=args.vae_tiling, vae_slicing=args.vae_slicing, decode_dtype=args.decode_dtype)
+    return RuntimeOptions(**_runtime_fields(args))
 
 
 def _generate(args) -> int:
@@ -170,9 +174,13 @@ def _eval(args) -> int:
 
 
 def _serve(args) -> int:
+    from engine.worker import EngineProcess
+
+    engine = EngineProcess(_runtime_fields(args))  # before gradio's import: the two overlap
+    engine.preload(args.model)
     from studio.app import launch
 
-    launch(host=args.host, port=args.port, auth=args.auth, model=args.model, options=_runtime(args))
+    launch(host=args.host, port=args.port, auth=args.auth, model=args.model, engine=engine)
     return 0
 
 

@@ -55,6 +55,11 @@ class Engine:
         """fn(*args, **kwargs) where this engine computes (its own thread under `own_thread`)."""
         return fn(*args, **kwargs) if self._compute is None else self._compute.call(fn, *args, **kwargs)
 
+    def call(self, fn: Callable, *args, **kwargs):
+        """fn(self, *args, **kwargs) where this engine computes: the call an `engine.worker.EngineProcess`
+        makes in its worker, so the studio's code runs the same on either."""
+        return self.run(fn, self, *args, **kwargs)
+
     def model(self, name: str) -> loading.LoadedModel:
         """Load a model once and keep it (set up for this engine's runtime options)."""
         if not self._inline():

@@ -28,6 +28,21 @@ def _tune_main(run_id: int, cfg: dict, out: str, home: str) -> None:
         pass
 
 
+def check_tune(engine, cfg: TuneConfig, store: Store) -> None:
+    """ValueError naming what stops `cfg` from starting: a reward that cannot score, too few
+    ratings for "my ratings" (a one-step fit), a student the model lacks. Runs on `engine`
+    (`engine.call(check_tune, cfg, store)`), where the model is loaded."""
+    if cfg.reward == "ratings":
+        from engine.reward.ratings import fit_ratings_model
+
+        fit_ratings_model(store, engine.model(cfg.model), steps=1, views=0)
+    else:
+        from engine.reward.spec import scorer
+
+        scorer(cfg.reward_spec())
+    engine.model(cfg.model).student(cfg.student_steps)
+
+
 def start_tune(store: Store, cfg: TuneConfig, out: str | Path, run_id: int | None = None) -> int:
     """Start (or resume, given run_id) a tune in a spawned process; returns the run id."""
     if run_id is None:

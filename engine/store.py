@@ -56,6 +56,9 @@ class Store:
         self._local = threading.local()
         self._migrate()
 
+    def __reduce__(self):  # a Store travels by its path (each process opens its own connections)
+        return Store, (self.path,)
+
     @property
     def db(self) -> sqlite_utils.Database:
         conn = getattr(self._local, "db", None)

@@ -12,6 +12,11 @@ from engine import paths
 
 
 def describe(engine, model: str) -> dict:
+    """Facts of the process the engine computes in (a studio's worker: `engine.worker`)."""
+    return engine.call(_describe, model)
+
+
+def _describe(engine, model: str) -> dict:
     mem = psutil.virtual_memory()
     info = {
         **engine.options.describe(),

@@ -53,21 +53,25 @@ def launch_kwargs() -> dict:
 
 
 def studio_engine(options=None):
-    """The studio's engine: it computes on a thread of its own, and Gradio's handler threads only
-    pass its events on. `options` is an `engine.runtime.RuntimeOptions` (default: CPU, float32)."""
-    from dataclasses import replace
+    """The studio's engine: a worker process (`engine.worker`) that loads and computes, while this
+    process serves the page. `options`: `engine.runtime.RuntimeOptions` or a dict of its fields
+    (default: CPU, float32)."""
+    from engine.worker import EngineProcess
 
-    from engine.generate import Engine
-    from engine.runtime import RuntimeOptions
-
-    return Engine(replace(options or RuntimeOptions(), own_thread=True))
+    return EngineProcess(options)
 
 
 def launch(host: str = "127.0.0.1", port: int = 7860, auth: str | None = None, model: str = "toyworld",
-           options=None, **kwargs) -> None:
-    """Serve the studio with these `engine.runtime.RuntimeOptions`."""
-    credentials = check_exposure(host, auth)
-    engine = studio_engine(options)
-    demo = build(Session("studio", engine=engine), model, exposed=host not in LOCAL_HOSTS)
-    engine.preload(model)  # diffusers' imports and the load overlap the browser opening the page
+           options=None, engine=None, **kwargs) -> None:
+    """Serve the studio with these `engine.runtime.RuntimeOptions`, or on an `engine` started
+    earlier (`python app.py` starts it before importing gradio, so the two imports overlap)."""
+    engine = engine or studio_engine(options)
+    try:
+        credentials = check_exposure(host, auth)
+        engine.options  # noqa: B018 - bad runtime options are an error before anything is served
+        engine.preload(model)  # a no-op when the caller preloaded it: the worker keeps a loaded model
+        demo = build(Session("studio", engine=engine), model, exposed=host not in LOCAL_HOSTS)
+    except BaseException:
+        engine.close()
+        raise
     demo.launch(server_name=host, server_port=port, auth=credentials, **launch_kwargs(), **kwargs)

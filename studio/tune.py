@@ -106,16 +106,7 @@ def render(session: Session, model: str, adapter_picker: gr.Dropdown, allow_cust
             cfg = TuneConfig(model=model, reward=reward_, reference=reference_, reward_file=file_,
                              steps=int(steps_), rank=int(rank_), alpha=float(rank_), lr=float(lr_),
                              reg=reg_ or "base", device=session.engine.options.device)  # where the studio runs
-            from engine.reward.spec import scorer
-
-            if cfg.reward == "ratings":
-                from engine.reward.ratings import fit_ratings_model
-
-                loaded = session.engine.model(model)  # enough ratings? (a one-step fit, where the engine computes)
-                session.engine.run(fit_ratings_model, session.store, loaded, steps=1, views=0)
-            else:
-                scorer(cfg.reward_spec())  # clear error before starting
-            session.engine.model(model).student(cfg.student_steps)
+            session.engine.call(jobs.check_tune, cfg, session.store)  # where the model is loaded
         except ValueError as err:
             raise gr.Error(str(err)) from None
         new_id = jobs.start_tune(session.store, cfg, out)
