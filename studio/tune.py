@@ -15,6 +15,7 @@ from engine.reward import models as model_rewards
 from engine.reward.spec import NAMES
 from engine.session import Session
 from engine.tune.config import TuneConfig
+from engine.worker import EngineGone
 from studio.create import GPU
 from studio.fields import whole_number, whole_number_box
 
@@ -107,7 +108,7 @@ def render(session: Session, model: str, adapter_picker: gr.Dropdown, allow_cust
                              steps=int(steps_), rank=int(rank_), alpha=float(rank_), lr=float(lr_),
                              reg=reg_ or "base", device=session.engine.options.device)  # where the studio runs
             session.engine.call(jobs.check_tune, cfg, session.store)  # where the model is loaded
-        except ValueError as err:
+        except (ValueError, EngineGone) as err:
             raise gr.Error(str(err)) from None
         new_id = jobs.start_tune(session.store, cfg, out)
         return str(new_id), f"started run {new_id} → {out.name}"

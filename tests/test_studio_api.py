@@ -12,6 +12,7 @@ from studio.app import build, check_exposure, launch_kwargs, studio_engine
 
 ARGS = ["", "student 4 steps", 3, 5, 32, "", 1.0]  # negative, preset, seed, frames, size, adapter, scale
 MODEL = []  # the tiny folder, set by the studio fixture
+ENGINE = []  # the studio's engine process, set by the studio fixture
 
 
 @pytest.fixture(scope="module")
@@ -21,11 +22,13 @@ def studio(tiny_folder, tmp_path_factory):
     home = tmp_path_factory.mktemp("studio-home")
     os.environ["RUSHES_HOME"] = str(home)
     MODEL[:] = [str(tiny_folder)]
-    demo = build(Session("test", engine=studio_engine()), str(tiny_folder))
+    ENGINE[:] = [studio_engine()]
+    demo = build(Session("test", engine=ENGINE[0]), str(tiny_folder))
     _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None,
                             quiet=True, **launch_kwargs())
     yield url, home
     demo.close()
+    ENGINE[0].close()
 
 
 @pytest.fixture
@@ -48,6 +51,15 @@ def test_generate_rate_and_download(client, studio):
     gif = client.predict(api_name="/gif")
     assert Path(gif).read_bytes()[:6] == b"GIF89a"
     assert _count(studio[1], "ratings") >= 2
+
+
+def test_a_killed_engine_process_is_replaced_on_the_next_clip(client):
+    worker = ENGINE[0]._proc
+    worker.kill()
+    worker.wait()
+    out = client.predict(MODEL[0], "a red ball", *ARGS, False, api_name="/generate")
+    assert "student 4 steps" in out[2]
+    assert ENGINE[0]._proc is not worker and ENGINE[0].alive()
 
 
 def test_side_by_side_and_pair_choice(client):
@@ -118,6 +130,7 @@ def test_id_boxes_may_be_empty_and_bad_text_is_named(client):
 def test_system_reports_model_and_device(client, tiny_folder):
     info = client.predict(api_name="/system")
     assert info["device"] == "cpu" and info["model_name"] == "tiny" and info["students"] == [1, 2, 4]
+    assert info["engine_rss_gb"] > 0 and info["studio_rss_gb"] > 0  # two processes: both shown
 
 
 def test_exposure_rules():
