@@ -98,7 +98,11 @@ class EngineProcess:
             entry = self._pending.get(rid)
             if entry is not None:  # nobody listens to a cancelled stream's last events
                 entry[0].put((kind, value))
-        code = proc.wait()
+        try:
+            code = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # its socket closed but it hangs: it serves nobody now
+            proc.kill()
+            code = proc.wait()
         with self._lock:
             if self._conn is conn:
                 self._conn = None
@@ -135,6 +139,9 @@ class EngineProcess:
             _send(conn, self._send_lock, (rid, kind, payload))
         except OSError:
             box.put((_GONE, self._proc.poll()))
+        except BaseException:  # a payload that does not pickle: the caller's error, nothing pending
+            self._pending.pop(rid, None)
+            raise
         return rid, box
 
     @staticmethod
@@ -312,4 +319,7 @@ def _answer(engine, failure, kind: str, payload, cancel: threading.Event, emit: 
     return fn(engine, *args, **kwargs)
 
 if __name__ == "__main__":
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the studio's; the worker leaves with its socket
     serve(Connection(int(sys.argv[1])))
