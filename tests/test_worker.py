@@ -4,6 +4,8 @@ studio with it."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -104,18 +106,42 @@ def test_bad_runtime_options_name_the_value_here_and_in_the_worker(tiny_folder):
         engine.close()
 
 
-def test_the_worker_leaves_when_the_studio_dies():
-    """kill -9 of the studio: the worker sees its socket close and exits, leaving no orphan."""
-    code = ("from engine.worker import EngineProcess; e = EngineProcess(); e.call(getattr, 'device'); "
-            "print(e._proc.pid, flush=True); import time; time.sleep(600)")  # once the worker serves
-    studio = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    pid = int(studio.stdout.readline())
-    studio.kill()
-    studio.wait()
+STUDIO = ("import time; from engine.worker import EngineProcess; e = EngineProcess(); e.call(getattr, 'device'); "
+          "print(e._proc.pid, flush=True)\ntry:\n    time.sleep(600)\nexcept KeyboardInterrupt:\n    pass")
+
+
+def _studio_with_worker() -> tuple[subprocess.Popen, int]:
+    """A stand-in studio process (own process group, Ctrl-C not ignored) and its worker's pid,
+    once the worker serves."""
+    studio = subprocess.Popen([sys.executable, "-c", STUDIO], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, start_new_session=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return studio, int(studio.stdout.readline())
+
+
+def _gone(pid: int) -> None:
     deadline = time.monotonic() + 60
     while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
         assert time.monotonic() < deadline, "the worker outlived the studio"
         time.sleep(0.2)
+
+
+def test_the_worker_leaves_when_the_studio_dies():
+    """kill -9 of the studio: the worker sees its socket close and exits, leaving no orphan."""
+    studio, pid = _studio_with_worker()
+    studio.kill()
+    studio.wait()
+    _gone(pid)
+
+
+def test_ctrl_c_stops_the_studio_and_its_worker_quietly():
+    """Ctrl-C reaches the whole process group: the studio stops, the worker leaves with its socket
+    and prints no KeyboardInterrupt traceback of its own."""
+    studio, pid = _studio_with_worker()
+    os.killpg(studio.pid, signal.SIGINT)
+    out, _ = studio.communicate(timeout=60)
+    assert studio.returncode == 0 and "Traceback" not in out, out
+    _gone(pid)
 
 
 def test_close_stops_the_worker(tiny_folder):
