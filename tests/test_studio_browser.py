@@ -102,6 +102,33 @@ def test_bad_size_shows_an_error_toast(browser, url):
     page.close()
 
 
+def test_a_clip_in_flight_when_the_engine_dies_says_so_and_the_next_one_plays(browser, served, tiny_folder):
+    """The engine's worker process is killed while the page's clip waits on it: the page shows why,
+    and the next Generate starts a new worker and plays."""
+    import threading
+
+    from engine.requests import GenerateRequest
+
+    session, url = served
+    page = browser.new_page()
+    page.goto(url)
+    page.wait_for_function("() => { const m = document.querySelector('#memory-estimate');"
+                           " return m && m.innerText.includes('GB peak'); }", timeout=60000)
+    long = GenerateRequest(prompt="x", model=str(tiny_folder), role="teacher", steps=1000, seed=0, frames=17,
+                           height=128, width=128)
+    busy = threading.Thread(target=lambda: list(session.engine.generate(long)))  # holds the worker
+    busy.start()
+    page.locator("#generate").click()  # queued in the worker behind the long clip
+    page.wait_for_timeout(1500)
+    assert busy.is_alive()  # the long clip still holds the worker, so the page's clip is in flight
+    session.engine._proc.kill()
+    page.wait_for_selector("text=the engine process exited", timeout=30000)
+    busy.join(timeout=60)
+    _generate(page)
+    assert "student 4 steps" in page.locator("#status").inner_text()
+    page.close()
+
+
 def test_library_lists_and_reuses_a_clip(browser, url):
     page = browser.new_page()
     page.goto(url)
