@@ -142,6 +142,19 @@ def test_exposure_rules():
         check_exposure("0.0.0.0", "nopassword")
 
 
+def test_a_refused_launch_stops_the_engine_it_was_given(tiny_folder):
+    """`python app.py` starts the engine's worker before `launch` checks anything: a refusal (no
+    password beyond this machine, bad runtime options) must not leave the worker running."""
+    from engine.worker import EngineProcess
+    from studio.app import launch
+
+    for engine, host, match in ((EngineProcess(), "0.0.0.0", "0.0.0.0"),
+                                (EngineProcess({"device": "cuda:x"}), "127.0.0.1", "cuda:x")):
+        with pytest.raises(ValueError, match=match):
+            launch(host=host, model=str(tiny_folder), engine=engine)
+        assert not engine.alive()
+
+
 def test_tune_start_status_cancel_and_adapter_listing(client, studio):
     import time
 
