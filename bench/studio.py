@@ -76,6 +76,7 @@ def main() -> None:
                     arg=src, timeout=60000)
                 if i:  # the first keystroke warms the path
                     latencies.append(time.perf_counter() - t)
+            counted = [list(r) for r in requests[1:]]  # the first keystroke warms the path; copied before the screenshots add theirs
             rss = _rss(server.pid)  # after the live-mode clips: the studio warm
             if args.screenshots:
                 shots = Path(args.screenshots)
@@ -104,7 +105,6 @@ def main() -> None:
     print(f"| `python app.py` -> first clip playing | {first_clip:.2f} s |")
     print(f"| live mode: keystroke -> new clip playing (median of {len(latencies)}) | "
           f"{statistics.median(latencies):.3f} s (min {min(latencies):.3f}, max {max(latencies):.3f}) |")
-    counted = requests[1:]  # the first keystroke warms the path
     print(f"| live mode: requests per keystroke (median) | {statistics.median(len(r) for r in counted):.0f} "
           f"(queue joins {sum('queue/join' in u for r in counted for u in r)}, "
           f"ffmpeg.wasm fetches {sum('ffmpeg' in u for r in counted for u in r)} over {len(counted)} keystrokes) |")
