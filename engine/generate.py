@@ -22,6 +22,7 @@ from engine import adapters, loading, memory, runtime, schedule
 from engine.compute_thread import ComputeThread, Either
 from engine.events import Failed, Preview, Progress, Result
 from engine.knobs import MAX_SEED
+from engine.model import check_positions
 from engine.requests import GenerateRequest
 from engine.sampling import noise_like, student_sample, teacher_sample
 
@@ -111,12 +112,15 @@ class Engine:
         loaded.codec.check_frames(s["frames"])
         if role == "student":
             steps = req.steps or (4 if 4 in loaded.students else min(loaded.students, default=4))
-            _, timesteps = loaded.student(steps)
+            flow, timesteps = loaded.student(steps)
             s.update(steps=steps, timesteps=timesteps)
         else:
             steps = req.steps or info.teacher_steps
             guidance = info.guidance if req.guidance is None else req.guidance
+            flow = loaded.teacher
             s.update(steps=steps, guidance=guidance, solver=req.solver)
+        check_positions(flow.transformer, loaded.codec.latent_shape(s["frames"], s["height"], s["width"]),
+                        {k: s[k] for k in ("frames", "height", "width")})
         return s
 
     def generate(self, req: GenerateRequest, cancel: threading.Event | None = None) -> Iterator:

@@ -104,6 +104,8 @@ def test_progress_preview_and_cancel(engine, tiny_folder):
     ({"prompt": ""}, "prompt"), ({"height": 40}, "40"), ({"frames": 0}, "frames"),
     ({"steps": 10**6}, "1000000"), ({"steps": 3}, "3-step"), ({"frames": 1000}, "1000"),
     ({"seed": -1}, "-1"), ({"guidance": float("nan")}, "nan"), ({"prompt": "a\x00b"}, "control"),
+    ({"frames": 33}, "frames 33"),  # within the folder's max_frames, past the tiny transformer's 32 rope positions
+    ({"frames": 33, "role": "teacher"}, "frames 33"),
 ])
 def test_bad_input_fails_before_compute(engine, tiny_folder, kw, named):
     req = {"prompt": "ok", "model": str(tiny_folder)} | kw
