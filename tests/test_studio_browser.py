@@ -22,6 +22,7 @@ def served(tiny_folder, tmp_path_factory):
     _, local_url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **launch_kwargs())
     yield session, local_url
     demo.close()
+    session.engine.close()
 
 
 @pytest.fixture(scope="module")
