@@ -119,8 +119,8 @@ class Engine:
             guidance = info.guidance if req.guidance is None else req.guidance
             flow = loaded.teacher
             s.update(steps=steps, guidance=guidance, solver=req.solver)
-        check_positions(flow.transformer, loaded.codec.latent_shape(s["frames"], s["height"], s["width"]),
-                        {k: s[k] for k in ("frames", "height", "width")})
+        size = s["frames"], s["height"], s["width"]
+        check_positions(flow.transformer, loaded.codec.latent_shape(*size), *size)
         return s
 
     def generate(self, req: GenerateRequest, cancel: threading.Event | None = None) -> Iterator:

@@ -139,15 +139,15 @@ def widen_inputs(transformer, count: int = 0, context: int = 0):
     return wide.to(weight.dtype)
 
 
-def check_positions(transformer, latent_shape: tuple[int, ...], sizes: dict[str, int]) -> None:
+def check_positions(transformer, latent_shape: tuple[int, ...], frames: int, height: int, width: int) -> None:
     """ValueError naming the clip size whose patches outrun the transformer's rotary table:
     diffusers' Wan rope precomputes `rope_max_seq_len` positions per axis (frames, height, width
-    of the patch grid) and fails with a bare reshape error past them. `latent_shape`: (C, T', h, w);
-    `sizes`: the request's {"frames", "height", "width"}."""
+    of the patch grid) and fails with a bare reshape error past them. `latent_shape`: (C, T', h, w)."""
     limit = getattr(transformer.config, "rope_max_seq_len", None)
     patch = getattr(transformer.config, "patch_size", None)
     if limit is None or patch is None:
         return
+    sizes = {"frames": frames, "height": height, "width": width}
     for (name, value), extent, p in zip(sizes.items(), latent_shape[1:], patch):
         if extent // p > limit:
             raise ValueError(f"{name} {value} is too large for this model: it needs {extent // p} rotary "

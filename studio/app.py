@@ -63,13 +63,17 @@ def studio_engine(options=None):
 
 def launch(host: str = "127.0.0.1", port: int = 7860, auth: str | None = None, model: str = "toyworld",
            options=None, engine=None, **kwargs) -> None:
-    """Serve the studio with these `engine.runtime.RuntimeOptions`, or on an `engine` started
-    earlier (`python app.py` starts it before importing gradio, so the two imports overlap)."""
-    engine = engine or studio_engine(options)
+    """Serve the studio with these `engine.runtime.RuntimeOptions`, or on an `engine` started and
+    told to preload earlier (`python app.py` starts it before importing gradio, so the two imports
+    overlap; it brings its own options)."""
+    if engine is None:
+        engine = studio_engine(options)
+        engine.preload(model)
+    elif options is not None:
+        raise ValueError("pass runtime options or an engine started with them, not both")
     try:
         credentials = check_exposure(host, auth)
         engine.options  # noqa: B018 - bad runtime options are an error before anything is served
-        engine.preload(model)  # a no-op when the caller preloaded it: the worker keeps a loaded model
         demo = build(Session("studio", engine=engine), model, exposed=host not in LOCAL_HOSTS)
     except BaseException:
         engine.close()
