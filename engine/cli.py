@@ -122,7 +122,8 @@ def _distill(args) -> int:
     overrides = {k: v for k, v in {"method": args.method, "student_steps": args.student_steps,
                                    "cd_m": args.cd_m, "steps": args.steps, "reward": args.reward,
                                    "w_ft": args.w_ft, "lrm_warmup": args.lrm_warmup,
-                                   "init_student": args.init_student}.items()
+                                   "init_student": args.init_student, "w_reg": args.w_reg,
+                                   "reg_pairs": args.reg_pairs}.items()
                  if v is not None}
     cfg = replace(cfg, **overrides)
     out = args.out or str(paths.home() / "models" / f"{args.model}-{cfg.method.replace('+', '-')}-{cfg.student_steps}step")
@@ -216,6 +217,10 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--w-ft", type=float, default=None, help="weight of the latent-reward term L_FT (default 0.1)")
     d.add_argument("--lrm-warmup", type=int, default=None,
                    help="updates that fit the LRM before L_FT joins the generator loss (default 50)")
+    d.add_argument("--w-reg", type=float, default=None,
+                   help="weight of L_reg, regression on teacher ODE pairs (DMD's; default 0 = off)")
+    d.add_argument("--reg-pairs", type=int, default=None,
+                   help="teacher ODE pairs made once per run for L_reg (default 256)")
     d.add_argument("--init-student", type=int, default=None,
                    help="start from the model's N-step student instead of the teacher (e.g. 4 for a 1-step student)")
     d.add_argument("--lora-rank", type=int, default=None,

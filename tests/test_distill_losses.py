@@ -99,3 +99,16 @@ def test_lrm_sees_frame_order_and_spread_and_its_members_fit_on_their_own():
     assert fit.item() == 1.0
     with pytest.raises(ValueError, match="members"):
         LatentRewardModel(16, 64, members=0)
+
+
+def test_regression_loss_is_mse_to_the_detached_teacher_sample():
+    from engine.distill.regression import regression_loss
+
+    x = _v(1.0, 3.0).requires_grad_(True)
+    target = _v(0.0, 1.0).requires_grad_(True)
+    loss, logs = regression_loss(x, target)
+    # L_reg = mean((x - y)^2) = (1 + 4) / 2 = 2.5; dL/dx = 2 (x - y) / N = [1, 2]
+    assert loss.item() == pytest.approx(2.5) and logs["reg_loss"] == pytest.approx(2.5)
+    loss.backward()
+    assert x.grad.flatten().tolist() == pytest.approx([1.0, 2.0])
+    assert target.grad is None  # the teacher's sample is a fixed target

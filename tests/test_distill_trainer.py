@@ -185,3 +185,75 @@ def test_alias_serves_fewer_steps_with_one_network(tiny_folder, tmp_path):
         assert torch.equal(a, b), k
     with pytest.raises(ValueError, match="no 3-step student"):
         alias_student(folder, 1, 3, [1000])
+
+
+def _reg_cfg(**kw):
+    return _cfg(**({"method": "vsd", "student_steps": 1, "w_reg": 1.0, "reg_pairs": 4, "reg_steps": 2} | kw))
+
+
+def test_config_rejects_bad_regression_knobs():
+    with pytest.raises(ValueError, match="-0.5"):
+        DistillConfig(w_reg=-0.5)
+    with pytest.raises(ValueError, match="reg_pairs.*got 1"):
+        DistillConfig(w_reg=1.0, batch=2, reg_pairs=1)
+    with pytest.raises(ValueError, match="reg_steps must be >= 1, got 0"):
+        DistillConfig(reg_steps=0)
+
+
+def test_teacher_pairs_are_deterministic_and_saved_whole(loaded, tmp_path):
+    from engine.distill import regression as reg
+
+    def make(seed):
+        gen = reg.make_pairs(loaded.teacher, loaded.text, (4, 2, 4, 4), 3, 2, 3.0, 3.0, seed, batch=2)
+        done = []
+        while True:
+            try:
+                done.append(next(gen))
+            except StopIteration as stop:
+                return done, stop.value
+
+    done, pairs = make(0)
+    assert done == [2, 3]  # progress per batch
+    assert pairs["noise"].shape == pairs["target"].shape == (3, 4, 2, 4, 4) and len(pairs["captions"]) == 3
+    assert torch.isfinite(pairs["target"]).all() and not torch.equal(pairs["target"], pairs["noise"])
+    again = make(0)[1]
+    assert torch.equal(again["target"], pairs["target"]) and again["captions"] == pairs["captions"]
+    assert not torch.equal(make(1)[1]["noise"], pairs["noise"])
+    settings = {"count": 3, "seed": 0}
+    (tmp_path / "run").mkdir()
+    path = tmp_path / "run" / reg.PAIRS_FILE
+    reg.save_pairs(path, pairs, settings)
+    assert [p.name for p in path.parent.iterdir()] == [reg.PAIRS_FILE]  # no temp file left behind
+    back = reg.load_pairs(path, settings)
+    assert torch.equal(back["target"], pairs["target"]) and back["captions"] == pairs["captions"]
+    assert reg.load_pairs(path, settings | {"seed": 1}) is None  # made otherwise: not reused
+    assert reg.load_pairs(tmp_path / "absent.safetensors", settings) is None
+
+
+def test_regression_term_trains_a_one_step_student_and_resume_reuses_its_pairs(loaded, tmp_path):
+    from engine.distill import regression as reg
+
+    events = list(train(_reg_cfg(steps=2), loaded, tmp_path))
+    made = [e for e in events if isinstance(e, Progress) and e.stage == "pairs"]
+    assert made and made[-1].step == made[-1].total == 4
+    updates = [e for e in events if isinstance(e, Progress) and e.stage == "distill"]
+    assert len(updates) == 2 and all(u.metrics["reg_loss"] > 0 for u in updates)  # every 1-step update
+    assert isinstance(events[-1], Result)
+    stamp = (tmp_path / reg.PAIRS_FILE).stat().st_mtime_ns
+    resumed = list(train(_reg_cfg(steps=4), loaded, tmp_path))
+    assert not [e for e in resumed if isinstance(e, Progress) and e.stage == "pairs"]  # loaded, not remade
+    assert [e.step for e in resumed if isinstance(e, Progress)] == [3, 4]
+    assert (tmp_path / reg.PAIRS_FILE).stat().st_mtime_ns == stamp
+
+
+def test_cancel_while_making_pairs_stops_before_any_update(loaded, tmp_path):
+    calls = []
+    events = list(train(_reg_cfg(reg_pairs=8), loaded, tmp_path, should_stop=lambda: len(calls.append(1) or calls) > 1))
+    assert isinstance(events[-1], Failed) and events[-1].kind == "cancelled"
+    assert not [e for e in events if isinstance(e, Progress) and e.stage == "distill"]
+
+
+def test_run_folder_ignores_regression_knobs_while_the_term_is_off():
+    from engine.distill.run import run_dir
+
+    assert run_dir(_cfg(reg_pairs=999), "m") == run_dir(_cfg(), "m") != run_dir(_cfg(w_reg=1.0), "m")

@@ -25,6 +25,10 @@ class DistillConfig:
     w_cd: float = 0.5  # weight of L_CD
     w_ft: float = 0.1  # weight of L_FT = -mean R_lrm (1.0 collapsed students in the ablation, RESULTS.md)
     lrm_warmup: int = 50  # generator updates that fit the LRM alone before L_FT joins the loss
+    w_reg: float = 0.0  # weight of L_reg, regression on teacher ODE pairs (DMD's; 0 = off)
+    reg_pairs: int = 256  # teacher ODE pairs made once per run for L_reg
+    reg_guidance: float | None = None  # teacher CFG for the pairs (None: the model's default guidance)
+    reg_steps: int | None = None  # teacher ODE steps for the pairs (None: the model's default teacher steps)
     vsd_guidance: float = 3.5  # teacher CFG inside the VSD real score
     vsd_min_level: float = 0.02  # VSD noise level clamp, low end
     vsd_max_level: float = 0.98  # VSD noise level clamp, high end
@@ -58,6 +62,12 @@ class DistillConfig:
             raise ValueError(f"cd_m must be in [1, cd_grid), got {self.cd_m}")
         if self.lrm_warmup < 0 or self.w_ft < 0:
             raise ValueError(f"lrm_warmup and w_ft must be >= 0, got {self.lrm_warmup} and {self.w_ft}")
+        if self.w_reg < 0:
+            raise ValueError(f"w_reg must be >= 0, got {self.w_reg}")
+        if self.w_reg > 0 and self.reg_pairs < self.batch:
+            raise ValueError(f"reg_pairs must be at least batch ({self.batch}) when w_reg > 0, got {self.reg_pairs}")
+        if self.reg_steps is not None and self.reg_steps < 1:
+            raise ValueError(f"reg_steps must be >= 1, got {self.reg_steps}")
         for name in ("steps", "batch", "fake_updates", "checkpoint_every", "max_nonfinite"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -65,6 +75,10 @@ class DistillConfig:
     @property
     def use_cd(self) -> bool:
         return "cd" in self.method.split("+")
+
+    @property
+    def use_reg(self) -> bool:
+        return self.w_reg > 0
 
     @property
     def use_lrm(self) -> bool:

@@ -21,10 +21,15 @@ from engine.events import Failed, Progress, Result
 from engine.store import Store
 
 
+REG_KNOBS = ("w_reg", "reg_pairs", "reg_guidance", "reg_steps")
+
+
 def run_dir(cfg: DistillConfig, model: str, teacher: str = "") -> Path:
     """Same settings and teacher, same folder; `steps` is left out so a finished run can be
     extended. `teacher` is the teacher weights' fingerprint (`weights_fingerprint`)."""
     settings = {k: v for k, v in cfg.to_dict().items() if k != "steps"}
+    if not cfg.use_reg:  # runs from before L_reg existed keep their folders
+        settings = {k: v for k, v in settings.items() if k not in REG_KNOBS}
     key = hashlib.sha1(json.dumps([settings, str(model), teacher], sort_keys=True).encode()).hexdigest()[:10]
     return paths.runs() / f"distill-{key}"
 
@@ -76,10 +81,13 @@ def run_distillation(cfg: DistillConfig, model: str, out: str | Path, resume: bo
     try:
         for event in train(cfg, loaded, work, resume=resume,
                            on_metrics=lambda step, logs: store.log_metrics(run_id, step, logs)):
-            if isinstance(event, Progress):
+            if isinstance(event, Progress) and event.stage == "pairs":
+                yield f"[distill] teacher ODE pairs {event.step}/{event.total} eta {event.eta_s / 60:.1f} min"
+            elif isinstance(event, Progress):
                 store.update_run(run_id, step=event.step)
                 shown = " ".join(f"{k} {v:.4g}" for k, v in event.metrics.items()
-                                 if k in ("generator_loss", "vsd_loss", "cd_loss", "lrm_reward", "reward_student"))
+                                 if k in ("generator_loss", "vsd_loss", "cd_loss", "lrm_reward", "reward_student",
+                                          "reg_loss"))
                 yield f"[distill] step {event.step}/{event.total} {shown} eta {event.eta_s / 60:.1f} min"
             elif isinstance(event, Failed):
                 store.update_run(run_id, status=event.kind, message=event.message)

@@ -2,11 +2,13 @@
 
 Per generator update (DESIGN.md §3):
  1. generator input: backward simulation (the student runs k listed steps from noise under
-    no_grad) or real latents noised to listed level k;
+    no_grad) or real latents noised to listed level k; with `w_reg`, the noise and captions are
+    those of the run's teacher ODE pairs (engine/distill/regression.py);
  2. `fake_updates` fake-score updates: flow matching on the detached generator sample (one
     sample per update round, fresh noise and level each time, to save CPU time);
- 3. the generator loss L = w_vsd L_VSD + w_cd L_CD + w_ft L_FT (L_FT from update `lrm_warmup` on,
-    once the LRM has fitted alone for a while); the student's generator pass
+ 3. the generator loss L = w_vsd L_VSD + w_cd L_CD + w_ft L_FT + w_reg L_reg (L_FT from update
+    `lrm_warmup` on, once the LRM has fitted alone for a while; L_reg on updates whose generator
+    input is the pair's noise itself, k = 0, which is every update of a 1-step student); the student's generator pass
     and its CD pass run as one batched forward (DDP allows one forward per backward);
  4. the latent reward model fits the pixel reward of decoded real and student latents;
  5. the EMA target follows the student.
@@ -28,6 +30,7 @@ from accelerate import Accelerator
 from engine import checkpoint, schedule
 from engine.distill import cd as cd_mod
 from engine.distill import dmd
+from engine.distill import regression as reg_mod
 from engine.distill.config import DistillConfig
 from engine.events import Failed, Progress, Result
 from engine.loading import LoadedModel
@@ -74,6 +77,7 @@ class DollarTrainer:
                                seed=cfg.seed * 1000 + rank, frames=cfg.frames, size=cfg.size)
         self.initial_clips = 4 * cfg.batch  # encoded before the first update
         self.uncond = loaded.text.encode([""])
+        self.pairs: dict | None = None  # teacher ODE pairs, made or loaded by `prepare_pairs` when w_reg > 0
         self.step = 0
 
     # --- state -------------------------------------------------------------------------
@@ -109,17 +113,59 @@ class DollarTrainer:
         """The pool as it was at `self.step` (the same clips a run without a break would hold)."""
         self.pool.fast_forward(self.initial_clips + self.step * self.cfg.new_clips_per_step)
 
+    def pair_settings(self) -> dict:
+        """What the run's teacher ODE pairs are made with (stored beside them, checked on load)."""
+        cfg, info = self.cfg, self.loaded.info
+        return {"count": cfg.reg_pairs, "seed": cfg.seed, "shift": info.shift,
+                "steps": cfg.reg_steps or info.teacher_steps,
+                "guidance": info.guidance if cfg.reg_guidance is None else cfg.reg_guidance,
+                "latent_shape": list(self.pool.latents.shape[1:])}
+
+    def prepare_pairs(self) -> Iterator[Progress]:
+        """Make the teacher ODE pairs (main process, saved atomically) or load the run's saved ones;
+        yields Progress per batch made. Needs the pool filled (it gives the latent shape)."""
+        path, settings = self.work / reg_mod.PAIRS_FILE, self.pair_settings()
+        if self.acc.is_main_process and reg_mod.load_pairs(path, settings) is None:
+            making = reg_mod.make_pairs(self.teacher, self.loaded.text, tuple(settings["latent_shape"]),
+                                        settings["count"], settings["steps"], settings["guidance"],
+                                        settings["shift"], self.cfg.seed, amp=self._amp)
+            began = time.perf_counter()
+            while True:
+                try:
+                    done = next(making)
+                except StopIteration as stop:
+                    made = stop.value
+                    break
+                rate = done / (time.perf_counter() - began)
+                yield Progress(stage="pairs", step=done, total=settings["count"],
+                               eta_s=(settings["count"] - done) / max(rate, 1e-9))
+            self.work.mkdir(parents=True, exist_ok=True)
+            reg_mod.save_pairs(path, made, settings)
+        self.acc.wait_for_everyone()
+        self.pairs = reg_mod.load_pairs(path, settings)
+
     # --- pieces of one update ------------------------------------------------------------
-    def _generator_input(self, real: torch.Tensor, text: torch.Tensor, gen: torch.Generator):
-        """(x_t at listed level k, level s_k [B]) for the generator's training pass."""
+    def _generator_input(self, real: torch.Tensor, text: torch.Tensor, gen: torch.Generator,
+                         noise: torch.Tensor | None = None):
+        """(x_t at listed level k, level s_k [B], k) for the generator's training pass; `noise`
+        (the pairs') replaces a fresh draw."""
         b = real.shape[0]
         k = int(torch.randint(len(self.sigmas), (1,), generator=gen))  # same k on every rank
-        noise = torch.randn(real.shape, generator=gen).to(real.device)
+        if noise is None:
+            noise = torch.randn(real.shape, generator=gen).to(real.device)
         if self.cfg.generator_input == "real":
             x_t = add_noise(real, noise, self.sigmas[k])
         else:
             x_t = backward_simulation(self.student, noise, self.sigmas, k, text, gen)
-        return x_t, torch.full((b,), self.sigmas[k])
+        return x_t, torch.full((b,), self.sigmas[k]), k
+
+    def _pair_batch(self, b: int, rng: np.random.Generator):
+        """(noise, caption states, captions, teacher targets) of b pairs drawn without replacement."""
+        pick = rng.choice(len(self.pairs["captions"]), size=b, replace=False)
+        take = torch.from_numpy(pick)
+        device = self.acc.device
+        return (self.pairs["noise"][take].to(device), self.pairs["states"][take].float().to(device),
+                [self.pairs["captions"][i] for i in pick], self.pairs["target"][take].to(device))
 
     def _cd_pair(self, real, text, gen):
         """(x at s_{n+m}, s_{n+m} [B], f_ema target at s_n) on noised real latents."""
@@ -162,38 +208,46 @@ class DollarTrainer:
         real, text = real.to(self.acc.device), states.to(self.acc.device)
         b = real.shape[0]
         uncond = self.uncond.expand(b, -1, -1)
-        x_t, s_k = self._generator_input(real, text, gen)
+        # the generator's own captions: the pool's, or the pairs' when it starts from their noise
+        g_text, g_captions, noise, target = text, captions, None, None
+        if cfg.use_reg:
+            noise, g_text, g_captions, target = self._pair_batch(b, np.random.default_rng(
+                [cfg.seed, self.acc.process_index, self.step, 1]))
+        x_t, s_k, k = self._generator_input(real, g_text, gen, noise)
         if cfg.use_cd:  # one batched forward for the generator pass and the CD pass
             x_hi, s_hi, cd_target = self._cd_pair(real, text, gen)
             with self._amp():
                 x0_all = self.student.predict_x0(torch.cat([x_t, x_hi]), torch.cat([s_k, s_hi]),
-                                                 torch.cat([text, text]))
+                                                 torch.cat([g_text, text]))
             x, x0_hi = x0_all[:b], x0_all[b:]
         else:
             with self._amp():
-                x = self.student.predict_x0(x_t, s_k, text)
+                x = self.student.predict_x0(x_t, s_k, g_text)
         shift = self.loaded.info.shift
-        logs = dmd.fake_score_updates(self.fake, x, text, shift, cfg.fake_updates, gen,
+        logs = dmd.fake_score_updates(self.fake, x, g_text, shift, cfg.fake_updates, gen,
                                       lambda loss: self._apply(loss, self.opt_fake, "fake"), self._amp)
-        loss, vlogs = dmd.vsd_term(x, self.teacher, self.fake, text, uncond, cfg.vsd_guidance, shift, gen,
+        loss, vlogs = dmd.vsd_term(x, self.teacher, self.fake, g_text, uncond, cfg.vsd_guidance, shift, gen,
                                    cfg.vsd_min_level, cfg.vsd_max_level)
         loss = cfg.w_vsd * loss
         logs |= vlogs
+        if cfg.use_reg and k == 0:  # x is the student's sample from the pair's own noise
+            l_reg, rlogs = reg_mod.regression_loss(x, target)
+            loss, logs = loss + cfg.w_reg * l_reg, logs | rlogs
         if cfg.use_cd:
             f_student = cd_mod.consistency_fn(x_hi, x0_hi, s_hi)
             l_cd, clogs = cd_mod.cd_loss(f_student, cd_target, cfg.cd_distance)
             loss, logs = loss + cfg.w_cd * l_cd, logs | clogs
         if cfg.use_lrm and self.step >= cfg.lrm_warmup:  # the LRM fits alone during its warm-up
             lrm_core = self.acc.unwrap_model(self.lrm_ddp).requires_grad_(False)
-            l_ft, flogs = reward_loss(lrm_core(x, text))  # gradient reaches x through the LRM only
+            l_ft, flogs = reward_loss(lrm_core(x, g_text))  # gradient reaches x through the LRM only
             lrm_core.requires_grad_(True)
             loss, logs = loss + cfg.w_ft * l_ft, logs | flogs
         self._apply(loss, self.opt_student, "generator")
         logs["generator_loss"] = loss.item()
         if cfg.use_lrm:
             both = torch.cat([real, x.detach()])
-            targets = self._pixel_rewards(both, captions + captions)
-            fit, llogs = lrm_fit_loss(self.lrm_ddp(both, torch.cat([text, text]), each=True), targets)
+            targets = self._pixel_rewards(both, captions + g_captions)
+            fit, llogs = lrm_fit_loss(self.lrm_ddp(both, torch.cat([text, g_text]), each=True), targets)
             self._apply(fit, self.opt_lrm, "lrm")
             logs |= llogs | {"reward_student": targets[b:].mean().item(), "reward_real": targets[:b].mean().item()}
         with torch.no_grad():
@@ -216,6 +270,12 @@ def train(cfg: DistillConfig, loaded: LoadedModel, work: Path, resume: bool = Tr
                      f"asked for; ask for {trainer.step} or more to continue it, or start afresh without resuming")
         return
     trainer.fill_pool()
+    if cfg.use_reg:
+        for event in trainer.prepare_pairs():
+            if should_stop():
+                yield Failed("cancelled", kind="cancelled")
+                return
+            yield event
     began, start, nonfinite = time.perf_counter(), trainer.step, 0
     while trainer.step < cfg.steps:
         if should_stop():
