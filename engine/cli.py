@@ -105,7 +105,13 @@ def _history(args) -> int:
 def _bake(args) -> int:
     from engine.toyworld.bake import bake, export_only
 
-    lines = export_only(args.stage) if args.export_only else bake(args.stage, resume=args.resume)
+    roles = None
+    if args.students is not None:
+        try:
+            roles = tuple(int(n) for n in args.students.split(","))
+        except ValueError:
+            raise ValueError(f"--students takes step counts like 1,2, got {args.students!r}") from None
+    lines = export_only(args.stage) if args.export_only else bake(args.stage, resume=args.resume, students=roles)
     for line in lines:
         print(line, flush=True)
     return 0
@@ -200,6 +206,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--stage", choices=["vae", "teacher", "students", "all"], default="all",
                    help="one stage or all in order")
     b.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
+    b.add_argument("--students", default=None,
+                   help="with --stage students: only these roles, e.g. 1 or 1,2 (the fewer-step ones start "
+                        "from the shipped 4-step network, which is then not retrained)")
     b.add_argument("--export-only", action="store_true",
                    help="write the newest teacher checkpoint into assets/toyworld and stop")
     d = sub.add_parser("distill", help="distil a few-step student with DOLLAR (VSD + CD + LRM)",

@@ -246,6 +246,16 @@ def test_students_stage_ships_a_network_an_alias_and_a_lora_and_resumes_without_
     assert any(not torch.equal(a, b) for a, b in zip(one.parameters(), four.parameters()))
     again = list(bake.bake("students"))  # finished runs re-export, nothing trains
     assert not any("[distill] step" in line for line in again)
+    # one role alone: the 1-step run goes on from the shipped 4-step network, which stays as it is
+    four = (folder / "students" / "4step" / "diffusion_pytorch_model.safetensors").read_bytes()
+    monkeypatch.setattr(bake, "FEWER_STEP_STUDENTS", {1: {"steps": 2}})
+    only = list(bake.bake("students", students=(1,)))
+    assert sum("[distill] step" in line for line in only) == 1
+    assert (folder / "students" / "4step" / "diffusion_pytorch_model.safetensors").read_bytes() == four
+    with pytest.raises(ValueError, match="unknown student role 3"):
+        list(bake.bake("students", students=(3,)))
+    with pytest.raises(ValueError, match="--stage teacher"):
+        list(bake.bake("teacher", students=(1,)))
 
 
 def test_the_default_teacher_batch_draws_in_the_shipped_teachers_order():

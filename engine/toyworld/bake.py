@@ -57,15 +57,21 @@ def _teacher(resume: bool) -> Iterator:
     yield {"stage": "teacher", "done": True, **teacher_bake.bake_record(paths.TOYWORLD)["teacher"]}
 
 
-def _students(resume: bool) -> Iterator:
+STUDENT_ROLES = (FEWER_STEPS_FROM, 2, 1)  # in the order they are made: the fewer-step ones start from the first
+
+
+def _students(resume: bool, roles: tuple[int, ...] = STUDENT_ROLES) -> Iterator:
+    """Distil the listed student roles; a fewer-step role alone starts from the shipped
+    4-step network (so it can be remade without retraining that one)."""
     from engine.distill.config import DistillConfig
     from engine.distill.export import alias_student
     from engine.distill.run import run_distillation
     from engine.schedule import default_student_timesteps
 
-    cfg = DistillConfig(**STUDENT_SETTINGS | {"student_steps": FEWER_STEPS_FROM})
-    yield from run_distillation(cfg, "toyworld", paths.TOYWORLD, resume=resume)
-    for steps in (2, 1):
+    if FEWER_STEPS_FROM in roles:
+        cfg = DistillConfig(**STUDENT_SETTINGS | {"student_steps": FEWER_STEPS_FROM})
+        yield from run_distillation(cfg, "toyworld", paths.TOYWORLD, resume=resume)
+    for steps in (s for s in (2, 1) if s in roles):
         if steps in FEWER_STEP_STUDENTS:
             fewer = DistillConfig(**STUDENT_SETTINGS | FEWER_STEP_STUDENTS[steps]
                                   | {"student_steps": steps, "init_student": FEWER_STEPS_FROM})
@@ -74,7 +80,7 @@ def _students(resume: bool) -> Iterator:
         else:
             alias_student(paths.TOYWORLD, steps, FEWER_STEPS_FROM, default_student_timesteps(steps),
                           record={"method": f"the {FEWER_STEPS_FROM}-step student's network at {steps} steps"})
-    yield {"stage": "students", "done": True, "method": STUDENT_SETTINGS["method"]}
+    yield {"stage": "students", "done": True, "method": STUDENT_SETTINGS["method"], "roles": list(roles)}
 
 
 def _record(stage: str, report: dict) -> None:
@@ -93,18 +99,27 @@ def export_only(stage: str) -> Iterator[str]:
     yield json.dumps({"stage": "teacher", "exported": teacher_bake.bake_record(paths.TOYWORLD)["teacher"]})
 
 
-def bake(stage: str = "all", resume: bool = True) -> Iterator[str]:
-    """Run one stage or all; yields one printable line per progress report."""
+def bake(stage: str = "all", resume: bool = True, students: tuple[int, ...] | None = None) -> Iterator[str]:
+    """Run one stage or all; yields one printable line per progress report. `students` limits
+    the students stage to those roles (step counts)."""
     stages = STAGES if stage == "all" else (stage,)
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise ValueError(f"unknown bake stage {unknown[0]!r}; available: {', '.join(STAGES)}")
+    if students is not None:
+        if stage != "students":
+            raise ValueError(f"choosing student roles needs --stage students, got --stage {stage}")
+        bad = [n for n in students if n not in STUDENT_ROLES] or ([] if students else ["(none)"])
+        if bad:
+            raise ValueError(f"unknown student role {bad[0]}; available: {', '.join(map(str, STUDENT_ROLES))}")
+    chosen = {"vae": _vae, "teacher": _teacher,
+              "students": lambda resume: _students(resume, tuple(students or STUDENT_ROLES))}
     store = Store(paths.database())
     for name in stages:
         run_id = store.create_run(f"bake-{name}", {"stage": name, "resume": resume}, status="running")
         began = time.perf_counter()
         try:
-            for item in {"vae": _vae, "teacher": _teacher, "students": _students}[name](resume):
+            for item in chosen[name](resume):
                 if isinstance(item, str):
                     yield item
                     continue
