@@ -53,6 +53,12 @@ def test_generate_rate_and_download(client, studio):
     assert _count(studio[1], "ratings") >= 2
 
 
+def test_the_one_step_student_status_names_one_step(client):
+    status = client.predict(MODEL[0], "a red ball", "", "student 1 step", 3, 5, 32, "", 1.0, False,
+                            api_name="/generate")[2]
+    assert "student 1 step ·" in status and "NFE 1" in status  # not "1 steps"
+
+
 def test_a_killed_engine_process_is_replaced_on_the_next_clip(client):
     worker = ENGINE[0]._proc
     worker.kill()
