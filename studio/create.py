@@ -32,7 +32,8 @@ def _strip(frames: np.ndarray) -> np.ndarray:
 
 def _summary(saved) -> str:
     m, t = saved.clip.meta, saved.clip.meta["timings"]
-    return (f"**clip {saved.generation_id}** · seed **{m['seed']}** · {m['role']} {m['steps']} step{'s' * (m['steps'] != 1)} · "
+    steps = f"{m['steps']} step" + ("s" if m["steps"] != 1 else "")
+    return (f"**clip {saved.generation_id}** · seed **{m['seed']}** · {m['role']} {steps} · "
             f"NFE {m['nfe']} · text {t['text_encode_s']:.2f}s · denoise {t['denoise_s']:.2f}s · "
             f"decode {t['decode_s']:.2f}s · **total {t['total_s']:.2f}s**"
             + (f" · adapter {Path(m['lora']).name} x{m['lora_scale']:g}" if m.get("lora") else ""))

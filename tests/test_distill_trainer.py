@@ -208,7 +208,7 @@ def test_teacher_pairs_are_deterministic_and_saved_whole(loaded, tmp_path):
         done = []
         while True:
             try:
-                done.append(next(gen))
+                done.append(next(gen).step)
             except StopIteration as stop:
                 return done, stop.value
 

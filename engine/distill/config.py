@@ -9,6 +9,7 @@ from pathlib import Path
 from engine.knobs import strict_config
 
 METHODS = ("vsd", "vsd+cd", "vsd+lrm", "vsd+cd+lrm")
+REG_KNOBS = ("w_reg", "reg_pairs", "reg_guidance", "reg_steps")  # L_reg's; they do nothing while w_reg = 0
 
 
 @dataclass(frozen=True)
@@ -94,3 +95,9 @@ class DistillConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def run_settings(self) -> dict:
+        """The settings that decide what a run computes: `to_dict` less the knobs of a term that
+        is off (so a run folder keyed by them keeps its key when such a term is added)."""
+        off = () if self.use_reg else REG_KNOBS
+        return {k: v for k, v in self.to_dict().items() if k not in off}

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 from collections.abc import Callable, Generator
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from engine import schedule
+from engine.events import Progress
 from engine.model import FlowModel
 from engine.sampling import run_to_end, teacher_sample
 from engine.toyworld.render import sample_clip
@@ -49,17 +51,17 @@ def pair_captions(count: int, seed: int) -> list[str]:
 def make_pairs(teacher: FlowModel, text, latent_shape: tuple[int, ...], count: int, steps: int,
                guidance: float, shift: float, seed: int, batch: int = 8,
                amp: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-               ) -> Generator[int, None, dict]:
-    """Yields the number of pairs made after each batch; returns {"noise", "target" [N, *latent_shape],
-    "states" [N, L, D] float16, "captions"} from the teacher's `steps`-step Euler ODE with CFG
-    `guidance` (the same arguments give the same pairs)."""
+               ) -> Generator[Progress, None, dict]:
+    """Yields Progress (stage "pairs", `elapsed_s` in its metrics) after each batch; returns
+    {"noise", "target" [N, *latent_shape], "states" [N, L, D] float16, "captions"} from the
+    teacher's `steps`-step Euler ODE with CFG `guidance` (the same arguments give the same pairs)."""
     captions = pair_captions(count, seed)
     gen = torch.Generator().manual_seed(seed)
     noise = torch.randn((count, *latent_shape), generator=gen)
     sigmas = schedule.teacher_sigmas(steps, shift)
     states = text.encode(captions).half().cpu()
     uncond = text.encode([""])
-    targets = []
+    targets, began = [], time.perf_counter()
     for lo in range(0, count, batch):
         chunk = noise[lo:lo + batch]
         cond = states[lo:lo + batch].float()
@@ -67,7 +69,9 @@ def make_pairs(teacher: FlowModel, text, latent_shape: tuple[int, ...], count: i
             x = run_to_end(teacher_sample(teacher, chunk, sigmas, cond, uncond.expand(len(chunk), -1, -1),
                                           guidance))
         targets.append(x.float().cpu())
-        yield lo + len(chunk)
+        done, elapsed = lo + len(chunk), time.perf_counter() - began
+        yield Progress(stage="pairs", step=done, total=count, metrics={"elapsed_s": elapsed},
+                       eta_s=(count - done) * elapsed / done)
     return {"noise": noise, "target": torch.cat(targets), "states": states, "captions": captions}
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,15 +22,10 @@ from engine.events import Failed, Progress, Result
 from engine.store import Store
 
 
-REG_KNOBS = ("w_reg", "reg_pairs", "reg_guidance", "reg_steps")
-
-
 def run_dir(cfg: DistillConfig, model: str, teacher: str = "") -> Path:
     """Same settings and teacher, same folder; `steps` is left out so a finished run can be
     extended. `teacher` is the teacher weights' fingerprint (`weights_fingerprint`)."""
-    settings = {k: v for k, v in cfg.to_dict().items() if k != "steps"}
-    if not cfg.use_reg:  # runs from before L_reg existed keep their folders
-        settings = {k: v for k, v in settings.items() if k not in REG_KNOBS}
+    settings = {k: v for k, v in cfg.run_settings().items() if k != "steps"}
     key = hashlib.sha1(json.dumps([settings, str(model), teacher], sort_keys=True).encode()).hexdigest()[:10]
     return paths.runs() / f"distill-{key}"
 
@@ -73,6 +69,7 @@ def run_distillation(cfg: DistillConfig, model: str, out: str | Path, resume: bo
     """
     if lora_rank is not None and (cfg.init_student is None or lora_rank < 1):
         raise ValueError(f"a LoRA export (rank {lora_rank}) needs init_student set and a rank >= 1")
+    began = time.perf_counter()
     loaded = loading.load(model)
     store = Store(paths.database())
     work = run_dir(cfg, model, starting_weights(loaded, cfg))
@@ -82,7 +79,9 @@ def run_distillation(cfg: DistillConfig, model: str, out: str | Path, resume: bo
         for event in train(cfg, loaded, work, resume=resume,
                            on_metrics=lambda step, logs: store.log_metrics(run_id, step, logs)):
             if isinstance(event, Progress) and event.stage == "pairs":
-                yield f"[distill] teacher ODE pairs {event.step}/{event.total} eta {event.eta_s / 60:.1f} min"
+                took = (f" made in {event.metrics['elapsed_s']:.0f} s" if event.step == event.total
+                        else f" eta {event.eta_s / 60:.1f} min")
+                yield f"[distill] teacher ODE pairs {event.step}/{event.total}{took}"
             elif isinstance(event, Progress):
                 store.update_run(run_id, step=event.step)
                 shown = " ".join(f"{k} {v:.4g}" for k, v in event.metrics.items()
@@ -107,7 +106,8 @@ def run_distillation(cfg: DistillConfig, model: str, out: str | Path, resume: bo
                                                  record=record | {"from": f"{cfg.init_student}-step student"})
                 store.update_run(run_id, status="done", step=trainer.step)
                 yield json.dumps({"out": str(out), "student_steps": cfg.student_steps, "method": cfg.method,
-                                  "timesteps": trainer.timesteps, "run_id": run_id} | extra)
+                                  "timesteps": trainer.timesteps, "run_id": run_id,
+                                  "wall_s": round(time.perf_counter() - began, 1)} | extra)
     except (KeyboardInterrupt, SystemExit):
         store.update_run(run_id, status="interrupted")
         raise

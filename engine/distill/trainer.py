@@ -8,8 +8,9 @@ Per generator update (DESIGN.md §3):
     sample per update round, fresh noise and level each time, to save CPU time);
  3. the generator loss L = w_vsd L_VSD + w_cd L_CD + w_ft L_FT + w_reg L_reg (L_FT from update
     `lrm_warmup` on, once the LRM has fitted alone for a while; L_reg on updates whose generator
-    input is the pair's noise itself, k = 0, which is every update of a 1-step student); the student's generator pass
-    and its CD pass run as one batched forward (DDP allows one forward per backward);
+    input is the pair's noise itself, k = 0, which is every update of a 1-step student); the
+    student's generator pass and its CD pass run as one batched forward (DDP allows one forward
+    per backward);
  4. the latent reward model fits the pixel reward of decoded real and student latents;
  5. the EMA target follows the student.
 Checkpoints are atomic; a non-finite loss skips the step, `max_nonfinite` in a row stop the
@@ -125,24 +126,17 @@ class DollarTrainer:
         """Make the teacher ODE pairs (main process, saved atomically) or load the run's saved ones;
         yields Progress per batch made. Needs the pool filled (it gives the latent shape)."""
         path, settings = self.work / reg_mod.PAIRS_FILE, self.pair_settings()
-        if self.acc.is_main_process and reg_mod.load_pairs(path, settings) is None:
-            making = reg_mod.make_pairs(self.teacher, self.loaded.text, tuple(settings["latent_shape"]),
-                                        settings["count"], settings["steps"], settings["guidance"],
-                                        settings["shift"], self.cfg.seed, amp=self._amp)
-            began = time.perf_counter()
-            while True:
-                try:
-                    done = next(making)
-                except StopIteration as stop:
-                    made = stop.value
-                    break
-                rate = done / (time.perf_counter() - began)
-                yield Progress(stage="pairs", step=done, total=settings["count"],
-                               eta_s=(settings["count"] - done) / max(rate, 1e-9))
-            self.work.mkdir(parents=True, exist_ok=True)
-            reg_mod.save_pairs(path, made, settings)
+        if self.acc.is_main_process:
+            self.pairs = reg_mod.load_pairs(path, settings)
+            if self.pairs is None:
+                self.pairs = yield from reg_mod.make_pairs(
+                    self.teacher, self.loaded.text, tuple(settings["latent_shape"]), settings["count"],
+                    settings["steps"], settings["guidance"], settings["shift"], self.cfg.seed, amp=self._amp)
+                self.work.mkdir(parents=True, exist_ok=True)
+                reg_mod.save_pairs(path, self.pairs, settings)
         self.acc.wait_for_everyone()
-        self.pairs = reg_mod.load_pairs(path, settings)
+        if self.pairs is None:  # the other processes read what the main one saved
+            self.pairs = reg_mod.load_pairs(path, settings)
 
     # --- pieces of one update ------------------------------------------------------------
     def _generator_input(self, real: torch.Tensor, text: torch.Tensor, gen: torch.Generator,

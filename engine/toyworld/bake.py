@@ -35,6 +35,7 @@ FEWER_STEPS_FROM = 4
 # "Regression on teacher ODE pairs"). Roles not listed run the 4-step network on their own step list.
 FEWER_STEP_STUDENTS = {2: {"steps": 150}, 1: {"steps": 150, "method": "vsd+lrm"}}
 STUDENT_LORA_RANK = 16
+STUDENT_ROLES = (FEWER_STEPS_FROM, 2, 1)  # in the order they are made: the fewer-step ones start from the first
 
 
 def _vae(resume: bool) -> Iterator[str]:
@@ -57,9 +58,6 @@ def _teacher(resume: bool) -> Iterator:
     yield {"stage": "teacher", "done": True, **teacher_bake.bake_record(paths.TOYWORLD)["teacher"]}
 
 
-STUDENT_ROLES = (FEWER_STEPS_FROM, 2, 1)  # in the order they are made: the fewer-step ones start from the first
-
-
 def _students(resume: bool, roles: tuple[int, ...] = STUDENT_ROLES) -> Iterator:
     """Distil the listed student roles; a fewer-step role alone starts from the shipped
     4-step network (so it can be remade without retraining that one)."""
@@ -71,7 +69,7 @@ def _students(resume: bool, roles: tuple[int, ...] = STUDENT_ROLES) -> Iterator:
     if FEWER_STEPS_FROM in roles:
         cfg = DistillConfig(**STUDENT_SETTINGS | {"student_steps": FEWER_STEPS_FROM})
         yield from run_distillation(cfg, "toyworld", paths.TOYWORLD, resume=resume)
-    for steps in (s for s in (2, 1) if s in roles):
+    for steps in (s for s in STUDENT_ROLES[1:] if s in roles):
         if steps in FEWER_STEP_STUDENTS:
             fewer = DistillConfig(**STUDENT_SETTINGS | FEWER_STEP_STUDENTS[steps]
                                   | {"student_steps": steps, "init_student": FEWER_STEPS_FROM})
@@ -80,7 +78,7 @@ def _students(resume: bool, roles: tuple[int, ...] = STUDENT_ROLES) -> Iterator:
         else:
             alias_student(paths.TOYWORLD, steps, FEWER_STEPS_FROM, default_student_timesteps(steps),
                           record={"method": f"the {FEWER_STEPS_FROM}-step student's network at {steps} steps"})
-    yield {"stage": "students", "done": True, "method": STUDENT_SETTINGS["method"], "roles": list(roles)}
+    yield {"stage": "students", "done": True, "roles": list(roles)}
 
 
 def _record(stage: str, report: dict) -> None:
@@ -106,14 +104,14 @@ def bake(stage: str = "all", resume: bool = True, students: tuple[int, ...] | No
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise ValueError(f"unknown bake stage {unknown[0]!r}; available: {', '.join(STAGES)}")
-    if students is not None:
-        if stage != "students":
-            raise ValueError(f"choosing student roles needs --stage students, got --stage {stage}")
-        bad = [n for n in students if n not in STUDENT_ROLES] or ([] if students else ["(none)"])
-        if bad:
-            raise ValueError(f"unknown student role {bad[0]}; available: {', '.join(map(str, STUDENT_ROLES))}")
-    chosen = {"vae": _vae, "teacher": _teacher,
-              "students": lambda resume: _students(resume, tuple(students or STUDENT_ROLES))}
+    if students is not None and stage != "students":
+        raise ValueError(f"choosing student roles needs --stage students, got --stage {stage}")
+    roles = STUDENT_ROLES if students is None else tuple(students)
+    bad = [n for n in roles if n not in STUDENT_ROLES]
+    if bad or not roles:
+        raise ValueError(f"unknown student role {bad[0] if bad else '(none)'}; "
+                         f"available: {', '.join(map(str, STUDENT_ROLES))}")
+    chosen = {"vae": _vae, "teacher": _teacher, "students": lambda resume: _students(resume, roles)}
     store = Store(paths.database())
     for name in stages:
         run_id = store.create_run(f"bake-{name}", {"stage": name, "resume": resume}, status="running")
