@@ -257,3 +257,48 @@ def test_run_folder_ignores_regression_knobs_while_the_term_is_off():
     from engine.distill.run import run_dir
 
     assert run_dir(_cfg(reg_pairs=999), "m") == run_dir(_cfg(), "m") != run_dir(_cfg(w_reg=1.0), "m")
+
+
+def test_gan_losses_follow_the_non_saturating_equations():
+    from engine.distill.gan import discriminator_loss, generator_loss
+
+    real, fake = torch.tensor([2.0, 0.0]), torch.tensor([-1.0, 1.0], requires_grad=True)
+    l_d, logs = discriminator_loss(real, fake)
+    sp = torch.nn.functional.softplus
+    want = (sp(torch.tensor(-2.0)) + sp(torch.tensor(0.0))) / 2 + (sp(torch.tensor(-1.0)) + sp(torch.tensor(1.0))) / 2
+    assert torch.isclose(l_d, want) and logs["gan_real_logit"] == 1.0
+    l_g, _ = generator_loss(fake)
+    assert torch.isclose(l_g, (sp(torch.tensor(1.0)) + sp(torch.tensor(-1.0))) / 2)
+    l_g.backward()  # d/dd softplus(-d) = -sigmoid(-d): raising the fake logit lowers L_G
+    assert torch.allclose(fake.grad, -torch.sigmoid(-fake.detach()) / 2)
+
+
+def test_config_rejects_bad_gan_knobs():
+    with pytest.raises(ValueError, match="-1.0"):
+        DistillConfig(w_gan=-1.0)
+    with pytest.raises(ValueError, match="w_gan_d > 0.*0.0"):
+        DistillConfig(w_gan=0.1, w_gan_d=0.0)
+
+
+def test_gan_term_trains_the_discriminator_and_resumes_it(loaded, tmp_path):
+    cfg = _cfg(method="vsd", student_steps=1, w_gan=0.5, steps=2)
+    events = list(train(cfg, loaded, tmp_path))
+    updates = [e for e in events if isinstance(e, Progress)]
+    assert isinstance(events[-1], Result) and len(updates) == 2
+    assert all(u.metrics["gan_g_loss"] > 0 and u.metrics["gan_d_loss"] > 0 for u in updates)
+    trainer = events[-1].value
+    head = trainer.acc.unwrap_model(trainer.disc_ddp)
+    assert all(p.requires_grad for p in head.parameters())  # unfrozen again after the generator pass
+    assert all(p.requires_grad for p in trainer.fake_core.transformer.parameters())
+    saved = checkpoint.latest(tmp_path)[1]
+    assert torch.equal(saved["disc"]["net.1.weight"], head.state_dict()["net.1.weight"])
+    resumed = list(train(replace(cfg, steps=3), loaded, tmp_path))
+    assert [e.step for e in resumed if isinstance(e, Progress)] == [3]
+    back = resumed[-1].value.acc.unwrap_model(resumed[-1].value.disc_ddp)
+    assert not torch.equal(back.state_dict()["net.1.weight"], saved["disc"]["net.1.weight"])  # it went on training
+
+
+def test_run_folder_ignores_gan_knobs_while_the_term_is_off():
+    from engine.distill.run import run_dir
+
+    assert run_dir(_cfg(w_gan_d=0.5), "m") == run_dir(_cfg(), "m") != run_dir(_cfg(w_gan=0.1), "m")

@@ -10,6 +10,7 @@ from engine.knobs import strict_config
 
 METHODS = ("vsd", "vsd+cd", "vsd+lrm", "vsd+cd+lrm")
 REG_KNOBS = ("w_reg", "reg_pairs", "reg_guidance", "reg_steps")  # L_reg's; they do nothing while w_reg = 0
+GAN_KNOBS = ("w_gan", "w_gan_d")  # the GAN term's; they do nothing while w_gan = 0
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ class DistillConfig:
     reg_pairs: int = 256  # teacher ODE pairs made once per run for L_reg
     reg_guidance: float | None = None  # teacher CFG for the pairs (None: the model's default guidance)
     reg_steps: int | None = None  # teacher ODE steps for the pairs (None: the model's default teacher steps)
+    w_gan: float = 0.0  # weight of DMD2's generator GAN loss L_G (engine/distill/gan.py; 0 = off; DMD2 5e-3)
+    w_gan_d: float = 1e-2  # weight of the discriminator loss L_D inside each fake-score update (DMD2's)
     vsd_guidance: float = 3.5  # teacher CFG inside the VSD real score
     vsd_min_level: float = 0.02  # VSD noise level clamp, low end
     vsd_max_level: float = 0.98  # VSD noise level clamp, high end
@@ -67,6 +70,8 @@ class DistillConfig:
             raise ValueError(f"w_reg must be >= 0, got {self.w_reg}")
         if self.w_reg > 0 and self.reg_pairs < self.batch:
             raise ValueError(f"reg_pairs must be at least batch ({self.batch}) when w_reg > 0, got {self.reg_pairs}")
+        if self.w_gan < 0 or self.w_gan_d <= 0:
+            raise ValueError(f"w_gan must be >= 0 and w_gan_d > 0, got {self.w_gan} and {self.w_gan_d}")
         if self.reg_steps is not None and self.reg_steps < 1:
             raise ValueError(f"reg_steps must be >= 1, got {self.reg_steps}")
         for name in ("steps", "batch", "fake_updates", "checkpoint_every", "max_nonfinite"):
@@ -80,6 +85,10 @@ class DistillConfig:
     @property
     def use_reg(self) -> bool:
         return self.w_reg > 0
+
+    @property
+    def use_gan(self) -> bool:
+        return self.w_gan > 0
 
     @property
     def use_lrm(self) -> bool:
@@ -99,5 +108,5 @@ class DistillConfig:
     def run_settings(self) -> dict:
         """The settings that decide what a run computes: `to_dict` less the knobs of a term that
         is off (so a run folder keyed by them keeps its key when such a term is added)."""
-        off = () if self.use_reg else REG_KNOBS
+        off = (() if self.use_reg else REG_KNOBS) + (() if self.use_gan else GAN_KNOBS)
         return {k: v for k, v in self.to_dict().items() if k not in off}

@@ -6,11 +6,12 @@ Per generator update (DESIGN.md §3):
     those of the run's teacher ODE pairs (engine/distill/regression.py);
  2. `fake_updates` fake-score updates: flow matching on the detached generator sample (one
     sample per update round, fresh noise and level each time, to save CPU time);
- 3. the generator loss L = w_vsd L_VSD + w_cd L_CD + w_ft L_FT + w_reg L_reg (L_FT from update
+ 3. the generator loss L = w_vsd L_VSD + w_cd L_CD + w_ft L_FT + w_reg L_reg + w_gan L_G (L_FT from update
     `lrm_warmup` on, once the LRM has fitted alone for a while; L_reg on updates whose generator
     input is the pair's noise itself, k = 0, which is every update of a 1-step student); the
     student's generator pass and its CD pass run as one batched forward (DDP allows one forward
-    per backward);
+    per backward); with `w_gan`, each fake-score update also trains DMD2's discriminator on
+    noised real latents against the sample (engine/distill/gan.py);
  4. the latent reward model fits the pixel reward of decoded real and student latents;
  5. the EMA target follows the student.
 Checkpoints are atomic; a non-finite loss skips the step, `max_nonfinite` in a row stop the
@@ -31,8 +32,10 @@ from accelerate import Accelerator
 from engine import checkpoint, schedule
 from engine.distill import cd as cd_mod
 from engine.distill import dmd
+from engine.distill import gan as gan_mod
 from engine.distill import regression as reg_mod
 from engine.distill.config import DistillConfig
+from engine.distill.flow_matching import flow_matching_loss, sample_levels
 from engine.events import Failed, Progress, Result
 from engine.loading import LoadedModel
 from engine.model import FlowModel, add_noise
@@ -66,6 +69,13 @@ class DollarTrainer:
         student, fake, lrm, *opts = self.acc.prepare(student, fake, lrm, *opts)
         self.student_ddp, self.fake_ddp, self.lrm_ddp = student, fake, lrm
         self.opt_student, self.opt_fake, self.opt_lrm = opts
+        self.disc_ddp = self.opt_disc = self.tap = None
+        if cfg.use_gan:  # DMD2's discriminator: a head on the fake score's last block (engine/distill/gan.py)
+            head = gan_mod.DiscriminatorHead(base.config.num_attention_heads * base.config.attention_head_dim)
+            self.disc_ddp, self.opt_disc = self.acc.prepare(
+                head, torch.optim.AdamW(head.parameters(), lr=cfg.fake_lr, weight_decay=0.0))
+            self.tap = gan_mod.FeatureTap(self.acc.unwrap_model(fake))
+            self.fake_core = FlowModel(self.acc.unwrap_model(fake), loaded.codec)
         self.student = FlowModel(student, loaded.codec)
         self.fake = FlowModel(fake, loaded.codec)
         self.ema_model = FlowModel(self.ema, loaded.codec)
@@ -87,7 +97,8 @@ class DollarTrainer:
         return {"student": unwrap(self.student_ddp).state_dict(), "fake": unwrap(self.fake_ddp).state_dict(),
                 "lrm": unwrap(self.lrm_ddp).state_dict(), "ema": self.ema.state_dict(),
                 "opt_student": self.opt_student.state_dict(), "opt_fake": self.opt_fake.state_dict(),
-                "opt_lrm": self.opt_lrm.state_dict()}
+                "opt_lrm": self.opt_lrm.state_dict()} | ({} if self.disc_ddp is None else {
+                "disc": unwrap(self.disc_ddp).state_dict(), "opt_disc": self.opt_disc.state_dict()})
 
     def resume(self) -> bool:
         found = checkpoint.latest(self.work)
@@ -102,6 +113,9 @@ class DollarTrainer:
         self.opt_student.load_state_dict(state["opt_student"])
         self.opt_fake.load_state_dict(state["opt_fake"])
         self.opt_lrm.load_state_dict(state["opt_lrm"])
+        if self.disc_ddp is not None:
+            unwrap(self.disc_ddp).load_state_dict(state["disc"])
+            self.opt_disc.load_state_dict(state["opt_disc"])
         return True
 
     def _amp(self):
@@ -184,6 +198,49 @@ class DollarTrainer:
         self.acc.backward(loss)
         opt.step()
 
+    def _fake_updates_with_gan(self, x: torch.Tensor, text: torch.Tensor, real: torch.Tensor,
+                               real_text: torch.Tensor, gen: torch.Generator) -> dict:
+        """`fake_updates` fake-score updates, each also training the discriminator (DMD2): one
+        batched pass of [noised sample; noised real latents] at the same levels, the flow loss on
+        the sample half, w_gan_d L_D on both through the head."""
+        x, b, logs = x.detach(), x.shape[0], {}
+        for _ in range(self.cfg.fake_updates):
+            sigma = sample_levels(b, self.loaded.info.shift, gen)
+            eps = torch.randn(x.shape, generator=gen).to(x.device)
+            noisy = torch.cat([add_noise(x, eps, sigma), add_noise(real, torch.randn(real.shape, generator=gen).to(x.device), sigma)])
+            with self._amp(), self.tap:
+                v = self.fake.velocity(noisy, torch.cat([sigma, sigma]), torch.cat([text, real_text]))
+                logits = self.disc_ddp(self.tap.features)
+            flow, flogs = flow_matching_loss(v[:b], x, eps)
+            l_d, dlogs = gan_mod.discriminator_loss(logits[b:], logits[:b])
+            loss = flow + self.cfg.w_gan_d * l_d
+            self.opt_fake.zero_grad(set_to_none=True)
+            self.opt_disc.zero_grad(set_to_none=True)
+            if not torch.isfinite(loss):
+                raise Diverged(f"fake/discriminator loss is {loss.item()}")
+            self.acc.backward(loss)
+            self.opt_fake.step()
+            self.opt_disc.step()
+            logs = {"fake_" + k: v for k, v in flogs.items()} | dlogs
+        return logs
+
+    def _gan_generator_term(self, x: torch.Tensor, text: torch.Tensor, gen: torch.Generator):
+        """L_G on the generator sample x (carrying its gradient), noised to a fresh level; the
+        fake score and the head are frozen for this pass, so only x gets the gradient."""
+        sigma = sample_levels(x.shape[0], self.loaded.info.shift, gen)
+        noisy = add_noise(x, torch.randn(x.shape, generator=gen).to(x.device), sigma)
+        cores = [self.fake_core.transformer, self.acc.unwrap_model(self.disc_ddp)]
+        for core in cores:
+            core.requires_grad_(False)
+        try:
+            with self._amp(), self.tap:
+                self.fake_core.velocity(noisy, sigma, text)
+                logits = cores[1](self.tap.features)
+        finally:
+            for core in cores:
+                core.requires_grad_(True)
+        return gan_mod.generator_loss(logits)
+
     def _pixel_rewards(self, latents: torch.Tensor, captions: list[str]) -> torch.Tensor:
         with self._amp():
             frames = self.loaded.codec.decode(latents)  # no grad: the reward need not be differentiable
@@ -218,12 +275,18 @@ class DollarTrainer:
             with self._amp():
                 x = self.student.predict_x0(x_t, s_k, g_text)
         shift = self.loaded.info.shift
-        logs = dmd.fake_score_updates(self.fake, x, g_text, shift, cfg.fake_updates, gen,
-                                      lambda loss: self._apply(loss, self.opt_fake, "fake"), self._amp)
+        if cfg.use_gan:
+            logs = self._fake_updates_with_gan(x, g_text, real, text, gen)
+        else:
+            logs = dmd.fake_score_updates(self.fake, x, g_text, shift, cfg.fake_updates, gen,
+                                          lambda loss: self._apply(loss, self.opt_fake, "fake"), self._amp)
         loss, vlogs = dmd.vsd_term(x, self.teacher, self.fake, g_text, uncond, cfg.vsd_guidance, shift, gen,
                                    cfg.vsd_min_level, cfg.vsd_max_level)
         loss = cfg.w_vsd * loss
         logs |= vlogs
+        if cfg.use_gan:
+            l_g, glogs = self._gan_generator_term(x, g_text, gen)
+            loss, logs = loss + cfg.w_gan * l_g, logs | glogs
         if cfg.use_reg and k == 0:  # x is the student's sample from the pair's own noise
             l_reg, rlogs = reg_mod.regression_loss(x, target)
             loss, logs = loss + cfg.w_reg * l_reg, logs | rlogs

@@ -1,0 +1,64 @@
+"""DMD2's GAN term (Yin et al. 2024, "Improved Distribution Matching Distillation", §4.3, eq. 5):
+a discriminator head on the fake score network's features tells noised real latents from noised
+generator samples, so the generator is also pulled toward the real data and not only toward the
+teacher's scores.
+
+    L_D = E_real softplus(-D(F(x_real,t, t))) + E_fake softplus(D(F(sg(G(z)),t, t)))   (fake score + head)
+    L_G = E_fake softplus(-D(F(G(z),t, t)))                                              (generator)
+
+(the non-saturating form, Goodfellow et al. 2014; softplus(-d) = -log sigmoid(d)). D reads the
+last transformer block's token states through a small per-token head (a patch discriminator:
+one logit per token, averaged in the loss). DMD2 weights L_G by 5e-3 and L_D by 1e-2 on SDXL
+(`w_gan`, `w_gan_d`); the knob is off by default.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """L_D = mean softplus(-real) + mean softplus(fake); logits of any shape."""
+    loss = F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+    return loss, {"gan_d_loss": loss.item(), "gan_real_logit": real_logits.mean().item(),
+                  "gan_fake_logit": fake_logits.mean().item()}
+
+
+def generator_loss(fake_logits: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """L_G = mean softplus(-fake): the generator raises D's logit on its own samples."""
+    loss = F.softplus(-fake_logits).mean()
+    return loss, {"gan_g_loss": loss.item()}
+
+
+class DiscriminatorHead(nn.Module):
+    """Per-token logits [B, N] from token states [B, N, D]."""
+
+    def __init__(self, dim: int, hidden: int = 128):
+        super().__init__()
+        self.net = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.SiLU(), nn.Linear(hidden, 1))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net(features.float()).squeeze(-1)
+
+
+class FeatureTap:
+    """Keeps the output of a transformer's last block during a forward pass (`with tap: ...`)."""
+
+    def __init__(self, transformer: nn.Module):
+        blocks = getattr(transformer, "blocks", None)
+        if not blocks:
+            raise ValueError(f"{type(transformer).__name__} has no `blocks` to read discriminator features from")
+        self.block, self.features, self._handle = blocks[-1], None, None
+
+    def _keep(self, module, inputs, output):
+        self.features = output[0] if isinstance(output, tuple) else output
+
+    def __enter__(self) -> "FeatureTap":
+        self.features = None
+        self._handle = self.block.register_forward_hook(self._keep)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._handle.remove()
