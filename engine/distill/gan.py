@@ -1,7 +1,7 @@
-"""DMD2's GAN term (Yin et al. 2024, "Improved Distribution Matching Distillation", §4.3, eq. 5):
-a discriminator head on the fake score network's features tells noised real latents from noised
-generator samples, so the generator is also pulled toward the real data and not only toward the
-teacher's scores.
+"""DMD2's GAN term (Yin et al. 2024, "Improved Distribution Matching Distillation", §4.3,
+surpassing the teacher with a GAN loss and real data): a discriminator head on the fake score
+network's features tells noised real latents from noised generator samples, so the generator is
+also pulled toward the real data and not only toward the teacher's scores.
 
     L_D = E_real softplus(-D(F(x_real,t, t))) + E_fake softplus(D(F(sg(G(z)),t, t)))   (fake score + head)
     L_G = E_fake softplus(-D(F(G(z),t, t)))                                              (generator)

@@ -207,7 +207,8 @@ class DollarTrainer:
         for _ in range(self.cfg.fake_updates):
             sigma = sample_levels(b, self.loaded.info.shift, gen)
             eps = torch.randn(x.shape, generator=gen).to(x.device)
-            noisy = torch.cat([add_noise(x, eps, sigma), add_noise(real, torch.randn(real.shape, generator=gen).to(x.device), sigma)])
+            eps_real = torch.randn(real.shape, generator=gen).to(x.device)
+            noisy = torch.cat([add_noise(x, eps, sigma), add_noise(real, eps_real, sigma)])
             with self._amp(), self.tap:
                 v = self.fake.velocity(noisy, torch.cat([sigma, sigma]), torch.cat([text, real_text]))
                 logits = self.disc_ddp(self.tap.features)
