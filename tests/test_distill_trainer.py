@@ -289,7 +289,7 @@ def test_gan_term_trains_the_discriminator_and_resumes_it(loaded, tmp_path):
     trainer = events[-1].value
     head = trainer.acc.unwrap_model(trainer.disc_ddp)
     assert all(p.requires_grad for p in head.parameters())  # unfrozen again after the generator pass
-    assert all(p.requires_grad for p in trainer.fake_core.transformer.parameters())
+    assert all(p.requires_grad for p in trainer.acc.unwrap_model(trainer.fake_ddp).parameters())
     saved = checkpoint.latest(tmp_path)[1]
     assert torch.equal(saved["disc"]["net.1.weight"], head.state_dict()["net.1.weight"])
     resumed = list(train(replace(cfg, steps=3), loaded, tmp_path))

@@ -17,25 +17,33 @@ from collections.abc import Callable
 import torch
 
 from engine.distill.flow_matching import flow_matching_loss, sample_levels
+from engine.distill.gan import RealComparison
 from engine.distill.vsd import vsd_loss
 from engine.model import FlowModel, add_noise
 
 
 def fake_score_updates(fake: FlowModel, x: torch.Tensor, text: torch.Tensor, shift: float, updates: int,
                        gen: torch.Generator, apply: Callable[[torch.Tensor], None],
-                       amp: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext) -> dict:
+                       amp: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+                       gan: RealComparison | None = None) -> dict:
     """`updates` flow-matching steps of the fake score on x [B, C, T, h, w] (detached);
-    `apply(loss)` backpropagates and steps its optimizer. Returns {"fake_flow_loss": last}."""
-    x = x.detach()
-    logs = {}
+    `apply(loss)` backpropagates and steps its optimizer(s). With `gan`, each step also trains
+    DMD2's discriminator: the real latents join the same pass at the same levels, and the loss
+    adds weight * L_D. Returns {"fake_flow_loss": last} (and the last L_D logs)."""
+    x, b = x.detach(), x.shape[0]
+    logs, dlogs = {}, {}
     for _ in range(updates):
-        sigma = sample_levels(x.shape[0], shift, gen)
+        sigma = sample_levels(b, shift, gen)
         eps = torch.randn(x.shape, generator=gen).to(x.device)
-        with amp():
-            v = fake.velocity(add_noise(x, eps, sigma), sigma, text)
-        loss, logs = flow_matching_loss(v, x, eps)
-        apply(loss)
-    return {"fake_" + k: v for k, v in logs.items()}
+        x_t, levels, cond = add_noise(x, eps, sigma), sigma, text
+        if gan:
+            x_t, levels, cond = gan.with_real(x_t, sigma, text, gen)
+        with amp(), (gan.tap if gan else contextlib.nullcontext()):
+            v = fake.velocity(x_t, levels, cond)
+            d_loss, dlogs = gan.loss(b) if gan else (0.0, {})
+        loss, logs = flow_matching_loss(v[:b], x, eps)
+        apply(loss + d_loss)
+    return {"fake_" + k: v for k, v in logs.items()} | dlogs
 
 
 def vsd_term(x: torch.Tensor, teacher: FlowModel, fake: FlowModel, text: torch.Tensor, uncond: torch.Tensor,

@@ -14,9 +14,13 @@ one logit per token, averaged in the loss). DMD2 weights L_G by 5e-3 and L_D by 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from engine.model import add_noise
 
 
 def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> tuple[torch.Tensor, dict]:
@@ -62,3 +66,27 @@ class FeatureTap:
 
     def __exit__(self, *exc) -> None:
         self._handle.remove()
+
+
+@dataclass
+class RealComparison:
+    """What a fake-score update needs to train the discriminator as well (dmd.fake_score_updates):
+    the head, the tap on the fake score's last block, this update's real latents [B, C, T, h, w]
+    with their caption states, and L_D's weight."""
+    head: nn.Module
+    tap: FeatureTap
+    real: torch.Tensor
+    real_text: torch.Tensor
+    weight: float
+
+    def with_real(self, x_t: torch.Tensor, sigma: torch.Tensor, text: torch.Tensor, gen: torch.Generator):
+        """The fake score's batch with the real latents appended, noised to the same levels."""
+        eps = torch.randn(self.real.shape, generator=gen).to(x_t.device)
+        x_all = torch.cat([x_t, add_noise(self.real, eps, sigma)])
+        return x_all, torch.cat([sigma, sigma]), torch.cat([text, self.real_text])
+
+    def loss(self, fakes: int) -> tuple[torch.Tensor, dict]:
+        """weight * L_D from the tapped features of the last pass (its first `fakes` rows the sample)."""
+        logits = self.head(self.tap.features)
+        l_d, logs = discriminator_loss(logits[fakes:], logits[:fakes])
+        return self.weight * l_d, logs

@@ -35,7 +35,7 @@ from engine.distill import dmd
 from engine.distill import gan as gan_mod
 from engine.distill import regression as reg_mod
 from engine.distill.config import DistillConfig
-from engine.distill.flow_matching import flow_matching_loss, sample_levels
+from engine.distill.flow_matching import sample_levels
 from engine.events import Failed, Progress, Result
 from engine.loading import LoadedModel
 from engine.model import FlowModel, add_noise
@@ -75,7 +75,6 @@ class DollarTrainer:
             self.disc_ddp, self.opt_disc = self.acc.prepare(
                 head, torch.optim.AdamW(head.parameters(), lr=cfg.fake_lr, weight_decay=0.0))
             self.tap = gan_mod.FeatureTap(self.acc.unwrap_model(fake))
-            self.fake_core = FlowModel(self.acc.unwrap_model(fake), loaded.codec)
         self.student = FlowModel(student, loaded.codec)
         self.fake = FlowModel(fake, loaded.codec)
         self.ema_model = FlowModel(self.ema, loaded.codec)
@@ -191,55 +190,28 @@ class DollarTrainer:
             target = cd_mod.consistency_fn(x_lo, self.ema_model.predict_x0(x_lo, s_lo, text), s_lo)
         return x_hi, torch.full((b,), hi), target
 
-    def _apply(self, loss: torch.Tensor, opt, name: str) -> None:
-        opt.zero_grad(set_to_none=True)
+    def _apply(self, loss: torch.Tensor, name: str, *opts) -> None:
+        for opt in opts:
+            opt.zero_grad(set_to_none=True)
         if not torch.isfinite(loss):
             raise Diverged(f"{name} loss is {loss.item()}")
         self.acc.backward(loss)
-        opt.step()
-
-    def _fake_updates_with_gan(self, x: torch.Tensor, text: torch.Tensor, real: torch.Tensor,
-                               real_text: torch.Tensor, gen: torch.Generator) -> dict:
-        """`fake_updates` fake-score updates, each also training the discriminator (DMD2): one
-        batched pass of [noised sample; noised real latents] at the same levels, the flow loss on
-        the sample half, w_gan_d L_D on both through the head."""
-        x, b, logs = x.detach(), x.shape[0], {}
-        for _ in range(self.cfg.fake_updates):
-            sigma = sample_levels(b, self.loaded.info.shift, gen)
-            eps = torch.randn(x.shape, generator=gen).to(x.device)
-            eps_real = torch.randn(real.shape, generator=gen).to(x.device)
-            noisy = torch.cat([add_noise(x, eps, sigma), add_noise(real, eps_real, sigma)])
-            with self._amp(), self.tap:
-                v = self.fake.velocity(noisy, torch.cat([sigma, sigma]), torch.cat([text, real_text]))
-                logits = self.disc_ddp(self.tap.features)
-            flow, flogs = flow_matching_loss(v[:b], x, eps)
-            l_d, dlogs = gan_mod.discriminator_loss(logits[b:], logits[:b])
-            loss = flow + self.cfg.w_gan_d * l_d
-            self.opt_fake.zero_grad(set_to_none=True)
-            self.opt_disc.zero_grad(set_to_none=True)
-            if not torch.isfinite(loss):
-                raise Diverged(f"fake/discriminator loss is {loss.item()}")
-            self.acc.backward(loss)
-            self.opt_fake.step()
-            self.opt_disc.step()
-            logs = {"fake_" + k: v for k, v in flogs.items()} | dlogs
-        return logs
+        for opt in opts:
+            opt.step()
 
     def _gan_generator_term(self, x: torch.Tensor, text: torch.Tensor, gen: torch.Generator):
         """L_G on the generator sample x (carrying its gradient), noised to a fresh level; the
         fake score and the head are frozen for this pass, so only x gets the gradient."""
         sigma = sample_levels(x.shape[0], self.loaded.info.shift, gen)
         noisy = add_noise(x, torch.randn(x.shape, generator=gen).to(x.device), sigma)
-        cores = [self.fake_core.transformer, self.acc.unwrap_model(self.disc_ddp)]
-        for core in cores:
-            core.requires_grad_(False)
-        try:
-            with self._amp(), self.tap:
-                self.fake_core.velocity(noisy, sigma, text)
-                logits = cores[1](self.tap.features)
-        finally:
-            for core in cores:
-                core.requires_grad_(True)
+        fake, head = self.acc.unwrap_model(self.fake_ddp), self.acc.unwrap_model(self.disc_ddp)
+        fake.requires_grad_(False)  # the unwrapped modules: no DDP reduction for this pass
+        head.requires_grad_(False)
+        with self._amp(), self.tap:
+            FlowModel(fake).velocity(noisy, sigma, text)
+            logits = head(self.tap.features)
+        fake.requires_grad_(True)
+        head.requires_grad_(True)
         return gan_mod.generator_loss(logits)
 
     def _pixel_rewards(self, latents: torch.Tensor, captions: list[str]) -> torch.Tensor:
@@ -276,11 +248,12 @@ class DollarTrainer:
             with self._amp():
                 x = self.student.predict_x0(x_t, s_k, g_text)
         shift = self.loaded.info.shift
-        if cfg.use_gan:
-            logs = self._fake_updates_with_gan(x, g_text, real, text, gen)
-        else:
-            logs = dmd.fake_score_updates(self.fake, x, g_text, shift, cfg.fake_updates, gen,
-                                          lambda loss: self._apply(loss, self.opt_fake, "fake"), self._amp)
+        comparison, fake_opts = None, (self.opt_fake,)
+        if cfg.use_gan:  # the discriminator trains inside the fake-score updates, on this update's real clips
+            comparison = gan_mod.RealComparison(self.disc_ddp, self.tap, real, text, cfg.w_gan_d)
+            fake_opts += (self.opt_disc,)
+        logs = dmd.fake_score_updates(self.fake, x, g_text, shift, cfg.fake_updates, gen,
+                                      lambda loss: self._apply(loss, "fake", *fake_opts), self._amp, comparison)
         loss, vlogs = dmd.vsd_term(x, self.teacher, self.fake, g_text, uncond, cfg.vsd_guidance, shift, gen,
                                    cfg.vsd_min_level, cfg.vsd_max_level)
         loss = cfg.w_vsd * loss
@@ -300,13 +273,13 @@ class DollarTrainer:
             l_ft, flogs = reward_loss(lrm_core(x, g_text))  # gradient reaches x through the LRM only
             lrm_core.requires_grad_(True)
             loss, logs = loss + cfg.w_ft * l_ft, logs | flogs
-        self._apply(loss, self.opt_student, "generator")
+        self._apply(loss, "generator", self.opt_student)
         logs["generator_loss"] = loss.item()
         if cfg.use_lrm:
             both = torch.cat([real, x.detach()])
             targets = self._pixel_rewards(both, captions + g_captions)
             fit, llogs = lrm_fit_loss(self.lrm_ddp(both, torch.cat([text, g_text]), each=True), targets)
-            self._apply(fit, self.opt_lrm, "lrm")
+            self._apply(fit, "lrm", self.opt_lrm)
             logs |= llogs | {"reward_student": targets[b:].mean().item(), "reward_real": targets[:b].mean().item()}
         with torch.no_grad():
             for e, p in zip(self.ema.parameters(), self.acc.unwrap_model(self.student_ddp).parameters()):
