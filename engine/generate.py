@@ -24,7 +24,7 @@ from engine.events import Failed, Preview, Progress, Result
 from engine.knobs import MAX_SEED
 from engine.model import check_positions
 from engine.requests import GenerateRequest
-from engine.sampling import noise_like, student_sample, teacher_sample
+from engine.sampling import frame_shared_noise, noise_like, student_sample, teacher_sample
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,8 @@ class Engine:
             steps = req.steps or (4 if 4 in loaded.students else min(loaded.students, default=4))
             flow, timesteps = loaded.student(steps)
             s.update(steps=steps, timesteps=timesteps)
+            if loaded.noise_frame_share(steps):
+                s["noise_frame_share"] = loaded.noise_frame_share(steps)
         else:
             steps = req.steps or info.teacher_steps
             guidance = info.guidance if req.guidance is None else req.guidance
@@ -167,6 +169,8 @@ class Engine:
                 generator = torch.Generator().manual_seed(s["seed"])  # 4. noise
                 shape = (1, *loaded.codec.latent_shape(s["frames"], s["height"], s["width"]))
                 noise = noise_like(shape, generator, device)
+                if student:  # the student's own starting noise (frames share part of it)
+                    noise = frame_shared_noise(noise, s.get("noise_frame_share", 0.0), generator)
                 nfe0 = flow.nfe
                 if student:  # 5. denoise
                     sigmas = schedule.student_sigmas(s["timesteps"], loaded.info.shift)

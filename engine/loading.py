@@ -85,6 +85,11 @@ class LoadedModel:
             raise ValueError(f"model {self.info.name!r} has no {steps}-step student (has: {have})")
         return self.students[steps]
 
+    def noise_frame_share(self, steps: int) -> float:
+        """How much of the `steps`-step student's starting noise all frames share (its rushes.json
+        entry's `noise_frame_share`, `sampling.frame_shared_noise`); 0, iid noise, when unnamed."""
+        return float(self.info.students.get(str(steps), {}).get("noise_frame_share", 0.0))
+
 
 def _load_transformer(folder: Path, dtype: torch.dtype, device):
     import diffusers
@@ -147,6 +152,10 @@ def load(model: str | Path, device: str = "cpu", dtype: torch.dtype = torch.floa
     if info.kind == "student":
         loaded.students[len(info.student_timesteps)] = (loaded.teacher, list(info.student_timesteps))
     for steps, student_entry in info.students.items():
+        share = student_entry.get("noise_frame_share", 0.0)
+        if not isinstance(share, (int, float)) or not 0.0 <= share <= 1.0:
+            raise ValueError(f"{folder / 'rushes.json'}: student {steps}'s noise_frame_share must be a number "
+                             f"in [0, 1], got {share!r}")
         network = _load_transformer(folder / student_entry["folder"], dtype, device)
         if student_entry.get("lora"):  # a student stored as a LoRA on another student's network
             _fuse_lora(network, folder / student_entry["lora"])

@@ -36,6 +36,21 @@ def noise_like(shape: tuple[int, ...], generator: torch.Generator, device) -> to
     return torch.randn(shape, generator=generator, dtype=torch.float32).to(device)
 
 
+def frame_shared_noise(noise: torch.Tensor, share: float, generator: torch.Generator) -> torch.Tensor:
+    """Noise [B, C, T, h, w] whose frames hold a common part: `sqrt(share) z + sqrt(1 - share) noise`
+    with z [B, C, 1, h, w] drawn from `generator` after `noise` (unit variance per element, the
+    frames correlated by `share`; PYoCo's mixed noise, Ge et al. 2023). A one-step generator
+    G(z) may take any input distribution (VSD matches only its outputs), and from frame-shared
+    noise it lays one layout out over all frames instead of reconciling 17 independent draws.
+    share 0 returns `noise` itself and draws nothing."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"noise frame share must be in [0, 1], got {share}")
+    if share == 0.0:
+        return noise
+    common = noise_like((*noise.shape[:2], 1, *noise.shape[3:]), generator, noise.device)
+    return share ** 0.5 * common + (1 - share) ** 0.5 * noise
+
+
 def student_sample(model: FlowModel, noise: torch.Tensor, sigmas: torch.Tensor, text: torch.Tensor,
                    generator: torch.Generator) -> Steps:
     """Few-step sampling on a fixed list of noise levels; returns x0 [B, C, T, h, w]."""

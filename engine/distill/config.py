@@ -11,6 +11,7 @@ from engine.knobs import strict_config
 METHODS = ("vsd", "vsd+cd", "vsd+lrm", "vsd+cd+lrm")
 REG_KNOBS = ("w_reg", "reg_pairs", "reg_guidance", "reg_steps")  # L_reg's; they do nothing while w_reg = 0
 GAN_KNOBS = ("w_gan", "w_gan_d")  # the GAN term's; they do nothing while w_gan = 0
+DEFAULT_KEYED = {"noise_frame_share": 0.0}  # knobs added later: a run at their default keeps its folder's key
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class DistillConfig:
     cd_grid: int = 50  # teacher grid the CD pairs are drawn from
     cd_distance: str = "huber"  # "huber" or "mse"
     ema_decay: float = 0.95  # EMA of the student used as the CD target (LCM's value)
+    noise_frame_share: float = 0.0  # share of the student's starting noise common to all frames (sampling.frame_shared_noise; 0 = iid)
     generator_input: str = "backward"  # "backward" simulation from noise, or "real" latents noised
     reward: str = "toyworld-semantic"  # pixel reward the LRM learns (a built-in name)
     lrm_width: int = 128  # LRM channels
@@ -62,6 +64,8 @@ class DistillConfig:
             raise ValueError(f"student_steps must be 1, 2, 3 or 4, got {self.student_steps}")
         if self.generator_input not in ("backward", "real"):
             raise ValueError(f"generator_input must be 'backward' or 'real', got {self.generator_input!r}")
+        if not 0.0 <= self.noise_frame_share <= 1.0:
+            raise ValueError(f"noise_frame_share must be in [0, 1], got {self.noise_frame_share}")
         if not 1 <= self.cd_m < self.cd_grid:
             raise ValueError(f"cd_m must be in [1, cd_grid), got {self.cd_m}")
         if self.lrm_warmup < 0 or self.w_ft < 0:
@@ -109,4 +113,5 @@ class DistillConfig:
         """The settings that decide what a run computes: `to_dict` less the knobs of a term that
         is off (so a run folder keyed by them keeps its key when such a term is added)."""
         off = (() if self.use_reg else REG_KNOBS) + (() if self.use_gan else GAN_KNOBS)
+        off += tuple(k for k, v in DEFAULT_KEYED.items() if getattr(self, k) == v)
         return {k: v for k, v in self.to_dict().items() if k not in off}

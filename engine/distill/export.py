@@ -23,12 +23,14 @@ from engine.distill.extract import extract
 
 
 def add_student(base: Path, student, steps: int, timesteps: list[int], out: Path | None = None,
-                dtype: torch.dtype = torch.bfloat16, record: dict | None = None) -> Path:
-    """Save `student` (a diffusers transformer) as the `steps`-step student of `out` (or `base`)."""
+                dtype: torch.dtype = torch.bfloat16, record: dict | None = None,
+                noise_frame_share: float = 0.0) -> Path:
+    """Save `student` (a diffusers transformer) as the `steps`-step student of `out` (or `base`);
+    a `noise_frame_share` it was trained with goes into its entry, so its sampler draws the same."""
     out = _target(base, out)
     sub = Path("students") / f"{steps}step"
     _write_folder(out / sub, lambda tmp: copy.deepcopy(student).to(dtype).save_pretrained(tmp, safe_serialization=True))
-    _set_entry(out, steps, {"folder": str(sub), "timesteps": list(timesteps)})
+    _set_entry(out, steps, {"folder": str(sub), "timesteps": list(timesteps)} | _noise(noise_frame_share))
     info = json.loads((out / "rushes.json").read_text())
     for other, entry in info["students"].items():  # a LoRA on the network just replaced is stale
         if entry.get("lora") and entry["folder"] == str(sub):
@@ -36,6 +38,11 @@ def add_student(base: Path, student, steps: int, timesteps: list[int], out: Path
     if record is not None:
         _record(out, steps, record)
     return out
+
+
+def _noise(share: float) -> dict:
+    """The entry's starting-noise key: none for iid noise (entries older than the knob read alike)."""
+    return {"noise_frame_share": share} if share else {}
 
 
 def _target(base: Path, out: Path | None) -> Path:
@@ -59,7 +66,7 @@ def _write_folder(final: Path, write) -> None:
 
 
 def add_student_lora(base: Path, student, steps: int, timesteps: list[int], base_steps: int, rank: int,
-                     out: Path | None = None, record: dict | None = None) -> dict:
+                     out: Path | None = None, record: dict | None = None, noise_frame_share: float = 0.0) -> dict:
     """Save `student` as a rank-`rank` LoRA on the `base_steps`-step student network (the one it
     was distilled from) of `out` (or `base`); returns the extraction report (engine.distill.extract)."""
     import diffusers
@@ -75,7 +82,8 @@ def add_student_lora(base: Path, student, steps: int, timesteps: list[int], base
     _write_folder(folder / sub, lambda tmp: save_file(
         {k: v.to(torch.bfloat16) for k, v in state.items()}, tmp / WEIGHTS_NAME,
         metadata={"rushes": json.dumps({"base_steps": base_steps} | report)}))
-    _set_entry(folder, steps, {"folder": source["folder"], "lora": str(sub), "timesteps": list(timesteps)})
+    _set_entry(folder, steps, {"folder": source["folder"], "lora": str(sub), "timesteps": list(timesteps)}
+               | _noise(noise_frame_share))
     if record is not None:
         _record(folder, steps, record | report)
     return report

@@ -99,11 +99,12 @@ def run_distillation(cfg: DistillConfig, model: str, out: str | Path, resume: bo
                     extra = {}
                     if lora_rank is None:
                         add_student(loaded.folder, student, cfg.student_steps, trainer.timesteps, Path(out),
-                                    record=record)
+                                    record=record, noise_frame_share=cfg.noise_frame_share)
                     else:
                         extra = add_student_lora(loaded.folder, student, cfg.student_steps, trainer.timesteps,
                                                  cfg.init_student, lora_rank, Path(out),
-                                                 record=record | {"from": f"{cfg.init_student}-step student"})
+                                                 record=record | {"from": f"{cfg.init_student}-step student"},
+                                                 noise_frame_share=cfg.noise_frame_share)
                 store.update_run(run_id, status="done", step=trainer.step)
                 yield json.dumps({"out": str(out), "student_steps": cfg.student_steps, "method": cfg.method,
                                   "timesteps": trainer.timesteps, "run_id": run_id,

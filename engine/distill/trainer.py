@@ -42,7 +42,7 @@ from engine.model import FlowModel, add_noise
 from engine.reward import builtin
 from engine.reward.lrm import LatentRewardModel, lrm_fit_loss, reward_loss
 from engine.runtime import bf16_autocast
-from engine.sampling import backward_simulation
+from engine.sampling import backward_simulation, frame_shared_noise
 from engine.toyworld.latents import LatentPool
 
 
@@ -162,7 +162,8 @@ class DollarTrainer:
             noise = torch.randn(real.shape, generator=gen).to(real.device)
         if self.cfg.generator_input == "real":
             x_t = add_noise(real, noise, self.sigmas[k])
-        else:
+        else:  # the student's own starting noise, as its sampler draws it
+            noise = frame_shared_noise(noise, self.cfg.noise_frame_share, gen)
             x_t = backward_simulation(self.student, noise, self.sigmas, k, text, gen)
         return x_t, torch.full((b,), self.sigmas[k]), k
 

@@ -41,7 +41,7 @@ from engine.model import FlowModel
 from engine.reward.custom import RewardError
 from engine.reward.lrm import LatentRewardModel, lrm_fit_loss, reward_loss
 from engine.reward.spec import scorer
-from engine.sampling import backward_simulation
+from engine.sampling import backward_simulation, frame_shared_noise
 from engine.tune.config import TuneConfig
 
 ADAPTER = "tune"
@@ -147,6 +147,7 @@ class Tuner:
         text = self.loaded.text.encode(prompts)
         k = int(torch.randint(len(self.sigmas), (1,), generator=gen))
         noise = torch.randn((b, *self.latent_shape), generator=gen).to(self.device)
+        noise = frame_shared_noise(noise, self.loaded.noise_frame_share(self.cfg.student_steps), gen)
         x_t = backward_simulation(self.flow, noise, self.sigmas, k, text, gen)
         return x_t, torch.full((b,), self.sigmas[k], device=self.device), text
 
