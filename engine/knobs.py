@@ -58,6 +58,13 @@ def check(name: str, value):
     return value
 
 
+def check_share(name: str, value) -> float:
+    """A fraction in [0, 1] (e.g. a student's `noise_frame_share`); ValueError naming the value."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
 def check_prompt(name: str, text, allow_empty: bool = False) -> str:
     """Prompts: a string, not blank (unless allowed), bounded, without control characters."""
     if not isinstance(text, str):

@@ -21,6 +21,7 @@ import torch
 from engine import adapters, paths, registry
 from engine.codec import VideoCodec
 from engine.folder import ModelInfo, check_folder, read_info
+from engine.knobs import check_share
 from engine.model import FlowModel
 from engine.textenc import TextEncoder, load_minilm
 
@@ -152,10 +153,8 @@ def load(model: str | Path, device: str = "cpu", dtype: torch.dtype = torch.floa
     if info.kind == "student":
         loaded.students[len(info.student_timesteps)] = (loaded.teacher, list(info.student_timesteps))
     for steps, student_entry in info.students.items():
-        share = student_entry.get("noise_frame_share", 0.0)
-        if not isinstance(share, (int, float)) or not 0.0 <= share <= 1.0:
-            raise ValueError(f"{folder / 'rushes.json'}: student {steps}'s noise_frame_share must be a number "
-                             f"in [0, 1], got {share!r}")
+        check_share(f"{folder / 'rushes.json'}: student {steps}'s noise_frame_share",
+                    student_entry.get("noise_frame_share", 0.0))
         network = _load_transformer(folder / student_entry["folder"], dtype, device)
         if student_entry.get("lora"):  # a student stored as a LoRA on another student's network
             _fuse_lora(network, folder / student_entry["lora"])

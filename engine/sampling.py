@@ -17,6 +17,7 @@ from collections.abc import Generator
 
 import torch
 
+from engine.knobs import check_share
 from engine.model import FlowModel, add_noise
 
 Steps = Generator[tuple[int, torch.Tensor], None, torch.Tensor]
@@ -43,9 +44,7 @@ def frame_shared_noise(noise: torch.Tensor, share: float, generator: torch.Gener
     G(z) may take any input distribution (VSD matches only its outputs), and from frame-shared
     noise it lays one layout out over all frames instead of reconciling 17 independent draws.
     share 0 returns `noise` itself and draws nothing."""
-    if not 0.0 <= share <= 1.0:
-        raise ValueError(f"noise frame share must be in [0, 1], got {share}")
-    if share == 0.0:
+    if check_share("noise frame share", share) == 0.0:
         return noise
     common = noise_like((*noise.shape[:2], 1, *noise.shape[3:]), generator, noise.device)
     return share ** 0.5 * common + (1 - share) ** 0.5 * noise

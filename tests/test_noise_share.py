@@ -49,7 +49,7 @@ def test_frames_correlate_by_the_share_and_keep_unit_variance():
 def test_a_share_outside_zero_one_is_refused_by_value(bad):
     with pytest.raises(ValueError, match=str(bad)):
         frame_shared_noise(torch.zeros(1, 1, 2, 1, 1), bad, torch.Generator())
-    with pytest.raises(ValueError, match=f"noise_frame_share must be in \\[0, 1\\], got {bad}"):
+    with pytest.raises(ValueError, match=f"noise_frame_share must be a number in \\[0, 1\\], got {bad}"):
         DistillConfig(noise_frame_share=bad)
 
 

@@ -101,16 +101,21 @@ def test_cli_distils_a_one_step_student_as_a_lora(tiny_folder, tmp_path, capsys)
     out = tmp_path / "out"
     assert main(["distill", "--config", str(config), "--model", str(tiny_folder), "--steps", "2",
                  "--student-steps", "1", "--init-student", "4", "--lora-rank", "2", "--method", "vsd+cd",
-                 "--out", str(out)]) == 0
+                 "--noise-frame-share", "0.9", "--out", str(out)]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["rank"] == 2 and 0 < result["linear_energy_kept"] <= 1
-    assert json.loads((out / "rushes.json").read_text())["students"]["1"]["lora"] == "students/1step-lora"
+    entry = json.loads((out / "rushes.json").read_text())["students"]["1"]
+    assert entry["lora"] == "students/1step-lora" and entry["noise_frame_share"] == 0.9
     assert main(["generate", "--model", str(out), "--prompt", "a ball", "--steps", "1",
                  "--out", str(tmp_path / "x.mp4"), "--json"]) == 0
     assert '"nfe": 1' in capsys.readouterr().out
     assert main(["distill", "--config", str(config), "--model", str(tiny_folder), "--steps", "2",
                  "--lora-rank", "2", "--out", str(tmp_path / "bad")]) == 2
     assert "needs init_student" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    assert main(["distill", "--config", str(config), "--model", str(tiny_folder), "--steps", "2",
+                 "--noise-frame-share", "1.5", "--out", str(tmp_path / "bad")]) == 2
+    assert "noise_frame_share must be a number in [0, 1], got 1.5" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
 
 
 def test_a_run_from_a_student_is_keyed_by_that_students_weights(tiny_folder, tmp_path):

@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from engine.knobs import strict_config
+from engine.knobs import check_share, strict_config
 
 METHODS = ("vsd", "vsd+cd", "vsd+lrm", "vsd+cd+lrm")
 REG_KNOBS = ("w_reg", "reg_pairs", "reg_guidance", "reg_steps")  # L_reg's; they do nothing while w_reg = 0
@@ -64,8 +64,7 @@ class DistillConfig:
             raise ValueError(f"student_steps must be 1, 2, 3 or 4, got {self.student_steps}")
         if self.generator_input not in ("backward", "real"):
             raise ValueError(f"generator_input must be 'backward' or 'real', got {self.generator_input!r}")
-        if not 0.0 <= self.noise_frame_share <= 1.0:
-            raise ValueError(f"noise_frame_share must be in [0, 1], got {self.noise_frame_share}")
+        check_share("noise_frame_share", self.noise_frame_share)
         if not 1 <= self.cd_m < self.cd_grid:
             raise ValueError(f"cd_m must be in [1, cd_grid), got {self.cd_m}")
         if self.lrm_warmup < 0 or self.w_ft < 0:
