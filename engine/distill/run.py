@@ -95,7 +95,9 @@ def run_distillation(cfg: DistillConfig, model: str, out: str | Path, resume: bo
                 trainer = event.value
                 if trainer.acc.is_main_process:
                     student = trainer.acc.unwrap_model(trainer.student_ddp)
-                    record = {"method": cfg.method, "steps": cfg.steps, "reward": cfg.reward}
+                    defaults = DistillConfig().to_dict()  # the record names every knob set off its default
+                    record = {"method": cfg.method, "steps": cfg.steps, "reward": cfg.reward} | {
+                        k: v for k, v in cfg.to_dict().items() if v != defaults[k]}
                     extra = {}
                     if lora_rank is None:
                         add_student(loaded.folder, student, cfg.student_steps, trainer.timesteps, Path(out),
