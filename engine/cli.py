@@ -234,7 +234,8 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--w-gan", type=float, default=None,
                    help="weight of DMD2's GAN generator loss on real latents (default 0 = off; DMD2 5e-3)")
     d.add_argument("--noise-frame-share", type=float, default=None,
-                   help="share of the student's starting noise common to all frames, in [0, 1] (default 0: iid noise; toyworld's 1-step student: 0.9)")
+                   help="share of the student's starting noise common to all frames, in [0, 1] "
+                        "(default 0: iid noise; toyworld's 1-step student: 0.9)")
     d.add_argument("--init-student", type=int, default=None,
                    help="start from the model's N-step student instead of the teacher (e.g. 4 for a 1-step student)")
     d.add_argument("--lora-rank", type=int, default=None,
