@@ -33,12 +33,12 @@ FEWER_STEPS_FROM = 4
 # The 1-step role leaves consistency distillation out (VSD + LRM): in two pairs of runs it scored
 # 67.67 / 61.05 and 67.83 / 62.19 against DOLLAR's 64.95 / 60.86 and 65.30 / 61.20 (docs/RESULTS.md,
 # "Regression on teacher ODE pairs"). It trains from frame-shared starting noise (share 0.9) with
-# DMD2's GAN term (w_gan 0.05) for 600 updates: 72.58 / 65.49 over 64 clips per split against
-# 70.28 / 62.41 for the 150-update VSD+LRM student from iid noise, diversity 0.925 / 0.965 against
-# 0.761 / 0.742 (docs/RESULTS.md, "Frame-shared starting noise"). Roles not listed run the 4-step
-# network on their own step list.
+# DMD2's GAN term (w_gan 0.05) for 1200 updates: 75.56 / 65.62 over 64 clips per split (600
+# updates: 72.58 / 65.49) against 70.28 / 62.41 for the 150-update VSD+LRM student from iid noise,
+# diversity 0.877 / 0.920 against 0.761 / 0.742 (docs/RESULTS.md, "Frame-shared starting noise").
+# Roles not listed run the 4-step network on their own step list.
 FEWER_STEP_STUDENTS = {2: {"steps": 150},
-                       1: {"steps": 600, "method": "vsd+lrm", "noise_frame_share": 0.9, "w_gan": 0.05}}
+                       1: {"steps": 1200, "method": "vsd+lrm", "noise_frame_share": 0.9, "w_gan": 0.05}}
 STUDENT_LORA_RANK = 16
 STUDENT_ROLES = (FEWER_STEPS_FROM, 2, 1)  # in the order they are made: the fewer-step ones start from the first
 
