@@ -114,8 +114,9 @@ class Engine:
             steps = req.steps or (4 if 4 in loaded.students else min(loaded.students, default=4))
             flow, timesteps = loaded.student(steps)
             s.update(steps=steps, timesteps=timesteps)
-            if loaded.noise_frame_share(steps):
-                s["noise_frame_share"] = loaded.noise_frame_share(steps)
+            share = loaded.noise_frame_share(steps)
+            if share:  # recorded only when on: iid students' settings read as before
+                s["noise_frame_share"] = share
         else:
             steps = req.steps or info.teacher_steps
             guidance = info.guidance if req.guidance is None else req.guidance
