@@ -36,6 +36,9 @@ FEWER_STEPS_FROM = 4
 # DMD2's GAN term (w_gan 0.05) for 1200 updates: 75.56 / 65.62 over 64 clips per split (600
 # updates: 72.58 / 65.49) against 70.28 / 62.41 for the 150-update VSD+LRM student from iid noise,
 # diversity 0.877 / 0.920 against 0.761 / 0.742 (docs/RESULTS.md, "Frame-shared starting noise").
+# Over 256 clips per split it is 4.05 / 4.00 below the teacher. Neither 2400 updates (-1.2 / +1.5)
+# nor w_gan 0.15 (-0.4 / +0.2) did better (docs/RESULTS.md, "The students against the teacher at
+# 256 clips").
 # Roles not listed run the 4-step network on their own step list.
 FEWER_STEP_STUDENTS = {2: {"steps": 150},
                        1: {"steps": 1200, "method": "vsd+lrm", "noise_frame_share": 0.9, "w_gan": 0.05}}
