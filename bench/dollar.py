@@ -35,14 +35,14 @@ def main() -> None:
         rows.append((label, minibench.model_source(engine, str(Path(model).expanduser()) if "/" in model else model,
                                                    role, int(steps))))
     print(f"MiniBench: {args.prompts} prompts x {args.seeds} seeds per split\n")
-    print("| model | split | total | semantic | colour | shape | motion | count | quality | FD | diversity |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| model | split | total | ± SE | semantic | colour | shape | motion | count | quality | FD | diversity |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for label, source in rows:
         for split in args.splits.split(","):
             r = minibench.evaluate(source, split, prompts=args.prompts, seeds=args.seeds)
             p, q = r["semantic_parts"], r["quality_parts"]
             div = "n/a" if r["diversity"] is None else f"{r['diversity']:.3f}"
-            print(f"| {label} | {split} | {r['total']:.2f} | {100 * r['semantic']:.1f}% | {100 * p['colour']:.1f}% | "
+            print(f"| {label} | {split} | {r['total']:.2f} | {r['total_se']:.2f} | {100 * r['semantic']:.1f}% | {100 * p['colour']:.1f}% | "
                   f"{100 * p['shape']:.1f}% | {100 * p['motion']:.1f}% | {100 * p['count']:.1f}% | "
                   f"{r['quality']:.3f} | {q['fd']:.2f} | {div} |", flush=True)
 

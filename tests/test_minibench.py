@@ -47,3 +47,23 @@ def test_frechet_distance_zero_for_same_set_and_grows_with_shift():
     a = rng.normal(size=(200, 3))
     assert abs(minibench.frechet_distance(a, a)) < 1e-4
     assert minibench.frechet_distance(a, a + 2.0) > 11.5  # 3 dims x 2^2
+
+
+def test_total_standard_error_is_the_prompt_spread_of_the_semantic_score():
+    """Half the prompts get their own render, half a blank clip: the semantic score per prompt is
+    the judge's on the renders or 0, and the total's SE is 50 * std(per prompt) / sqrt(prompts)."""
+    items = [sample_clip("public-eval", i) for i in range(6)]
+    specs = {c: s for s, c in items}
+    right = {c for i, (_, c) in enumerate(items) if i % 2 == 0}
+    source = minibench.renderer_source(specs)
+
+    def half_blank(prompt, seed):
+        return source(prompt, seed) if prompt in right else np.zeros((17, 64, 64, 3), np.uint8)
+
+    report = minibench.evaluate(half_blank, "public-eval", prompts=6, seeds=2)
+    per_prompt = np.array([np.mean([np.mean(list(judge.score(half_blank(c, seed), s).values())) for seed in (0, 1)])
+                           for s, c in items])
+    assert per_prompt[1::2].max() == 0.0 and per_prompt[::2].min() > 0.5
+    assert np.isclose(report["total_se"], 50 * per_prompt.std(ddof=1) / np.sqrt(6))
+    assert report["total_se"] > 10  # a split this wide is far from certain
+    assert minibench.evaluate(lambda p, s: source(p, 0), "public-eval", prompts=6, seeds=2)["total_se"] < report["total_se"]

@@ -125,12 +125,17 @@ def evaluate(source: ClipSource | None, split: str = "public-eval", prompts: int
     quality_means["fd_score"] = float(np.exp(-fd / FD_SCALE))
     semantic_score = float(np.mean(list(semantic.values())))
     quality_score = float(np.mean([quality_means[k] for k in ("flicker", "smoothness", "sharpness", "fd_score")]))
+    # The total's standard error from the prompt-to-prompt spread of the semantic score (a prompt's
+    # seeds are not independent draws; the quality parts vary far less and FD is one set statistic).
+    per_prompt = np.array([np.mean([np.mean(list(s.values())) for s in sem[i * seeds:(i + 1) * seeds]])
+                           for i in range(prompts)])
+    total_se = 50 * float(per_prompt.std(ddof=1)) / np.sqrt(prompts)
     return {
         "split": split, "prompts": prompts, "seeds": seeds,
         "semantic": semantic_score, "semantic_parts": semantic,
         "quality": quality_score, "quality_parts": quality_means,
         "diversity": float(np.mean(diversity)) if seeds > 1 else None,
-        "total": 100 * (semantic_score + quality_score) / 2,
+        "total": 100 * (semantic_score + quality_score) / 2, "total_se": total_se,
     }
 
 
