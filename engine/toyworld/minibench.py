@@ -108,7 +108,7 @@ def evaluate(source: ClipSource | None, split: str = "public-eval", prompts: int
     items = [sample_clip(split, i) for i in range(prompts)]
     specs = {caption: spec for spec, caption in items}
     source = source or renderer_source(specs)
-    sem, qual, feats, ref_feats, diversity = [], [], [], [], []
+    sem, qual, feats, ref_feats, diversity, per_prompt = [], [], [], [], [], []
     for spec, caption in items:
         reference = render(spec)
         ref_feats.append(features(reference))
@@ -118,6 +118,7 @@ def evaluate(source: ClipSource | None, split: str = "public-eval", prompts: int
             qual.append(quality(clip, reference))
             feats.append(features(clip))
         diversity.append(vendi_diversity(clips))
+        per_prompt.append(np.mean([np.mean(list(s.values())) for s in sem[-seeds:]]))  # semantic, over its seeds
     semantic = {k: float(np.mean([s[k] for s in sem])) for k in sem[0]}
     quality_means = {k: float(np.mean([q[k] for q in qual])) for k in qual[0]}
     fd = frechet_distance(np.stack(feats), np.stack(ref_feats))
@@ -127,9 +128,7 @@ def evaluate(source: ClipSource | None, split: str = "public-eval", prompts: int
     quality_score = float(np.mean([quality_means[k] for k in ("flicker", "smoothness", "sharpness", "fd_score")]))
     # The total's standard error from the prompt-to-prompt spread of the semantic score (a prompt's
     # seeds are not independent draws; the quality parts vary far less and FD is one set statistic).
-    per_prompt = np.array([np.mean([np.mean(list(s.values())) for s in sem[i * seeds:(i + 1) * seeds]])
-                           for i in range(prompts)])
-    total_se = 50 * float(per_prompt.std(ddof=1)) / np.sqrt(prompts)
+    total_se = 50 * float(np.std(per_prompt, ddof=1)) / np.sqrt(prompts)
     return {
         "split": split, "prompts": prompts, "seeds": seeds,
         "semantic": semantic_score, "semantic_parts": semantic,
