@@ -106,8 +106,9 @@ def test_bad_runtime_options_name_the_value_here_and_in_the_worker(tiny_folder):
         engine.close()
 
 
-STUDIO = ("import time; from engine.worker import EngineProcess; e = EngineProcess(); e.call(getattr, 'device'); "
-          "print(e._proc.pid, flush=True)\ntry:\n    time.sleep(600)\nexcept KeyboardInterrupt:\n    pass")
+# The pid is printed inside the try: the test's Ctrl-C may come as soon as it is read.
+STUDIO = ("import time; from engine.worker import EngineProcess; e = EngineProcess(); e.call(getattr, 'device')\n"
+          "try:\n    print(e._proc.pid, flush=True)\n    time.sleep(600)\nexcept KeyboardInterrupt:\n    pass")
 
 
 def _studio_with_worker() -> tuple[subprocess.Popen, int]:
