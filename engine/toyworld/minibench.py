@@ -127,7 +127,8 @@ def evaluate(source: ClipSource | None, split: str = "public-eval", prompts: int
     semantic_score = float(np.mean(list(semantic.values())))
     quality_score = float(np.mean([quality_means[k] for k in ("flicker", "smoothness", "sharpness", "fd_score")]))
     # The total's standard error from the prompt-to-prompt spread of the semantic score (a prompt's
-    # seeds are not independent draws; the quality parts vary far less and FD is one set statistic).
+    # seeds are not independent draws). The quality parts are left out (FD is one set statistic),
+    # so it is a floor on the total's error.
     total_se = 50 * float(np.std(per_prompt, ddof=1)) / np.sqrt(prompts)
     return {
         "split": split, "prompts": prompts, "seeds": seeds,
