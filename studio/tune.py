@@ -20,7 +20,7 @@ from studio.create import GPU
 from studio.fields import whole_number, whole_number_box
 
 REWARD_HELP = ("colourfulness, brightness, contrast, sharpness, motion, smoothness, compressibility, "
-               "toyworld-semantic (the MiniBench judge); palette: match a reference image; custom: your .py file; "
+               "toyworld-semantic (the MiniBench judge), toyworld-soft (its aspects graded); palette: match a reference image; custom: your .py file; "
                "ratings: your thumbs, stars and A/B choices; clip-score / aesthetic: shown when their CLIP "
                "weights are in $RUSHES_HOME/reward-models/<name>")
 

@@ -1,7 +1,9 @@
+from dataclasses import replace
+
 import numpy as np
 
 from engine.toyworld import judge, minibench
-from engine.toyworld.render import render, sample_clip
+from engine.toyworld.render import ClipSpec, ObjectSpec, render, sample_clip
 
 
 def test_judge_reads_the_renderer_correctly():
@@ -23,6 +25,33 @@ def test_judge_catches_wrong_content():
     moving = [o for o in spec.objects if o.motion != "still"]
     if moving:
         assert judge.score(frozen, spec)["motion"] < 1.0
+
+
+def test_soft_score_grades_what_the_judge_reads_as_0_or_1():
+    """The renderer scores 1 on every aspect; an object that is there in half the frames gets half
+    the colour credit; a clip moving the wrong way, or standing still, gets less motion credit the
+    further it is from the asked motion; a wrong shape gets less shape credit; blank gets 0."""
+    for split in ("public-eval", "public-heldout"):
+        for i in range(20):
+            spec, _ = sample_clip(split, i)
+            assert judge.soft_score(render(spec), spec) == {"colour": 1.0, "shape": 1.0, "motion": 1.0, "count": 1.0}
+    obj = ObjectSpec("square", "red", "right", 0.3, 0.5, 0.12)
+    spec = ClipSpec("black", (obj,))
+    clip = render(spec)
+    assert judge.soft_score(np.zeros_like(clip), spec) == {"colour": 0.0, "shape": 0.0, "motion": 0.0, "count": 0.0}
+    half = clip.copy()
+    half[::2] = 0  # present in 8 of 17 frames
+    assert abs(judge.soft_score(half, spec)["colour"] - 8 / 17) < 1e-6
+    motions = {m: judge.soft_score(render(ClipSpec("black", (replace(obj, motion=m),))), spec)["motion"]
+               for m in ("right", "still", "left")}
+    assert motions["right"] == 1.0 > motions["still"] == 0.0 == motions["left"]
+    first = [judge.soft_score(clip[:n], spec)["motion"] for n in (3, 4, 5)]  # the start of the move only
+    assert 0 < first[0] < first[1] < first[2] < 1
+    circle = judge.soft_score(render(ClipSpec("black", (replace(obj, shape="circle"),))), spec)["shape"]
+    triangle = judge.soft_score(render(ClipSpec("black", (replace(obj, shape="triangle"),))), spec)["shape"]
+    assert 1.0 > circle > triangle
+    two = ClipSpec("black", (obj, ObjectSpec("circle", "blue", "still", 0.7, 0.3, 0.1)))
+    assert judge.soft_score(clip, two)["count"] == 0.5  # one of the two objects asked for
 
 
 def test_minibench_ranks_renderer_above_degraded_and_collapsed():

@@ -42,6 +42,9 @@ def test_builtin_rewards_move_the_right_way():
     spec, caption = sample_clip("public-eval", 0)
     assert builtin.toyworld_semantic(render(spec), caption) == 1.0
     assert builtin.toyworld_semantic(np.zeros_like(CLIP), caption) == 0.0
+    assert builtin.toyworld_soft(render(spec), caption) == 1.0
+    assert builtin.toyworld_soft(np.zeros_like(CLIP), caption) == 0.0
+    assert builtin.toyworld_soft(render(spec), "a sunset over the sea") == 0.0  # names no toyworld object
 
 
 @pytest.mark.parametrize("body, named", [

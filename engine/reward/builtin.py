@@ -91,22 +91,36 @@ def palette_reward(reference: np.ndarray):
     return palette
 
 
-def toyworld_semantic(frames: np.ndarray, prompt: str) -> float:
-    """MiniBench's judge against the caption: mean of colour, shape, motion and count accuracy."""
-    from engine.toyworld import judge
+def _caption_spec(prompt: str):
+    """The toyworld objects a caption asks for, as a ClipSpec (None when it names none)."""
     from engine.toyworld.parse import parse_caption
     from engine.toyworld.render import ClipSpec, ObjectSpec
 
     triples = parse_caption(prompt)
-    if not triples:
-        return 0.0
-    spec = ClipSpec("black", tuple(ObjectSpec(s, c, m, 0.5, 0.5, 0.1) for c, s, m in triples))
-    return float(np.mean(list(judge.score(frames, spec).values())))
+    return ClipSpec("black", tuple(ObjectSpec(s, c, m, 0.5, 0.5, 0.1) for c, s, m in triples)) if triples else None
+
+
+def toyworld_semantic(frames: np.ndarray, prompt: str) -> float:
+    """MiniBench's judge against the caption: mean of colour, shape, motion and count accuracy."""
+    from engine.toyworld import judge
+
+    spec = _caption_spec(prompt)
+    return float(np.mean(list(judge.score(frames, spec).values()))) if spec else 0.0
+
+
+def toyworld_soft(frames: np.ndarray, prompt: str) -> float:
+    """The judge's aspects graded instead of 0/1 (`judge.soft_score`): a reward a latent reward
+    model can regress, where the 0/1 judge gives it little to fit."""
+    from engine.toyworld import judge
+
+    spec = _caption_spec(prompt)
+    return float(np.mean(list(judge.soft_score(frames, spec).values()))) if spec else 0.0
 
 
 REWARDS = {"colourfulness": colourfulness, "brightness": brightness, "contrast": contrast,
            "sharpness": sharpness, "motion": motion, "smoothness": smoothness,
-           "compressibility": compressibility, "toyworld-semantic": toyworld_semantic}
+           "compressibility": compressibility, "toyworld-semantic": toyworld_semantic,
+           "toyworld-soft": toyworld_soft}
 
 
 def get(name: str):

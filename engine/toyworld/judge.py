@@ -19,6 +19,11 @@ PALETTE_NAMES = list(world.COLOURS) + [f"bg:{b}" for b in world.BACKGROUNDS]
 PALETTE = np.array(list(world.COLOURS.values()) + list(world.BACKGROUNDS.values()), np.float32)
 MAX_COLOUR_DISTANCE = 70.0  # sRGB units; farther pixels are "unassigned" (artefacts)
 MIN_AREA_FRACTION = 0.004  # of the frame (about 16 pixels at 64x64)
+GROWTH = 1.6  # end-to-start area ratio that reads as grow (its inverse: shrink)
+SHIFT = 0.12  # centroid shift, as a fraction of the frame, that reads as a direction
+RISE = 0.06  # how far above both ends the centroid must rise to read as a bounce
+SOFT_FILL = 0.25  # soft_score: fill this far outside a shape's band scores 0 on shape
+FILL_BANDS = {"triangle": (0.0, 0.64), "circle": (0.64, 0.88), "square": (0.88, 1.0)}  # bounding-box fill read as each shape
 
 
 @dataclass(frozen=True)
@@ -38,7 +43,8 @@ def assign(frames: np.ndarray) -> np.ndarray:
     return idx.reshape(frames.shape[:3])
 
 
-def _shape(masks: np.ndarray) -> str:
+def _fill(masks: np.ndarray) -> float:
+    """Median share of its bounding box the mask fills (square 1.0, circle pi/4, triangle 1/2)."""
     ratios = []
     for m in masks:
         ys, xs = np.nonzero(m)
@@ -46,31 +52,56 @@ def _shape(masks: np.ndarray) -> str:
             continue
         box = (xs.max() - xs.min() + 1) * (ys.max() - ys.min() + 1)
         ratios.append(len(xs) / box)
-    fill = float(np.median(ratios)) if ratios else 0.0
-    if fill > 0.88:
+    return float(np.median(ratios)) if ratios else 0.0
+
+
+def _shape(masks: np.ndarray) -> str:
+    fill = _fill(masks)
+    if fill > FILL_BANDS["square"][0]:
         return "square"
-    return "circle" if fill > 0.64 else "triangle"
+    return "circle" if fill > FILL_BANDS["circle"][0] else "triangle"
 
 
-def _motion(masks: np.ndarray, size: int) -> str:
+@dataclass(frozen=True)
+class Track:
+    """How a mask moved: centroid shift (fractions of the frame), end-to-start area ratio, and how
+    far the centroid rose above the lower of its two ends (a bounce)."""
+    dx: float
+    dy: float
+    growth: float
+    rise: float
+    span: float  # vertical extent of the centroid's path
+
+
+def _track(masks: np.ndarray, size: int) -> Track | None:
     present = [t for t, m in enumerate(masks) if m.sum() > 0]
     if len(present) < 2:
-        return "still"
+        return None
     cx = np.array([np.nonzero(masks[t])[1].mean() for t in present]) / size
     cy = np.array([np.nonzero(masks[t])[0].mean() for t in present]) / size
     area = np.array([masks[t].sum() for t in present], np.float32)
     k = max(1, len(present) // 4)  # average the ends over a quarter of the clip
-    growth = area[-k:].mean() / max(area[:k].mean(), 1.0)
-    if growth > 1.6:
+    return Track(dx=float(cx[-k:].mean() - cx[:k].mean()), dy=float(cy[-k:].mean() - cy[:k].mean()),
+                 growth=float(area[-k:].mean() / max(area[:k].mean(), 1.0)),
+                 rise=float(min(cy[0], cy[-1]) - cy.min()), span=float(cy.max() - cy.min()))
+
+
+def _motion(masks: np.ndarray, size: int) -> str:
+    return _read_motion(_track(masks, size))
+
+
+def _read_motion(tr: Track | None) -> str:
+    if tr is None:
+        return "still"
+    if tr.growth > GROWTH:
         return "grow"
-    if growth < 1 / 1.6:
+    if tr.growth < 1 / GROWTH:
         return "shrink"
-    dx, dy = cx[-k:].mean() - cx[:k].mean(), cy[-k:].mean() - cy[:k].mean()
-    if max(abs(dx), abs(dy)) > 0.12:
-        if abs(dx) > abs(dy):
-            return "right" if dx > 0 else "left"
-        return "down" if dy > 0 else "up"
-    if cy.max() - cy.min() > 0.1 and cy.min() < min(cy[0], cy[-1]) - 0.06:
+    if max(abs(tr.dx), abs(tr.dy)) > SHIFT:
+        if abs(tr.dx) > abs(tr.dy):
+            return "right" if tr.dx > 0 else "left"
+        return "down" if tr.dy > 0 else "up"
+    if tr.span > 0.1 and tr.rise > RISE:
         return "bounce"
     return "still"
 
@@ -102,3 +133,54 @@ def score(frames: np.ndarray, spec) -> dict[str, float]:
     n = len(spec.objects)
     return {"colour": colour / n, "shape": shape / n, "motion": motion / n,
             "count": float(len(readings) == n)}
+
+
+def _soft_motion(tr: Track | None, motion: str) -> float:
+    """How far `tr` goes toward `motion`, in [0, 1]: 1 where `_motion` reads it so, else the share
+    of the distance at which it would (SHIFT, GROWTH, RISE) it went that way."""
+    if _read_motion(tr) == motion:
+        return 1.0
+    if tr is None:
+        return 0.0
+    along = {"right": tr.dx, "left": -tr.dx, "down": tr.dy, "up": -tr.dy}
+    scale = float(np.log(tr.growth)) / float(np.log(GROWTH))  # +1 at grow's threshold, -1 at shrink's
+    shift = max(abs(tr.dx), abs(tr.dy)) / SHIFT
+    if motion in along:
+        return float(np.clip(along[motion] / SHIFT, 0, 1))
+    if motion == "grow":
+        return float(np.clip(scale, 0, 1))
+    if motion == "shrink":
+        return float(np.clip(-scale, 0, 1))
+    if motion == "bounce":
+        return float(np.clip(tr.rise / RISE, 0, 1) * np.clip(2 - shift, 0, 1))
+    return float(np.clip(2 - max(shift, abs(scale)), 0, 1))  # still: 0 at twice a move's distance
+
+
+def soft_score(frames: np.ndarray, spec) -> dict[str, float]:
+    """`score` made graded, for a reward that a latent reward model can regress (the 0/1 aspects
+    give it little to fit): colour is the share of frames in which the object's colour covers
+    MIN_AREA (partly, in proportion); shape, 1 inside the shape's fill band, falling to 0
+    SOFT_FILL outside it; motion, `_soft_motion`; count, 1 - |objects seen - objects asked| /
+    objects asked. Shape and motion are read on the frames where the object is there at all."""
+    t, h, w, _ = frames.shape
+    labels = assign(frames)
+    min_area = MIN_AREA_FRACTION * h * w
+    names = list(world.COLOURS)
+    parts = {"colour": [], "shape": [], "motion": []}
+    for obj in spec.objects:
+        masks = labels == names.index(obj.colour)
+        areas = masks.reshape(t, -1).sum(1)
+        parts["colour"].append(float(np.minimum(areas / min_area, 1).mean()))
+        shown = masks & (areas >= min_area)[:, None, None]  # frames where the object is there at all
+        if not shown.any():
+            parts["shape"].append(0.0)
+            parts["motion"].append(0.0)
+            continue
+        low, high = FILL_BANDS[obj.shape]
+        fill = _fill(shown)
+        parts["shape"].append(float(np.clip(1 - max(low - fill, fill - high, 0) / SOFT_FILL, 0, 1)))
+        parts["motion"].append(_soft_motion(_track(shown, w), obj.motion))
+    n = len(spec.objects)
+    out = {k: float(np.mean(v)) for k, v in parts.items()}
+    out["count"] = max(0.0, 1 - abs(len(read(frames)) - n) / n)
+    return out
