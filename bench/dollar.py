@@ -2,7 +2,8 @@
 (upper bound), the teacher (50 steps, CFG), the distilled students and the ablation rows.
 
     python bench/dollar.py --rows "teacher=toyworld:teacher:50" \
-        "DOLLAR 4-step=toyworld:student:4" "VSD 4-step=~/models/vsd:student:4" [--prompts 32 --seeds 2]
+        "DOLLAR 4-step=toyworld:student:4" "VSD 4-step=~/models/vsd:student:4" [--prompts 32 --seeds 2] \
+        [--against teacher]
 
 Each row is LABEL=MODEL:ROLE:STEPS; the renderer row is always first. Speed ratios are
 bench/speed.py's job.
@@ -26,6 +27,8 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=32)
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--splits", default="public-eval,public-heldout")
+    ap.add_argument("--against", default=None,
+                    help="LABEL of a row: print every row's total minus its, with the paired SE")
     args = ap.parse_args()
     engine = Engine()
     rows = [("renderer (upper bound)", None)]
@@ -37,14 +40,25 @@ def main() -> None:
     print(f"MiniBench: {args.prompts} prompts x {args.seeds} seeds per split\n")
     print("| model | split | total | ± SE | semantic | colour | shape | motion | count | quality | FD | diversity |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    if args.against is not None and args.against not in [label for label, _ in rows]:
+        raise SystemExit(f"--against {args.against!r} names no row; rows: {[label for label, _ in rows]}")
+    reports = {}
     for label, source in rows:
         for split in args.splits.split(","):
-            r = minibench.evaluate(source, split, prompts=args.prompts, seeds=args.seeds)
+            r = reports[label, split] = minibench.evaluate(source, split, prompts=args.prompts, seeds=args.seeds)
             p, q = r["semantic_parts"], r["quality_parts"]
             div = "n/a" if r["diversity"] is None else f"{r['diversity']:.3f}"
             print(f"| {label} | {split} | {r['total']:.2f} | {r['total_se']:.2f} | {100 * r['semantic']:.1f}% | {100 * p['colour']:.1f}% | "
                   f"{100 * p['shape']:.1f}% | {100 * p['motion']:.1f}% | {100 * p['count']:.1f}% | "
                   f"{r['quality']:.3f} | {q['fd']:.2f} | {div} |", flush=True)
+    if args.against is not None:
+        print(f"\nAgainst {args.against} (same prompts and seeds; the SE is the paired one)\n")
+        print("| model | split | total difference | ± paired SE |")
+        print("|---|---|---|---|")
+        for label, split in reports:
+            if label != args.against:
+                d = minibench.paired_difference(reports[label, split], reports[args.against, split])
+                print(f"| {label} | {split} | {d['total']:+.2f} | {d['se']:.2f} |")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 from dataclasses import replace
 
 import numpy as np
+import pytest
 
 from engine.toyworld import judge, minibench
 from engine.toyworld.render import ClipSpec, ObjectSpec, render, sample_clip
@@ -96,3 +97,30 @@ def test_total_standard_error_is_the_prompt_spread_of_the_semantic_score():
     assert np.isclose(report["total_se"], 50 * per_prompt.std(ddof=1) / np.sqrt(6))
     assert report["total_se"] > 10  # a split this wide is far from certain
     assert minibench.evaluate(lambda p, s: source(p, 0), "public-eval", prompts=6, seeds=2)["total_se"] < report["total_se"]
+
+
+def test_paired_difference_cancels_what_the_prompts_share():
+    """Two sources that both fail the same half of the prompts differ by the blank half of one
+    more prompt: the paired SE comes from the per-prompt differences only, under either
+    report's own SE; reports over different prompt sets are refused by name."""
+    items = [sample_clip("public-eval", i) for i in range(6)]
+    source = minibench.renderer_source({c: s for s, c in items})
+    hard = {c for i, (_, c) in enumerate(items) if i % 2}
+    blank = np.zeros((17, 64, 64, 3), np.uint8)
+    worse = items[0][1]
+
+    def a(prompt, seed):
+        return blank if prompt in hard else source(prompt, seed)
+
+    def b(prompt, seed):
+        return blank if prompt in hard or prompt == worse else source(prompt, seed)
+
+    ra, rb = (minibench.evaluate(s, "public-eval", prompts=6, seeds=2) for s in (a, b))
+    d = minibench.paired_difference(ra, rb)
+    diff = np.subtract(ra["semantic_per_prompt"], rb["semantic_per_prompt"])
+    assert np.count_nonzero(diff) == 1 and diff[0] > 0.5
+    assert np.isclose(d["total"], ra["total"] - rb["total"]) and d["total"] > 0
+    assert np.isclose(d["se"], 50 * diff.std(ddof=1) / np.sqrt(6))
+    assert d["se"] < min(ra["total_se"], rb["total_se"])
+    with pytest.raises(ValueError, match="prompts"):
+        minibench.paired_difference(ra, minibench.evaluate(a, "public-eval", prompts=4, seeds=2))

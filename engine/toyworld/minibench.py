@@ -136,7 +136,21 @@ def evaluate(source: ClipSource | None, split: str = "public-eval", prompts: int
         "quality": quality_score, "quality_parts": quality_means,
         "diversity": float(np.mean(diversity)) if seeds > 1 else None,
         "total": 100 * (semantic_score + quality_score) / 2, "total_se": total_se,
+        "semantic_per_prompt": [float(v) for v in per_prompt],
     }
+
+
+def paired_difference(a: dict, b: dict) -> dict:
+    """Report `a`'s total minus report `b`'s, with the standard error of that difference from the
+    prompt-to-prompt spread of the per-prompt semantic difference (both reports score the same
+    prompts and seeds, so what a prompt makes easy or hard cancels). Like `total_se` it leaves
+    the quality parts out: a floor on the difference's error."""
+    same = ("split", "prompts", "seeds")
+    if any(a[k] != b[k] for k in same):
+        raise ValueError(f"reports differ in {[k for k in same if a[k] != b[k]]}: "
+                         f"{ {k: a[k] for k in same} } against { {k: b[k] for k in same} }")
+    diff = np.subtract(a["semantic_per_prompt"], b["semantic_per_prompt"])
+    return {"total": a["total"] - b["total"], "se": 50 * float(np.std(diff, ddof=1)) / np.sqrt(len(diff))}
 
 
 def model_source(engine, model: str, role: str, steps: int | None, guidance: float | None = None,
