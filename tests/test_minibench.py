@@ -124,3 +124,14 @@ def test_paired_difference_cancels_what_the_prompts_share():
     assert d["se"] < min(ra["total_se"], rb["total_se"])
     with pytest.raises(ValueError, match="prompts"):
         minibench.paired_difference(ra, minibench.evaluate(a, "public-eval", prompts=4, seeds=2))
+
+
+def test_growth_exactly_at_the_threshold_does_not_read_as_grow():
+    """An area ratio of exactly 8/5 = GROWTH is not 'grow': the judge compares the ratio of pixel
+    counts in float32, as MiniBench's published rows were scored (a float64 comparison flips it)."""
+    masks = np.zeros((4, 64, 64), bool)
+    for t, n in enumerate((5, 6, 7, 8)):
+        masks[t, 30, 30:30 + n] = True  # grows along a row whose centre moves < SHIFT
+    assert judge._motion(masks, 64) == "still"
+    masks[3, 31, 30] = True  # one pixel more: 9/5
+    assert judge._motion(masks, 64) == "grow"

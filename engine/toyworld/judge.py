@@ -64,12 +64,13 @@ def _shape(masks: np.ndarray) -> str:
 
 @dataclass(frozen=True)
 class Track:
-    """How a mask moved: centroid shift (fractions of the frame), end-to-start area ratio, and how
-    far the centroid rose above the lower of its two ends (a bounce)."""
+    """How a mask moved: centroid shift (fractions of the frame), end-to-start area ratio, and the
+    centroid's highest point (`top`, smallest y) against the higher of its two ends (`ends`)."""
     dx: float
     dy: float
-    growth: float
-    rise: float
+    growth: float  # float32, as computed from the pixel counts: the thresholds compare it as such
+    top: float
+    ends: float
     span: float  # vertical extent of the centroid's path
 
 
@@ -81,9 +82,9 @@ def _track(masks: np.ndarray, size: int) -> Track | None:
     cy = np.array([np.nonzero(masks[t])[0].mean() for t in present]) / size
     area = np.array([masks[t].sum() for t in present], np.float32)
     k = max(1, len(present) // 4)  # average the ends over a quarter of the clip
-    return Track(dx=float(cx[-k:].mean() - cx[:k].mean()), dy=float(cy[-k:].mean() - cy[:k].mean()),
-                 growth=float(area[-k:].mean() / max(area[:k].mean(), 1.0)),
-                 rise=float(min(cy[0], cy[-1]) - cy.min()), span=float(cy.max() - cy.min()))
+    return Track(dx=cx[-k:].mean() - cx[:k].mean(), dy=cy[-k:].mean() - cy[:k].mean(),
+                 growth=area[-k:].mean() / max(area[:k].mean(), 1.0),
+                 top=cy.min(), ends=min(cy[0], cy[-1]), span=cy.max() - cy.min())
 
 
 def _motion(masks: np.ndarray, size: int) -> str:
@@ -101,7 +102,7 @@ def _read_motion(tr: Track | None) -> str:
         if abs(tr.dx) > abs(tr.dy):
             return "right" if tr.dx > 0 else "left"
         return "down" if tr.dy > 0 else "up"
-    if tr.span > 0.1 and tr.rise > RISE:
+    if tr.span > 0.1 and tr.top < tr.ends - RISE:
         return "bounce"
     return "still"
 
@@ -152,7 +153,7 @@ def _soft_motion(tr: Track | None, motion: str) -> float:
     if motion == "shrink":
         return float(np.clip(-scale, 0, 1))
     if motion == "bounce":
-        return float(np.clip(tr.rise / RISE, 0, 1) * np.clip(2 - shift, 0, 1))
+        return float(np.clip((tr.ends - tr.top) / RISE, 0, 1) * np.clip(2 - shift, 0, 1))
     return float(np.clip(2 - max(shift, abs(scale)), 0, 1))  # still: 0 at twice a move's distance
 
 
