@@ -38,7 +38,8 @@ FEWER_STEPS_FROM = 4
 # diversity 0.877 / 0.920 against 0.761 / 0.742 (docs/RESULTS.md, "Frame-shared starting noise").
 # Over 256 clips per split it is 4.05 / 4.00 below the teacher. Neither 2400 updates (-1.2 / +1.5)
 # nor w_gan 0.15 (-0.4 / +0.2) did better (docs/RESULTS.md, "The students against the teacher at
-# 256 clips").
+# 256 clips"). Nor did its LRM on the graded `toyworld-soft` reward: +0.36 / -0.63 against it,
+# paired SE 0.62 / 0.69 (docs/RESULTS.md, "Continuing the 4-step student; a graded reward").
 # Roles not listed run the 4-step network on their own step list.
 FEWER_STEP_STUDENTS = {2: {"steps": 150},
                        1: {"steps": 1200, "method": "vsd+lrm", "noise_frame_share": 0.9, "w_gan": 0.05}}
