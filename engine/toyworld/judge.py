@@ -137,8 +137,8 @@ def score(frames: np.ndarray, spec) -> dict[str, float]:
 
 
 def _soft_motion(tr: Track | None, motion: str) -> float:
-    """How far `tr` goes toward `motion`, in [0, 1]: 1 where `_motion` reads it so, else the share
-    of the distance at which it would (SHIFT, GROWTH, RISE) it went that way."""
+    """How far `tr` goes toward `motion`, in [0, 1]: 1 where `_motion` reads it so; else how far it
+    went that way, as a share of the distance (SHIFT, GROWTH, RISE) at which `_motion` would."""
     if _read_motion(tr) == motion:
         return 1.0
     if tr is None:
