@@ -91,30 +91,29 @@ def palette_reward(reference: np.ndarray):
     return palette
 
 
-def _caption_spec(prompt: str):
-    """The toyworld objects a caption asks for, as a ClipSpec (None when it names none)."""
+def _judged(frames: np.ndarray, prompt: str, graded: bool) -> float:
+    """Mean of the judge's aspects (`judge.soft_score` when `graded`, else `judge.score`) against
+    the toyworld objects the caption asks for; 0 when it names none."""
+    from engine.toyworld import judge
     from engine.toyworld.parse import parse_caption
     from engine.toyworld.render import ClipSpec, ObjectSpec
 
     triples = parse_caption(prompt)
-    return ClipSpec("black", tuple(ObjectSpec(s, c, m, 0.5, 0.5, 0.1) for c, s, m in triples)) if triples else None
+    if not triples:
+        return 0.0
+    spec = ClipSpec("black", tuple(ObjectSpec(s, c, m, 0.5, 0.5, 0.1) for c, s, m in triples))
+    return float(np.mean(list((judge.soft_score if graded else judge.score)(frames, spec).values())))
 
 
 def toyworld_semantic(frames: np.ndarray, prompt: str) -> float:
     """MiniBench's judge against the caption: mean of colour, shape, motion and count accuracy."""
-    from engine.toyworld import judge
-
-    spec = _caption_spec(prompt)
-    return float(np.mean(list(judge.score(frames, spec).values()))) if spec else 0.0
+    return _judged(frames, prompt, graded=False)
 
 
 def toyworld_soft(frames: np.ndarray, prompt: str) -> float:
     """The judge's aspects graded instead of 0/1 (`judge.soft_score`): a reward a latent reward
     model can regress, where the 0/1 judge gives it little to fit."""
-    from engine.toyworld import judge
-
-    spec = _caption_spec(prompt)
-    return float(np.mean(list(judge.soft_score(frames, spec).values()))) if spec else 0.0
+    return _judged(frames, prompt, graded=True)
 
 
 REWARDS = {"colourfulness": colourfulness, "brightness": brightness, "contrast": contrast,
