@@ -3,13 +3,16 @@
 A random-weight Wan2.1-T2V-1.3B-sized transformer and the real-size Wan VAE (speed and memory
 do not depend on the weights) at 480x832x81 (latents 16 x 21 x 60 x 104): student 1/3/4 steps
 and teacher 50 steps with CFG, denoise-only and end-to-end (decode included; text encoding is
-timed separately with a random UMT5-XXL-sized encoder when --text-encoder is given), peak
-memory; then one latent-reward LoRA tune step against one pixel-reward step (gradients through
+timed separately, see below), peak memory; then one latent-reward LoRA tune step against one pixel-reward step (gradients through
 the VAE decoder), time and peak memory. bf16, SDPA (diffusers' default attention), optional
-torch.compile of the repeated blocks.
+torch.compile of the repeated blocks. Text encoding (512 tokens; the teacher encodes the negative
+prompt too) is timed with a random UMT5-XXL-sized encoder, which is freed before the rest so the
+peaks below are the transformer's and the VAE's. Models are built on the device (random init
+there takes seconds; on the CPU a 1.3B init takes minutes).
 
-    python bench/gpu.py                       # on the GPU machine
-    python bench/gpu.py --tiny --device cpu   # a smoke run of the same code at toy size
+    python bench/gpu.py                                   # on the GPU machine
+    python bench/gpu.py --compile --students-only         # the compiled student rows
+    python bench/gpu.py --tiny --device cpu               # a smoke run of the same code at toy size
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ WAN_1_3B = dict(patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim
                 out_channels=16, text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30, cross_attn_norm=True,
                 qk_norm="rms_norm_across_heads", rope_max_seq_len=1024)
 TINY = dict(WAN_1_3B, num_attention_heads=2, attention_head_dim=16, ffn_dim=64, num_layers=2, text_dim=64)
+UMT5_XXL = dict(vocab_size=256384, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
+                feed_forward_proj="gated-gelu", relative_attention_num_buckets=32)
+UMT5_TINY = dict(UMT5_XXL, vocab_size=1000, d_model=64, d_ff=128, num_layers=2, num_heads=2, d_kv=32)
 
 
 def sync(device):
@@ -41,8 +47,9 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def timed(fn, device, repeats):
-    fn()  # warm-up (and compile)
+def timed(fn, device, repeats, warm_up=True):
+    if warm_up:
+        fn()  # warm-up (and compile)
     times = []
     for _ in range(repeats):
         sync(device)
@@ -51,6 +58,17 @@ def timed(fn, device, repeats):
         sync(device)
         times.append(time.perf_counter() - t)
     return statistics.median(times), out
+
+
+def as_loaded(model, dtype):
+    """Cast to `dtype` as diffusers' from_pretrained(torch_dtype=...) does: the modules the class
+    keeps in float32 (the Wan transformer's norms, time embedder, RoPE) stay float32."""
+    keep = getattr(model, "_keep_in_fp32_modules", None) or []
+    model.to(dtype)
+    for name, param in model.named_parameters():
+        if any(k in name.split(".") for k in keep):
+            param.data = param.data.float()
+    return model.eval()
 
 
 def peak_reset(device):
@@ -70,6 +88,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--compile", action="store_true", help="torch.compile each transformer block")
     ap.add_argument("--teacher-steps", type=int, default=50)
+    ap.add_argument("--students-only", action="store_true", help="only the student rows (e.g. with --compile)")
     args = ap.parse_args()
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
@@ -77,13 +96,16 @@ def main() -> None:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     torch.manual_seed(0)
     cfg = TINY if args.tiny else WAN_1_3B
-    transformer = WanTransformer3DModel(**cfg).to(device, dtype).eval()
+    text_s = {1: 0.0, 2: 0.0} if args.students_only else text_encoding(device, dtype, args)
+    with torch.device(device):
+        transformer = as_loaded(WanTransformer3DModel(**cfg), dtype)
     if args.compile:
         from engine.runtime import compile_blocks
 
         compile_blocks(transformer)
     vae_cfg = dict(base_dim=8, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1) if args.tiny else {}
-    vae = AutoencoderKLWan(**vae_cfg).to(device, dtype).eval()
+    with torch.device(device):
+        vae = as_loaded(AutoencoderKLWan(**vae_cfg), dtype)
     codec = VideoCodec(vae)
     flow = FlowModel(transformer, codec)
     frames, height, width = (17, 64, 64) if args.tiny else (81, 480, 832)
@@ -103,20 +125,47 @@ def main() -> None:
             peak_reset(device)
             s, _ = timed(lambda: run_to_end(student_sample(flow, noise, sigmas, text, torch.Generator().manual_seed(0))),
                          device, args.repeats)
-            rows.append((f"student {steps} step{'s' * (steps > 1)}", steps, s, peak_gb(device)))
-        sigmas = schedule.teacher_sigmas(args.teacher_steps, 5.0)
-        peak_reset(device)
-        s, _ = timed(lambda: run_to_end(teacher_sample(flow, noise, sigmas, text, uncond, 5.0)), device, 1)
-        rows.append((f"teacher {args.teacher_steps} steps CFG", 2 * args.teacher_steps, s, peak_gb(device)))
-    teacher_s = rows[-1][2]
-    print("| sampler | NFE | denoise s | end-to-end s (+ decode) | peak GB | denoise speed-up | end-to-end speed-up |")
+            rows.append((f"student {steps} step{'s' * (steps > 1)}", steps, s, peak_gb(device), text_s[1]))
+        if not args.students_only:  # the students warmed the model up: one timed teacher run
+            sigmas = schedule.teacher_sigmas(args.teacher_steps, 5.0)
+            peak_reset(device)
+            s, _ = timed(lambda: run_to_end(teacher_sample(flow, noise, sigmas, text, uncond, 5.0)), device, 1,
+                         warm_up=False)
+            rows.append((f"teacher {args.teacher_steps} steps CFG", 2 * args.teacher_steps, s, peak_gb(device),
+                         text_s[2]))
+    teacher = rows[-1]
+    print("| sampler | NFE | denoise s | end-to-end s (text + denoise + decode) | peak GB | denoise speed-up | "
+          "end-to-end speed-up |")
     print("|---|---|---|---|---|---|---|")
-    for name, nfe, s, peak in rows:
-        print(f"| {name} | {nfe} | {s:.3f} | {s + decode_s:.3f} | {peak:.1f} | {teacher_s / s:.1f}x | "
-              f"{(teacher_s + decode_s) / (s + decode_s):.1f}x |")
-    print(f"\nVAE decode alone: {decode_s:.3f} s\n")
+    for name, nfe, s, peak, text_time in rows:
+        end, teacher_end = text_time + s + decode_s, teacher[4] + teacher[2] + decode_s
+        ups = ("-", "-") if args.students_only else (f"{teacher[2] / s:.1f}x", f"{teacher_end / end:.1f}x")
+        print(f"| {name} | {nfe} | {s:.3f} | {end:.3f} | {peak:.1f} | {ups[0]} | {ups[1]} |")
+    print(f"\nVAE decode alone: {decode_s:.3f} s; text encoding {text_s[1]:.3f} s (1 prompt), "
+          f"{text_s[2]:.3f} s (prompt + negative)\n")
+    if args.students_only:
+        return
     memory_rows(flow, codec, frames, height, width, device, dtype, args)
     tune_steps(flow, codec, shape, text, device, args)
+
+
+def text_encoding(device, dtype, args) -> dict[int, float]:
+    """Median seconds to encode 1 and 2 prompts of 512 tokens with a random UMT5-XXL-sized encoder
+    (Wan2.1's text encoder), which is freed afterwards."""
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    with torch.device(device):
+        encoder = UMT5EncoderModel(UMT5Config(**(UMT5_TINY if args.tiny else UMT5_XXL))).to(dtype).eval()
+    params = sum(p.numel() for p in encoder.parameters()) / 1e9
+    out = {}
+    with torch.no_grad():
+        for batch in (1, 2):
+            ids = torch.randint(0, encoder.config.vocab_size, (batch, 512), device=device)
+            out[batch], _ = timed(lambda: encoder(input_ids=ids).last_hidden_state, device, args.repeats)
+    print(f"text encoder: {params:.2f} B params ({dtype}), freed before the rows below")
+    del encoder
+    peak_reset(device)
+    return out
 
 
 def memory_rows(flow, codec, frames, height, width, device, dtype, args) -> None:
