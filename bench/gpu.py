@@ -89,6 +89,8 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="torch.compile each transformer block")
     ap.add_argument("--teacher-steps", type=int, default=50)
     ap.add_argument("--students-only", action="store_true", help="only the student rows (e.g. with --compile)")
+    ap.add_argument("--tune-only", type=int, nargs="*", metavar="FRAMES",
+                    help="only the tune-step rows, at these clip lengths (the pixel step OOMs at 81 frames on 139 GB)")
     args = ap.parse_args()
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
@@ -96,7 +98,7 @@ def main() -> None:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     torch.manual_seed(0)
     cfg = TINY if args.tiny else WAN_1_3B
-    text_s = {1: 0.0, 2: 0.0} if args.students_only else text_encoding(device, dtype, args)
+    text_s = {1: 0.0, 2: 0.0} if args.students_only or args.tune_only else text_encoding(device, dtype, args)
     with torch.device(device):
         transformer = as_loaded(WanTransformer3DModel(**cfg), dtype)
     if args.compile:
@@ -116,6 +118,11 @@ def main() -> None:
     print(f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}; transformer "
           f"{params:.2f} B params ({dtype}); {frames}x{height}x{width}, latents {tuple(shape[1:])}; "
           f"compile {args.compile}; median of {args.repeats}\n")
+    if args.tune_only:
+        for n in args.tune_only:
+            print(f"tune step at {n}x{height}x{width}:")
+            tune_steps(flow, codec, (1, *codec.latent_shape(n, height, width)), text, device, args)
+        return
     noise = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device)
     rows = []
     with torch.no_grad():
@@ -203,7 +210,8 @@ def tune_steps(flow, codec, shape, text, device, args) -> None:
 
     transformer = flow.transformer
     transformer.requires_grad_(False)
-    transformer.add_adapter(LoraConfig(r=16, lora_alpha=16, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    if "default" not in (getattr(transformer, "peft_config", None) or {}):
+        transformer.add_adapter(LoraConfig(r=16, lora_alpha=16, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
     transformer.train()
     if hasattr(transformer, "enable_gradient_checkpointing"):
         transformer.enable_gradient_checkpointing()
@@ -227,7 +235,10 @@ def tune_steps(flow, codec, shape, text, device, args) -> None:
             results.append((variant, time.perf_counter() - t, peak_gb(device)))
         except torch.cuda.OutOfMemoryError:
             results.append((variant, float("nan"), float("inf")))
+        x = loss = pixels = None
         transformer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            print(f"  after the {variant} step: {torch.cuda.memory_allocated() / 2**30:.1f} GB still allocated")
     print("| tune step | time s | peak GB | memory vs pixel step |\n|---|---|---|---|")
     for variant, s, peak in results:
         ratio = peak / results[1][2] if results[1][2] not in (0, float("inf")) else float("nan")

@@ -76,7 +76,15 @@ class VideoCodec:
         z = latents.to(vae.device, torch.float32)
         if self.is_wan:
             mean, std = self._wan_stats(z)
-            return vae.decode((z * std + mean).to(dtype)).sample.float()
+            try:
+                return vae.decode((z * std + mean).to(dtype)).sample.float()
+            except BaseException:
+                # The Wan VAE decodes frame by frame through a feature cache it keeps on itself
+                # and clears only when a decode ends; one that fails part-way (out of memory)
+                # would keep every cached activation, with its autograd graph under a tune,
+                # alive: about 100 GB on an H200 after a failed pixel-reward step at 33x480x832.
+                vae.clear_cache()
+                raise
         b, c, t, h, w = z.shape
         flat = z.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
         flat = flat / self.vae.config.scaling_factor + (self.vae.config.shift_factor or 0.0)

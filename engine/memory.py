@@ -94,11 +94,15 @@ def release(device: str) -> None:
         torch.cuda.empty_cache()
 
 
+ALLOCATION_FAILURES = ("out of memory", "can't allocate memory",  # torch's own, and the CPU allocator's
+                       "cudnn_status_alloc_failed", "cublas_status_alloc_failed",  # the GPU libraries'
+                       "cudnn_status_not_enough_workspace")  # (their workspaces come from the same card)
+
+
 def is_out_of_memory(err: BaseException) -> bool:
     if isinstance(err, (torch.OutOfMemoryError, MemoryError)):
         return True
-    return isinstance(err, RuntimeError) and ("out of memory" in str(err).lower()
-                                              or "can't allocate memory" in str(err).lower())
+    return isinstance(err, RuntimeError) and any(text in str(err).lower() for text in ALLOCATION_FAILURES)
 
 
 def oom_message(settings: dict, estimate_text: str, device: str) -> str:

@@ -107,7 +107,9 @@ def apply(loaded, options: RuntimeOptions) -> None:
             compile_blocks(flow.transformer)
     device = options.resolved_device()
     if options.memory_fraction is not None and device.startswith("cuda"):
-        torch.cuda.set_per_process_memory_fraction(options.memory_fraction, torch.device(device))
+        index = torch.device(device).index  # torch wants the card's index; "cuda" means the current one
+        torch.cuda.set_per_process_memory_fraction(options.memory_fraction,
+                                                   torch.cuda.current_device() if index is None else index)
 
 
 def compile_blocks(transformer) -> None:

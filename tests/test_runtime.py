@@ -251,3 +251,59 @@ def test_training_autocast_is_bf16_only_where_the_device_runs_it_natively(monkey
         assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
     with runtime.bf16_autocast("cpu", wanted=False):
         assert not torch.is_autocast_enabled("cpu")
+
+
+def test_a_wan_decode_that_fails_part_way_keeps_no_cached_activations():
+    """The Wan VAE decodes frame by frame through a feature cache on itself. A decode that failed
+    part-way (out of memory) kept that cache, and under a tune its autograd graph: about 100 GB
+    stayed allocated on an H200 after a failed pixel-reward step (bench/gpu.py --tune-only)."""
+    from diffusers import AutoencoderKLWan
+
+    from engine.codec import VideoCodec
+
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(base_dim=8, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                           temperal_downsample=[False, True, True], latents_mean=[0.1] * 4, latents_std=[2.0] * 4)
+    codec = VideoCodec(vae)
+    latents = torch.randn(1, 4, 3, 4, 4)
+    expected = codec.decode_float(latents).detach()
+    original, calls = vae.decoder.forward, []
+
+    def fails_on_the_second_frame(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return original(*args, **kwargs)
+
+    vae.decoder.forward = fails_on_the_second_frame
+    with pytest.raises(torch.OutOfMemoryError):
+        codec.decode_float(latents.clone().requires_grad_())
+    vae.decoder.forward = original
+    assert len(calls) == 2 and all(feature is None for feature in vae._feat_map)
+    assert torch.allclose(codec.decode_float(latents), expected)
+
+
+def test_allocation_failures_of_the_gpu_libraries_count_as_out_of_memory():
+    for text in ("cuDNN error: CUDNN_STATUS_ALLOC_FAILED", "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling "
+                 "`cublasCreate(handle)`", "cuDNN error: CUDNN_STATUS_NOT_ENOUGH_WORKSPACE"):
+        assert memory.is_out_of_memory(RuntimeError(text)), text
+    assert not memory.is_out_of_memory(RuntimeError("cuDNN error: CUDNN_STATUS_BAD_PARAM"))
+
+
+def test_the_memory_cap_names_the_card_by_index(monkeypatch):
+    """torch.cuda.set_per_process_memory_fraction refuses a bare "cuda" device (it wants an index):
+    on an H200 every request under a memory cap failed with that until this was fixed. The real
+    call runs in tests/test_gpu.py where a GPU is; here torch's CUDA calls are recorded."""
+    from types import SimpleNamespace
+
+    from engine import runtime
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", lambda fraction, device: calls.append(
+        (fraction, device)))
+    loaded = SimpleNamespace(codec=SimpleNamespace(vae=object()))
+    for device in ("cuda", "cuda:1", "auto"):
+        runtime.apply(loaded, RuntimeOptions(device=device, memory_fraction=0.25))
+    assert calls == [(0.25, 0), (0.25, 1), (0.25, 0)]
