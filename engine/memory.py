@@ -10,9 +10,13 @@ run): resident weights, plus the larger of the denoiser's and the VAE decoder's 
   video tokens of width D: the hidden states, q/k/v/out and the FFN's hidden layer,
   B * N * (6 D + F) values. SDPA (flash / memory-efficient kernels, also on the CPU) never
   materialises the N x N scores, so there is no quadratic term.
-- decode: the VAE's widest full-resolution stage, about 3 live tensors of C0 channels over the
-  frames decoded together (all frames; one with slicing; a causal chunk of 4 for the Wan VAE)
+- decode: the VAE's widest full-resolution stage, about LIVE live tensors of C0 channels over
+  the frames decoded together (all frames; one with slicing; a causal chunk of 4 for the Wan VAE)
   at the full frame size (a 256-pixel tile with tiling), plus the output clip in float32.
+  LIVE is 3 for a per-frame AutoencoderKL. For the Wan VAE it is 14, from a measurement: its
+  upsampling stages run 2 C0 channels at full size and it keeps a feature cache per conv; the
+  real-size Wan VAE decoding 81x480x832 in bf16 on an H200 peaked 4.2 GB over what was resident,
+  where 3 live tensors gave 1.2 GB and 14 give 4.4 GB (`python bench/gpu.py`, docs/RESULTS.md "GPU path at real size").
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import psutil
 import torch
 
 GB = 1024**3
+WAN_DECODE_LIVE = 14  # live full-size tensors of C0 channels in a Wan VAE decode (module docstring)
 
 
 @dataclass(frozen=True)
@@ -74,7 +79,8 @@ def estimate(loaded, settings: dict, options) -> MemoryEstimate:
     together = 4 if loaded.codec.is_wan else (1 if options.vae_slicing else settings["frames"])
     decode_dtype = options.torch_decode_dtype or options.torch_dtype
     decode_bytes = torch.tensor([], dtype=decode_dtype).element_size()
-    decode = 3 * together * c0 * side_h * side_w * decode_bytes
+    live = WAN_DECODE_LIVE if loaded.codec.is_wan else 3
+    decode = live * together * c0 * side_h * side_w * decode_bytes
     decode += settings["frames"] * 3 * settings["height"] * settings["width"] * 4  # the float32 clip
     return MemoryEstimate(weights, denoise, decode)
 
