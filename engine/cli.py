@@ -129,7 +129,7 @@ def _distill(args) -> int:
                                    "cd_m": args.cd_m, "steps": args.steps, "reward": args.reward,
                                    "w_ft": args.w_ft, "lrm_warmup": args.lrm_warmup,
                                    "init_student": args.init_student, "w_reg": args.w_reg,
-                                   "reg_pairs": args.reg_pairs, "w_gan": args.w_gan,
+                                   "reg_pairs": args.reg_pairs, "w_gan": args.w_gan, "gan_mismatch": args.gan_mismatch,
                                    "noise_frame_share": args.noise_frame_share}.items()
                  if v is not None}
     cfg = replace(cfg, **overrides)
@@ -233,6 +233,8 @@ def parser() -> argparse.ArgumentParser:
                    help="teacher ODE pairs made once per run for L_reg (default 256)")
     d.add_argument("--w-gan", type=float, default=None,
                    help="weight of DMD2's GAN generator loss on real latents (default 0 = off; DMD2 5e-3)")
+    d.add_argument("--gan-mismatch", action="store_true", default=None,
+                   help="matching-aware discriminator: real clips under another clip's caption count as fake")
     d.add_argument("--noise-frame-share", type=float, default=None,
                    help="share of the student's starting noise common to all frames, in [0, 1] "
                         "(default 0: iid noise; toyworld's 1-step student: 0.9)")

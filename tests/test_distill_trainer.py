@@ -273,6 +273,30 @@ def test_gan_losses_follow_the_non_saturating_equations():
     assert torch.allclose(fake.grad, -torch.sigmoid(-fake.detach()) / 2)
 
 
+def test_matching_aware_discriminator_counts_real_clips_under_wrong_captions_as_fake():
+    """GAN-CLS (gan.py): with `mismatch`, the real latents come again under captions rolled by one
+    clip, at the same levels, and L_D averages their softplus(D) with the samples' as fakes."""
+    from engine.distill.gan import FeatureTap, RealComparison, discriminator_loss
+
+    real, real_text = torch.randn(2, 4, 3, 2, 2), torch.tensor([[1.0], [2.0]])
+    x_t, sigma, text = torch.randn(2, 4, 3, 2, 2), torch.tensor([0.3, 0.8]), torch.tensor([[5.0], [6.0]])
+    tap = FeatureTap.__new__(FeatureTap)
+    plain = RealComparison(lambda f: f.sum(-1), tap, real, real_text, 0.5)
+    aware = RealComparison(lambda f: f.sum(-1), tap, real, real_text, 0.5, mismatch=True)
+    x_all, levels, cond = aware.with_real(x_t, sigma, text, torch.Generator().manual_seed(0))
+    x_plain, _, _ = plain.with_real(x_t, sigma, text, torch.Generator().manual_seed(0))
+    assert torch.equal(x_all[:4], x_plain) and torch.equal(x_all[4:], x_all[2:4])  # the same noised real clips
+    assert torch.equal(levels, sigma.repeat(3)) and cond[:, 0].tolist() == [5.0, 6.0, 1.0, 2.0, 2.0, 1.0]
+    tap.features = torch.tensor([[[1.0]], [[-1.0]], [[2.0]], [[0.5]], [[3.0]], [[-2.0]]])  # [rows, tokens, dim]
+    loss, logs = aware.loss(2)
+    want, _ = discriminator_loss(torch.tensor([[2.0], [0.5]]), torch.tensor([[1.0], [-1.0], [3.0], [-2.0]]))
+    assert torch.isclose(loss, 0.5 * want) and logs["gan_mismatch_logit"] == 0.5
+    tap.features = tap.features[:4]
+    assert "gan_mismatch_logit" not in plain.loss(2)[1]
+    with pytest.raises(ValueError, match="batch must be >= 2, got 1"):
+        DistillConfig(w_gan=0.1, gan_mismatch=True, batch=1)
+
+
 def test_config_rejects_bad_gan_knobs():
     with pytest.raises(ValueError, match="-1.0"):
         DistillConfig(w_gan=-1.0)
@@ -280,12 +304,14 @@ def test_config_rejects_bad_gan_knobs():
         DistillConfig(w_gan=0.1, w_gan_d=0.0)
 
 
-def test_gan_term_trains_the_discriminator_and_resumes_it(loaded, tmp_path):
-    cfg = _cfg(method="vsd", student_steps=1, w_gan=0.5, steps=2)
+@pytest.mark.parametrize("mismatch", [False, True])
+def test_gan_term_trains_the_discriminator_and_resumes_it(loaded, tmp_path, mismatch):
+    cfg = _cfg(method="vsd", student_steps=1, w_gan=0.5, steps=2, gan_mismatch=mismatch)
     events = list(train(cfg, loaded, tmp_path))
     updates = [e for e in events if isinstance(e, Progress)]
     assert isinstance(events[-1], Result) and len(updates) == 2
     assert all(u.metrics["gan_g_loss"] > 0 and u.metrics["gan_d_loss"] > 0 for u in updates)
+    assert all(("gan_mismatch_logit" in u.metrics) == mismatch for u in updates)
     trainer = events[-1].value
     head = trainer.acc.unwrap_model(trainer.disc_ddp)
     assert all(p.requires_grad for p in head.parameters())  # unfrozen again after the generator pass
@@ -302,3 +328,5 @@ def test_run_folder_ignores_gan_knobs_while_the_term_is_off():
     from engine.distill.run import run_dir
 
     assert run_dir(_cfg(w_gan_d=0.5), "m") == run_dir(_cfg(), "m") != run_dir(_cfg(w_gan=0.1), "m")
+    assert run_dir(_cfg(gan_mismatch=True), "m") == run_dir(_cfg(), "m")
+    assert run_dir(_cfg(w_gan=0.1, gan_mismatch=True), "m") != run_dir(_cfg(w_gan=0.1), "m")

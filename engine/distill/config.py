@@ -10,8 +10,8 @@ from engine.knobs import check_share, strict_config
 
 METHODS = ("vsd", "vsd+cd", "vsd+lrm", "vsd+cd+lrm")
 REG_KNOBS = ("w_reg", "reg_pairs", "reg_guidance", "reg_steps")  # L_reg's; they do nothing while w_reg = 0
-GAN_KNOBS = ("w_gan", "w_gan_d")  # the GAN term's; they do nothing while w_gan = 0
-DEFAULT_KEYED = {"noise_frame_share": 0.0}  # knobs added later: a run at their default keeps its folder's key
+GAN_KNOBS = ("w_gan", "w_gan_d", "gan_mismatch")  # the GAN term's; they do nothing while w_gan = 0
+DEFAULT_KEYED = {"noise_frame_share": 0.0, "gan_mismatch": False}  # knobs added later: a run at their default keeps its folder's key
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,7 @@ class DistillConfig:
     reg_steps: int | None = None  # teacher ODE steps for the pairs (None: the model's default teacher steps)
     w_gan: float = 0.0  # weight of DMD2's generator GAN loss L_G (engine/distill/gan.py; 0 = off; DMD2 5e-3)
     w_gan_d: float = 1e-2  # weight of the discriminator loss L_D inside each fake-score update (DMD2's)
+    gan_mismatch: bool = False  # matching-aware D: real clips under another clip's caption count as fake (gan.py)
     vsd_guidance: float = 3.5  # teacher CFG inside the VSD real score
     vsd_min_level: float = 0.02  # VSD noise level clamp, low end
     vsd_max_level: float = 0.98  # VSD noise level clamp, high end
@@ -75,6 +76,9 @@ class DistillConfig:
             raise ValueError(f"reg_pairs must be at least batch ({self.batch}) when w_reg > 0, got {self.reg_pairs}")
         if self.w_gan < 0 or self.w_gan_d <= 0:
             raise ValueError(f"w_gan must be >= 0 and w_gan_d > 0, got {self.w_gan} and {self.w_gan_d}")
+        if self.gan_mismatch and self.batch < 2:
+            raise ValueError(f"gan_mismatch pairs each real clip with another clip's caption: batch must be >= 2, "
+                             f"got {self.batch}")
         if self.reg_steps is not None and self.reg_steps < 1:
             raise ValueError(f"reg_steps must be >= 1, got {self.reg_steps}")
         for name in ("steps", "batch", "fake_updates", "checkpoint_every", "max_nonfinite"):

@@ -10,6 +10,14 @@ also pulled toward the real data and not only toward the teacher's scores.
 last transformer block's token states through a small per-token head (a patch discriminator:
 one logit per token, averaged in the loss). DMD2 weights L_G by 5e-3 and L_D by 1e-2 on SDXL
 (`w_gan`, `w_gan_d`); the knob is off by default.
+
+With `gan_mismatch`, D is matching-aware (Reed et al. 2016, "Generative Adversarial Text to Image
+Synthesis", GAN-CLS): each real clip also appears under another clip's caption, and those rows
+count as fake, so D must read whether a clip fits its caption and not only whether it looks real:
+
+    L_D = E_real softplus(-D(x_real | c)) + mean over [G(z) | c ; x_real | c'] of softplus(D(.))   (c' != c)
+
+The sample and mismatched rows share one mean, GAN-CLS's average of the two fake terms.
 """
 
 from __future__ import annotations
@@ -78,15 +86,26 @@ class RealComparison:
     real: torch.Tensor
     real_text: torch.Tensor
     weight: float
+    mismatch: bool = False  # also the real latents under the next clip's caption, as fakes (GAN-CLS)
 
     def with_real(self, x_t: torch.Tensor, sigma: torch.Tensor, text: torch.Tensor, gen: torch.Generator):
-        """The fake score's batch with the real latents appended, noised to the same levels."""
+        """The fake score's batch with the real latents appended, noised to the same levels (and,
+        with `mismatch`, appended again under captions rolled by one clip)."""
         eps = torch.randn(self.real.shape, generator=gen).to(x_t.device)
-        x_all = torch.cat([x_t, add_noise(self.real, eps, sigma)])
-        return x_all, torch.cat([sigma, sigma]), torch.cat([text, self.real_text])
+        real_t = add_noise(self.real, eps, sigma)
+        if not self.mismatch:
+            return torch.cat([x_t, real_t]), torch.cat([sigma, sigma]), torch.cat([text, self.real_text])
+        wrong = self.real_text.roll(1, dims=0)
+        return (torch.cat([x_t, real_t, real_t]), torch.cat([sigma, sigma, sigma]),
+                torch.cat([text, self.real_text, wrong]))
 
     def loss(self, fakes: int) -> tuple[torch.Tensor, dict]:
-        """weight * L_D from the tapped features of the last pass (its first `fakes` rows the sample)."""
-        logits = self.head(self.tap.features)
-        l_d, logs = discriminator_loss(logits[fakes:], logits[:fakes])
+        """weight * L_D from the tapped features of the last pass: its first `fakes` rows the
+        sample, the next `fakes` the real clips, any after them the mismatched real clips."""
+        logits = self.head(self.tap.features)  # [rows, tokens]
+        real = logits[fakes:2 * fakes]
+        fake = torch.cat([logits[:fakes], logits[2 * fakes:]])
+        l_d, logs = discriminator_loss(real, fake)
+        if logits.shape[0] > 2 * fakes:
+            logs["gan_mismatch_logit"] = logits[2 * fakes:].mean().item()
         return self.weight * l_d, logs

@@ -251,7 +251,7 @@ class DollarTrainer:
         shift = self.loaded.info.shift
         comparison, fake_opts = None, (self.opt_fake,)
         if cfg.use_gan:  # the discriminator trains inside the fake-score updates, on this update's real clips
-            comparison = gan_mod.RealComparison(self.disc_ddp, self.tap, real, text, cfg.w_gan_d)
+            comparison = gan_mod.RealComparison(self.disc_ddp, self.tap, real, text, cfg.w_gan_d, cfg.gan_mismatch)
             fake_opts += (self.opt_disc,)
         logs = dmd.fake_score_updates(self.fake, x, g_text, shift, cfg.fake_updates, gen,
                                       lambda loss: self._apply(loss, "fake", *fake_opts), self._amp, comparison)
