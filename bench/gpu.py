@@ -13,6 +13,7 @@ there takes seconds; on the CPU a 1.3B init takes minutes).
     python bench/gpu.py                                   # on the GPU machine
     python bench/gpu.py --compile --students-only         # the compiled student rows
     python bench/gpu.py --tiny --device cpu               # a smoke run of the same code at toy size
+    python bench/gpu.py --estimate-only                   # engine.memory's estimates alone (any machine)
 """
 
 from __future__ import annotations
@@ -89,16 +90,19 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="torch.compile each transformer block")
     ap.add_argument("--teacher-steps", type=int, default=50)
     ap.add_argument("--students-only", action="store_true", help="only the student rows (e.g. with --compile)")
+    ap.add_argument("--estimate-only", action="store_true",
+                    help="print engine.memory's decode estimates for models built on the meta device (no compute)")
     ap.add_argument("--tune-only", type=int, nargs="*", metavar="FRAMES",
                     help="only the tune-step rows, at these clip lengths (the pixel step OOMs at 81 frames on 139 GB)")
     args = ap.parse_args()
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
-    device = torch.device(args.device)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    device = torch.device("meta" if args.estimate_only else args.device)
+    dtype = torch.bfloat16 if device.type in ("cuda", "meta") else torch.float32
     torch.manual_seed(0)
     cfg = TINY if args.tiny else WAN_1_3B
-    text_s = {1: 0.0, 2: 0.0} if args.students_only or args.tune_only else text_encoding(device, dtype, args)
+    skip_text = args.students_only or args.tune_only or args.estimate_only
+    text_s = {1: 0.0, 2: 0.0} if skip_text else text_encoding(device, dtype, args)
     with torch.device(device):
         transformer = as_loaded(WanTransformer3DModel(**cfg), dtype)
     if args.compile:
@@ -111,6 +115,9 @@ def main() -> None:
     codec = VideoCodec(vae)
     flow = FlowModel(transformer, codec)
     frames, height, width = (17, 64, 64) if args.tiny else (81, 480, 832)
+    if args.estimate_only:
+        memory_rows(flow, codec, frames, height, width, device, dtype, args)
+        return
     shape = (1, *codec.latent_shape(frames, height, width))
     text = torch.randn(1, 512, cfg["text_dim"], device=device, dtype=dtype)
     uncond = torch.zeros_like(text)
@@ -192,6 +199,9 @@ def memory_rows(flow, codec, frames, height, width, device, dtype, args) -> None
         if tiling:
             codec.vae.enable_tiling()
         est = memory.estimate(loaded, settings, RuntimeOptions(dtype=name, vae_tiling=tiling))
+        if device.type == "meta":
+            print(f"| {'tiled' if tiling else 'whole'} | {est.peak / 2**30:.2f} | - | - |")
+            continue
         peak_reset(device)
         try:
             with torch.no_grad():
