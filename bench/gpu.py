@@ -2,9 +2,9 @@
 
 A random-weight Wan2.1-T2V-1.3B-sized transformer and the real-size Wan VAE (speed and memory
 do not depend on the weights) at 480x832x81 (latents 16 x 21 x 60 x 104): student 1/3/4 steps
-and teacher 50 steps with CFG, denoise-only and end-to-end (decode included; text encoding is
-timed separately, see below), peak memory; then one latent-reward LoRA tune step against one pixel-reward step (gradients through
-the VAE decoder), time and peak memory. bf16, SDPA (diffusers' default attention), optional
+and teacher 50 steps with CFG, denoise-only and end-to-end (text encoding and decode included),
+peak memory; then one latent-reward LoRA tune step against one pixel-reward step (gradients
+through the VAE decoder), time and peak memory. bf16, SDPA (diffusers' default attention), optional
 torch.compile of the repeated blocks. Text encoding (512 tokens; the teacher encodes the negative
 prompt too) is timed with a random UMT5-XXL-sized encoder, which is freed before the rest so the
 peaks below are the transformer's and the VAE's. Models are built on the device (random init
