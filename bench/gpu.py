@@ -245,7 +245,7 @@ def tune_steps(flow, codec, shape, text, device, args) -> None:
             results.append((variant, time.perf_counter() - t, peak_gb(device)))
         except torch.cuda.OutOfMemoryError:
             results.append((variant, float("nan"), float("inf")))
-        x = loss = pixels = None
+        x = loss = pixels = None  # drop this step's tensors before reading what is still allocated
         transformer.zero_grad(set_to_none=True)
         if device.type == "cuda":
             print(f"  after the {variant} step: {torch.cuda.memory_allocated() / 2**30:.1f} GB still allocated")

@@ -93,11 +93,10 @@ class RealComparison:
         with `mismatch`, appended again under captions rolled by one clip)."""
         eps = torch.randn(self.real.shape, generator=gen).to(x_t.device)
         real_t = add_noise(self.real, eps, sigma)
-        if not self.mismatch:
-            return torch.cat([x_t, real_t]), torch.cat([sigma, sigma]), torch.cat([text, self.real_text])
-        wrong = self.real_text.roll(1, dims=0)
-        return (torch.cat([x_t, real_t, real_t]), torch.cat([sigma, sigma, sigma]),
-                torch.cat([text, self.real_text, wrong]))
+        rows, texts = [x_t, real_t], [text, self.real_text]
+        if self.mismatch:
+            rows, texts = rows + [real_t], texts + [self.real_text.roll(1, dims=0)]
+        return torch.cat(rows), sigma.repeat(len(rows)), torch.cat(texts)
 
     def loss(self, fakes: int) -> tuple[torch.Tensor, dict]:
         """weight * L_D from the tapped features of the last pass: its first `fakes` rows the
