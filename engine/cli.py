@@ -139,6 +139,18 @@ def _distill(args) -> int:
     return 0
 
 
+def _soup(args) -> int:
+    import json
+
+    from engine.distill.soup import soup_students
+
+    weights = None if args.weights is None else [float(w) for w in args.weights.split(",")]
+    report = soup_students(args.sources, args.steps, args.out, weights=weights, lora_rank=args.lora_rank,
+                           base_steps=args.base_steps, base=args.base)
+    print(json.dumps(report), flush=True)
+    return 0
+
+
 def _tune(args) -> int:
     from engine.events import Failed, Progress, Result
     from engine.tune.config import TuneConfig
@@ -244,6 +256,18 @@ def parser() -> argparse.ArgumentParser:
                    help="save the student as a LoRA of this rank on the --init-student network (a few MB)")
     d.add_argument("--out", default=None, help="pipeline folder to write (the teacher plus this student)")
     d.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
+    so = sub.add_parser("soup", help="average students distilled from one network into one student (a model soup)",
+                        description="Example: rushes soup --steps 1 --lora-rank 16 --out ~/models/toyworld-soup "
+                                    "~/models/s1-gan ~/models/s1-soft ~/models/s1-cls")
+    so.add_argument("sources", nargs="+", help="pipelines (names or folders) whose --steps students are averaged")
+    so.add_argument("--steps", type=int, required=True, help="which student of each source (e.g. 1)")
+    so.add_argument("--out", required=True, help="pipeline folder to write (a copy of --base plus the soup)")
+    so.add_argument("--weights", default=None, help="comma-separated weight per source (default: equal)")
+    so.add_argument("--lora-rank", type=int, default=None,
+                    help="save the soup as a LoRA of this rank on the --base-steps network (default: whole network)")
+    so.add_argument("--base-steps", type=int, default=4,
+                    help="the student network the sources started from, which a LoRA goes on (default 4)")
+    so.add_argument("--base", default=None, help="pipeline folder the soup joins (default: the first source's)")
     t = sub.add_parser("tune", help="short latent-reward LoRA fine-tune of a student toward a reward",
                        description="Example: rushes tune --reward colourfulness --steps 300 --out ~/adapters/vivid --json")
     t.add_argument("--model", default="toyworld", help="pipeline whose student is tuned")
@@ -293,7 +317,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     handlers = {"generate": _generate, "history": _history, "bake": _bake, "eval": _eval, "distill": _distill,
-                "tune": _tune,
+                "soup": _soup, "tune": _tune,
                 "serve": _serve}
     try:
         return handlers[args.command](args)
