@@ -27,6 +27,8 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=32)
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--splits", default="public-eval,public-heldout")
+    ap.add_argument("--first", type=int, default=0,
+                    help="index of the first prompt of each split (past the ones a choice was made on: a confirmation)")
     ap.add_argument("--against", default=None,
                     help="LABEL of a row: print every row's total minus its, with the paired SE")
     args = ap.parse_args()
@@ -37,7 +39,7 @@ def main() -> None:
         model, role, steps = target.rsplit(":", 2)
         rows.append((label, minibench.model_source(engine, str(Path(model).expanduser()) if "/" in model else model,
                                                    role, int(steps))))
-    print(f"MiniBench: {args.prompts} prompts x {args.seeds} seeds per split\n")
+    print(f"MiniBench: {args.prompts} prompts (from #{args.first}) x {args.seeds} seeds per split\n")
     print("| model | split | total | ± SE | semantic | colour | shape | motion | count | quality | FD | diversity |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     if args.against is not None and args.against not in [label for label, _ in rows]:
@@ -45,7 +47,8 @@ def main() -> None:
     reports = {}
     for label, source in rows:
         for split in args.splits.split(","):
-            r = reports[label, split] = minibench.evaluate(source, split, prompts=args.prompts, seeds=args.seeds)
+            r = reports[label, split] = minibench.evaluate(source, split, prompts=args.prompts, seeds=args.seeds,
+                                                           first=args.first)
             p, q = r["semantic_parts"], r["quality_parts"]
             div = "n/a" if r["diversity"] is None else f"{r['diversity']:.3f}"
             print(f"| {label} | {split} | {r['total']:.2f} | {r['total_se']:.2f} | {100 * r['semantic']:.1f}% | {100 * p['colour']:.1f}% | "

@@ -126,6 +126,28 @@ def test_paired_difference_cancels_what_the_prompts_share():
         minibench.paired_difference(ra, minibench.evaluate(a, "public-eval", prompts=4, seeds=2))
 
 
+def test_first_scores_later_prompts_of_the_split_and_pairs_only_with_the_same_ones():
+    """`first` = 3 scores the split's clips 3 and 4: the same per-prompt scores as those two of a
+    run from clip 0; a report from clip 0 and one from clip 3 are not paired."""
+    items = [sample_clip("public-eval", i) for i in range(5)]
+    source = minibench.renderer_source({c: s for s, c in items})
+    hard = items[3][1]  # blank for clip 3 alone
+
+    def half(prompt, seed):
+        return np.zeros((17, 64, 64, 3), np.uint8) if prompt == hard else source(prompt, seed)
+
+    whole = minibench.evaluate(half, "public-eval", prompts=5, seeds=1)
+    later = minibench.evaluate(half, "public-eval", prompts=2, seeds=1, first=3)
+    assert later["first"] == 3 and whole["first"] == 0
+    assert later["semantic_per_prompt"] == whole["semantic_per_prompt"][3:]
+    assert later["semantic_per_prompt"][0] < 0.5 < later["semantic_per_prompt"][1]
+    early = minibench.evaluate(half, "public-eval", prompts=2, seeds=1)
+    with pytest.raises(ValueError, match="first"):
+        minibench.paired_difference(later, early)
+    with pytest.raises(ValueError, match="first >= 0, got .*first=-1"):
+        minibench.evaluate(half, "public-eval", prompts=2, seeds=1, first=-1)
+
+
 def test_growth_exactly_at_the_threshold_does_not_read_as_grow():
     """An area ratio of exactly 8/5 = GROWTH is not 'grow': the judge compares the ratio of pixel
     counts in float32, as MiniBench's published rows were scored (a float64 comparison flips it)."""

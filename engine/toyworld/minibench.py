@@ -101,11 +101,14 @@ def vendi_diversity(clips: list[np.ndarray]) -> float:
 
 
 def evaluate(source: ClipSource | None, split: str = "public-eval", prompts: int = 32,
-             seeds: int = 2) -> dict:
-    """MiniBench over `prompts` captions x `seeds` seeds; `source=None` scores the renderer."""
-    if prompts < 2 or seeds < 1:
-        raise ValueError(f"need prompts >= 2 and seeds >= 1, got prompts={prompts}, seeds={seeds}")
-    items = [sample_clip(split, i) for i in range(prompts)]
+             seeds: int = 2, first: int = 0) -> dict:
+    """MiniBench over `prompts` captions (the split's clips `first`, `first` + 1, ...) x `seeds`
+    seeds; `source=None` scores the renderer. A `first` past the prompts a choice between models
+    was made on gives a confirmation on prompts that choice never saw."""
+    if prompts < 2 or seeds < 1 or first < 0:
+        raise ValueError(f"need prompts >= 2, seeds >= 1 and first >= 0, got prompts={prompts}, seeds={seeds}, "
+                         f"first={first}")
+    items = [sample_clip(split, i) for i in range(first, first + prompts)]
     specs = {caption: spec for spec, caption in items}
     source = source or renderer_source(specs)
     sem, qual, feats, ref_feats, diversity, per_prompt = [], [], [], [], [], []
@@ -131,7 +134,7 @@ def evaluate(source: ClipSource | None, split: str = "public-eval", prompts: int
     # so it is a floor on the total's error.
     total_se = 50 * float(np.std(per_prompt, ddof=1)) / np.sqrt(prompts)
     return {
-        "split": split, "prompts": prompts, "seeds": seeds,
+        "split": split, "prompts": prompts, "seeds": seeds, "first": first,
         "semantic": semantic_score, "semantic_parts": semantic,
         "quality": quality_score, "quality_parts": quality_means,
         "diversity": float(np.mean(diversity)) if seeds > 1 else None,
@@ -145,7 +148,7 @@ def paired_difference(a: dict, b: dict) -> dict:
     prompt-to-prompt spread of the per-prompt semantic difference (both reports score the same
     prompts and seeds, so what a prompt makes easy or hard cancels). Like `total_se` it leaves
     the quality parts out: a floor on the difference's error."""
-    same = ("split", "prompts", "seeds")
+    same = ("split", "prompts", "seeds", "first")
     if any(a[k] != b[k] for k in same):
         raise ValueError(f"reports differ in {[k for k in same if a[k] != b[k]]}: "
                          f"{ {k: a[k] for k in same} } against { {k: b[k] for k in same} }")
