@@ -258,6 +258,46 @@ def test_students_stage_ships_a_network_an_alias_and_a_lora_and_resumes_without_
         list(bake.bake("teacher", students=(1,)))
 
 
+def test_a_role_given_several_recipes_ships_their_soup_and_resumes_without_training(
+        tiny_folder, tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    from engine import loading, paths
+    from engine.distill.soup import average_weights
+    from engine.toyworld import bake
+
+    folder = tmp_path / "toyworld"
+    shutil.copytree(tiny_folder, folder)
+    monkeypatch.setattr(paths, "TOYWORLD", folder)
+    small = {"batch": 2, "frames": 3, "size": 32, "pool_capacity": 16, "fake_updates": 1, "lrm_warmup": 0}
+    monkeypatch.setattr(bake, "STUDENT_SETTINGS", {"method": "vsd", "steps": 1} | small)
+    big = {"noise_frame_share": 0.5, "lr": 1e-2}  # updates that move every weight visibly
+    recipes = [{"steps": 1} | big, {"steps": 2} | big, {"steps": 1, "seed": 1} | big]
+    monkeypatch.setattr(bake, "FEWER_STEP_STUDENTS", {1: recipes})
+    monkeypatch.setattr(bake, "SOUP_LORA_RANK", 16)  # the tiny network's full rank: exact up to bf16
+    lines = list(bake.bake("students", students=(1,)))
+    # 1 update, 1 more in the same run folder (the 2-update recipe goes on from the first), 1 update
+    assert sum("[distill] step" in line for line in lines) == 3
+    work = paths.home() / "bake" / "soup-1step"
+    assert sorted(p.name for p in work.iterdir()) == ["0", "1", "2"]
+    entry = json.loads((folder / "rushes.json").read_text())["students"]["1"]
+    assert entry == {"folder": "students/4step", "lora": "students/1step-lora", "timesteps": [1000],
+                     "noise_frame_share": 0.5}
+    record = json.loads((folder / "bake.json").read_text())["student_1step"]
+    assert record["soup_of"] == [bake.STUDENT_SETTINGS | r for r in recipes] and record["rank"] == 16
+    parts = [loading.load(str(work / i)).student(1)[0].transformer.state_dict() for i in "012"]
+    want = average_weights(parts)
+    got = loading.load(str(folder)).student(1)[0].transformer.state_dict()
+    name = "blocks.0.attn1.to_q.weight"
+    for part in parts:  # each student lies well away from the soup, which the shipped LoRA holds
+        assert (part[name] - want[name]).abs().max() > 5e-3
+    torch.testing.assert_close(got[name], want[name], atol=2e-3, rtol=1e-2)
+    again = list(bake.bake("students", students=(1,)))  # every recipe DONE: nothing trains, the soup is remade
+    assert not any("[distill] step" in line for line in again)
+    assert any('"soup": 1' in line for line in again)
+
+
 def test_the_default_teacher_batch_draws_in_the_shipped_teachers_order():
     """Batch, caption-dropout mask, levels, noise: the stream the shipped teacher was trained on."""
     import numpy as np

@@ -40,10 +40,24 @@ FEWER_STEPS_FROM = 4
 # nor w_gan 0.15 (-0.4 / +0.2) did better (docs/RESULTS.md, "The students against the teacher at
 # 256 clips"). Nor did its LRM on the graded `toyworld-soft` reward: +0.36 / -0.63 against it,
 # paired SE 0.62 / 0.69 (docs/RESULTS.md, "Continuing the 4-step student; a graded reward").
-# Roles not listed run the 4-step network on their own step list.
+# The 1-step role is a soup (engine/distill/soup.py): the uniform weight average of 1-step
+# students distilled by the recipe above and by four variants of it (the LRM on `toyworld-soft`,
+# a matching-aware discriminator, w_gan 0.15, 2400 updates), each level with it within about one
+# paired SE. Stored as a rank-`SOUP_LORA_RANK` LoRA on the 4-step network (rank 16 kept half the
+# gain) it is 2.53 / 2.73 below the teacher on the prompts it was picked on and 2.41 / 2.75 on
+# the next 128 of each split (the recipe's own student: 4.05 / 4.00 and 4.01 / 2.31), 256 clips
+# per split each (docs/RESULTS.md, "A soup of 1-step students"). A role given a list of recipes
+# is made that way: each recipe is distilled and exported whole under
+# $RUSHES_HOME/bake/soup-<n>step/<i>, in list order (a longer run of a recipe continues its shorter
+# one's run folder, so it comes after it), then their networks are averaged and stored as one
+# LoRA. (The shipped soup took the first recipe's student as shipped before, its rank-16 LoRA:
+# that run's 1200-update checkpoint had been continued to 2400.)
+ONE_STEP = {"steps": 1200, "method": "vsd+lrm", "noise_frame_share": 0.9, "w_gan": 0.05}
 FEWER_STEP_STUDENTS = {2: {"steps": 150},
-                       1: {"steps": 1200, "method": "vsd+lrm", "noise_frame_share": 0.9, "w_gan": 0.05}}
+                       1: [ONE_STEP, ONE_STEP | {"reward": "toyworld-soft"}, ONE_STEP | {"gan_mismatch": True},
+                           ONE_STEP | {"w_gan": 0.15}, ONE_STEP | {"steps": 2400}]}
 STUDENT_LORA_RANK = 16
+SOUP_LORA_RANK = 64  # 4.0 MB
 STUDENT_ROLES = (FEWER_STEPS_FROM, 2, 1)  # in the order they are made: the fewer-step ones start from the first
 
 
@@ -79,15 +93,41 @@ def _students(resume: bool, roles: tuple[int, ...] = STUDENT_ROLES) -> Iterator:
         cfg = DistillConfig(**STUDENT_SETTINGS | {"student_steps": FEWER_STEPS_FROM})
         yield from run_distillation(cfg, "toyworld", paths.TOYWORLD, resume=resume)
     for steps in (s for s in STUDENT_ROLES[1:] if s in roles):
-        if steps in FEWER_STEP_STUDENTS:
-            fewer = DistillConfig(**STUDENT_SETTINGS | FEWER_STEP_STUDENTS[steps]
-                                  | {"student_steps": steps, "init_student": FEWER_STEPS_FROM})
+        recipe = FEWER_STEP_STUDENTS.get(steps)
+        if isinstance(recipe, list):
+            yield from _soup(steps, recipe, resume)
+        elif recipe is not None:
+            fewer = DistillConfig(**STUDENT_SETTINGS | recipe | {"student_steps": steps, "init_student": FEWER_STEPS_FROM})
             yield from run_distillation(fewer, "toyworld", paths.TOYWORLD, resume=resume,
                                         lora_rank=STUDENT_LORA_RANK)
         else:
             alias_student(paths.TOYWORLD, steps, FEWER_STEPS_FROM, default_student_timesteps(steps),
                           record={"method": f"the {FEWER_STEPS_FROM}-step student's network at {steps} steps"})
     yield {"stage": "students", "done": True, "roles": list(roles)}
+
+
+def _soup(steps: int, recipes: list[dict], resume: bool) -> Iterator:
+    """Distil each recipe into its own folder (skipped when resuming and already exported, the
+    file DONE there), then store their soup as the `steps`-step LoRA of assets/toyworld."""
+    from engine.distill.config import DistillConfig
+    from engine.distill.run import run_distillation
+    from engine.distill.soup import soup_students
+
+    work = paths.home() / "bake" / f"soup-{steps}step"
+    folders = []
+    for i, recipe in enumerate(recipes):
+        folder = work / str(i)
+        done = folder / "DONE"
+        if not (resume and done.exists()):
+            done.unlink(missing_ok=True)
+            cfg = DistillConfig(**STUDENT_SETTINGS | recipe | {"student_steps": steps, "init_student": FEWER_STEPS_FROM})
+            yield from run_distillation(cfg, "toyworld", folder, resume=resume)
+            done.write_text(json.dumps(recipe))
+        folders.append(folder)
+    report = soup_students(folders, steps, paths.TOYWORLD, lora_rank=SOUP_LORA_RANK,
+                           base_steps=FEWER_STEPS_FROM, base=paths.TOYWORLD,
+                           record={"soup_of": [STUDENT_SETTINGS | r for r in recipes]})
+    yield json.dumps({"stage": "students", "soup": steps} | report)
 
 
 def _record(stage: str, report: dict) -> None:
