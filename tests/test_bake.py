@@ -219,19 +219,30 @@ def test_teacher_lr_restarts_warm_up_again_and_each_segment_ends_at_the_next():
     assert lr[150] == lr[250]  # the second and third segments are the same length
 
 
-def test_students_stage_ships_a_network_an_alias_and_a_lora_and_resumes_without_training(
-        tiny_folder, tmp_path, monkeypatch):
-    import json
+def _students_bake(tiny_folder, tmp_path, monkeypatch, settings: dict):
+    """A copy of the tiny pipeline as assets/toyworld, and tiny distillation settings for its
+    students stage (`settings` on top); returns the folder."""
     import shutil
 
-    from engine import loading, paths
+    from engine import paths
     from engine.toyworld import bake
 
     folder = tmp_path / "toyworld"
     shutil.copytree(tiny_folder, folder)
     monkeypatch.setattr(paths, "TOYWORLD", folder)
     small = {"batch": 2, "frames": 3, "size": 32, "pool_capacity": 16, "fake_updates": 1, "lrm_warmup": 0}
-    monkeypatch.setattr(bake, "STUDENT_SETTINGS", {"method": "vsd+cd+lrm", "steps": 2} | small)
+    monkeypatch.setattr(bake, "STUDENT_SETTINGS", settings | small)
+    return folder
+
+
+def test_students_stage_ships_a_network_an_alias_and_a_lora_and_resumes_without_training(
+        tiny_folder, tmp_path, monkeypatch):
+    import json
+
+    from engine import loading
+    from engine.toyworld import bake
+
+    folder = _students_bake(tiny_folder, tmp_path, monkeypatch, {"method": "vsd+cd+lrm", "steps": 2})
     monkeypatch.setattr(bake, "FEWER_STEP_STUDENTS", {1: {"steps": 1}})
     monkeypatch.setattr(bake, "STUDENT_LORA_RANK", 2)
     lines = list(bake.bake("students"))
@@ -261,17 +272,12 @@ def test_students_stage_ships_a_network_an_alias_and_a_lora_and_resumes_without_
 def test_a_role_given_several_recipes_ships_their_soup_and_resumes_without_training(
         tiny_folder, tmp_path, monkeypatch):
     import json
-    import shutil
 
     from engine import loading, paths
     from engine.distill.soup import average_weights
     from engine.toyworld import bake
 
-    folder = tmp_path / "toyworld"
-    shutil.copytree(tiny_folder, folder)
-    monkeypatch.setattr(paths, "TOYWORLD", folder)
-    small = {"batch": 2, "frames": 3, "size": 32, "pool_capacity": 16, "fake_updates": 1, "lrm_warmup": 0}
-    monkeypatch.setattr(bake, "STUDENT_SETTINGS", {"method": "vsd", "steps": 1} | small)
+    folder = _students_bake(tiny_folder, tmp_path, monkeypatch, {"method": "vsd", "steps": 1})
     big = {"noise_frame_share": 0.5, "lr": 1e-2}  # updates that move every weight visibly
     recipes = [{"steps": 1} | big, {"steps": 2} | big, {"steps": 1, "seed": 1} | big]
     monkeypatch.setattr(bake, "FEWER_STEP_STUDENTS", {1: recipes})
