@@ -46,12 +46,12 @@ FEWER_STEPS_FROM = 4
 # paired SE. Stored as a rank-`SOUP_LORA_RANK` LoRA on the 4-step network (rank 16 kept half the
 # gain) it is 2.53 / 2.73 below the teacher on the prompts it was picked on and 2.41 / 2.75 on
 # the next 128 of each split (the recipe's own student: 4.05 / 4.00 and 4.01 / 2.31), 256 clips
-# per split each (docs/RESULTS.md, "A soup of 1-step students"). A role given a list of recipes
-# is made that way: each recipe is distilled and exported whole under
-# $RUSHES_HOME/bake/soup-<n>step/<i>, in list order (a longer run of a recipe continues its shorter
-# one's run folder, so it comes after it), then their networks are averaged and stored as one
-# LoRA. (The shipped soup took the first recipe's student as shipped before, its rank-16 LoRA:
-# that run's 1200-update checkpoint had been continued to 2400.)
+# per split each (docs/RESULTS.md, "Sampling knobs, a stronger VSD guidance, and a soup of
+# students"). A role given a list of recipes is made that way: each recipe is distilled and
+# exported whole under $RUSHES_HOME/bake/soup-<n>step/<i>, in list order (a longer run of a
+# recipe continues its shorter one's run folder, so it comes after it), then their networks are
+# averaged and stored as one LoRA. (The shipped soup took the first recipe's student as shipped
+# before, its rank-16 LoRA: that run's 1200-update checkpoint had been continued to 2400.)
 ONE_STEP = {"steps": 1200, "method": "vsd+lrm", "noise_frame_share": 0.9, "w_gan": 0.05}
 FEWER_STEP_STUDENTS = {2: {"steps": 150},
                        1: [ONE_STEP, ONE_STEP | {"reward": "toyworld-soft"}, ONE_STEP | {"gan_mismatch": True},
