@@ -48,10 +48,11 @@ FEWER_STEPS_FROM = 4
 # the next 128 of each split (the recipe's own student: 4.05 / 4.00 and 4.01 / 2.31), 256 clips
 # per split each (docs/RESULTS.md, "Sampling knobs, a stronger VSD guidance, and a soup of
 # students"). A role given a list of recipes is made that way: each recipe is distilled and
-# exported whole under $RUSHES_HOME/bake/soup-<n>step/<i>, in list order (a longer run of a
-# recipe continues its shorter one's run folder, so it comes after it), then their networks are
-# averaged and stored as one LoRA. (The shipped soup took the first recipe's student as shipped
-# before, its rank-16 LoRA: that run's 1200-update checkpoint had been continued to 2400.)
+# exported whole under $RUSHES_HOME/bake/soup-<n>step/<i>, in list order (when resuming, a
+# longer run of a recipe continues its shorter one's run folder, so it comes after it), then
+# their networks are averaged and stored as one LoRA. (The shipped soup took the first recipe's
+# student as shipped before, its rank-16 LoRA: that run's 1200-update checkpoint had been
+# continued to 2400.)
 ONE_STEP = {"steps": 1200, "method": "vsd+lrm", "noise_frame_share": 0.9, "w_gan": 0.05}
 FEWER_STEP_STUDENTS = {2: {"steps": 150},
                        1: [ONE_STEP, ONE_STEP | {"reward": "toyworld-soft"}, ONE_STEP | {"gan_mismatch": True},
@@ -97,19 +98,24 @@ def _students(resume: bool, roles: tuple[int, ...] = STUDENT_ROLES) -> Iterator:
         if isinstance(recipe, list):
             yield from _soup(steps, recipe, resume)
         elif recipe is not None:
-            fewer = DistillConfig(**STUDENT_SETTINGS | recipe | {"student_steps": steps, "init_student": FEWER_STEPS_FROM})
-            yield from run_distillation(fewer, "toyworld", paths.TOYWORLD, resume=resume,
-                                        lora_rank=STUDENT_LORA_RANK)
+            yield from run_distillation(_fewer_step_config(steps, recipe), "toyworld", paths.TOYWORLD,
+                                        resume=resume, lora_rank=STUDENT_LORA_RANK)
         else:
             alias_student(paths.TOYWORLD, steps, FEWER_STEPS_FROM, default_student_timesteps(steps),
                           record={"method": f"the {FEWER_STEPS_FROM}-step student's network at {steps} steps"})
     yield {"stage": "students", "done": True, "roles": list(roles)}
 
 
+def _fewer_step_config(steps: int, recipe: dict):
+    """A fewer-step role's DistillConfig: STUDENT_SETTINGS, then `recipe`, from the 4-step network."""
+    from engine.distill.config import DistillConfig
+
+    return DistillConfig(**STUDENT_SETTINGS | recipe | {"student_steps": steps, "init_student": FEWER_STEPS_FROM})
+
+
 def _soup(steps: int, recipes: list[dict], resume: bool) -> Iterator:
     """Distil each recipe into its own folder (skipped when resuming and already exported, the
     file DONE there), then store their soup as the `steps`-step LoRA of assets/toyworld."""
-    from engine.distill.config import DistillConfig
     from engine.distill.run import run_distillation
     from engine.distill.soup import soup_students
 
@@ -120,8 +126,7 @@ def _soup(steps: int, recipes: list[dict], resume: bool) -> Iterator:
         done = folder / "DONE"
         if not (resume and done.exists()):
             done.unlink(missing_ok=True)
-            cfg = DistillConfig(**STUDENT_SETTINGS | recipe | {"student_steps": steps, "init_student": FEWER_STEPS_FROM})
-            yield from run_distillation(cfg, "toyworld", folder, resume=resume)
+            yield from run_distillation(_fewer_step_config(steps, recipe), "toyworld", folder, resume=resume)
             done.write_text(json.dumps(recipe))
         folders.append(folder)
     report = soup_students(folders, steps, paths.TOYWORLD, lora_rank=SOUP_LORA_RANK,
