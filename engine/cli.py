@@ -130,6 +130,7 @@ def _distill(args) -> int:
                                    "w_ft": args.w_ft, "lrm_warmup": args.lrm_warmup,
                                    "init_student": args.init_student, "w_reg": args.w_reg,
                                    "reg_pairs": args.reg_pairs, "w_gan": args.w_gan, "gan_mismatch": args.gan_mismatch,
+                                   "w_px": args.w_px, "px_reward": args.px_reward,
                                    "noise_frame_share": args.noise_frame_share}.items()
                  if v is not None}
     cfg = replace(cfg, **overrides)
@@ -247,6 +248,10 @@ def parser() -> argparse.ArgumentParser:
                    help="weight of DMD2's GAN generator loss on real latents (default 0 = off; DMD2 5e-3)")
     d.add_argument("--gan-mismatch", action="store_true", default=None,
                    help="matching-aware discriminator: real clips under another clip's caption count as fake")
+    d.add_argument("--w-px", type=float, default=None,
+                   help="weight of L_px, a differentiable pixel reward climbed through the VAE decoder (default 0 = off)")
+    d.add_argument("--px-reward", default=None,
+                   help="the differentiable pixel reward of L_px (default toyworld-colour: the judge's colour reading)")
     d.add_argument("--noise-frame-share", type=float, default=None,
                    help="share of the student's starting noise common to all frames, in [0, 1] "
                         "(default 0: iid noise; toyworld's 1-step student: 0.9)")

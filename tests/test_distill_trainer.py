@@ -330,3 +330,24 @@ def test_run_folder_ignores_gan_knobs_while_the_term_is_off():
     assert run_dir(_cfg(w_gan_d=0.5), "m") == run_dir(_cfg(), "m") != run_dir(_cfg(w_gan=0.1), "m")
     assert run_dir(_cfg(gan_mismatch=True), "m") == run_dir(_cfg(), "m")
     assert run_dir(_cfg(w_gan=0.1, gan_mismatch=True), "m") != run_dir(_cfg(w_gan=0.1), "m")
+
+
+def test_pixel_reward_term_climbs_a_differentiable_reward_through_the_decoder(loaded, tmp_path):
+    events = list(train(_cfg(method="vsd", student_steps=1, steps=2, w_px=1.0), loaded, tmp_path))
+    updates = [e.metrics for e in events if isinstance(e, Progress)]
+    assert isinstance(events[-1], Result) and len(updates) == 2
+    for m in updates:
+        assert 0.0 <= m["px_reward"] <= 1.0 and m["px_loss"] == -m["px_reward"]
+        assert m["generator_loss"] == pytest.approx(m["vsd_loss"] + m["px_loss"], abs=1e-4)
+    vae = loaded.codec.vae
+    assert not any(p.requires_grad for p in vae.parameters())  # the decoder passes the gradient, learns nothing
+
+
+def test_config_names_a_bad_pixel_reward_and_the_run_folder_ignores_it_while_off():
+    from engine.distill.run import run_dir
+
+    with pytest.raises(ValueError, match="-0.5"):
+        DistillConfig(w_px=-0.5)
+    with pytest.raises(ValueError, match="'sparkle'"):
+        DistillConfig(w_px=1.0, px_reward="sparkle")
+    assert run_dir(_cfg(px_reward="sparkle"), "m") == run_dir(_cfg(), "m") != run_dir(_cfg(w_px=1.0), "m")

@@ -11,6 +11,7 @@ from engine.knobs import check_share, strict_config
 METHODS = ("vsd", "vsd+cd", "vsd+lrm", "vsd+cd+lrm")
 REG_KNOBS = ("w_reg", "reg_pairs", "reg_guidance", "reg_steps")  # L_reg's; they do nothing while w_reg = 0
 GAN_KNOBS = ("w_gan", "w_gan_d", "gan_mismatch")  # the GAN term's; they do nothing while w_gan = 0
+PX_KNOBS = ("w_px", "px_reward")  # the pixel-reward term's; they do nothing while w_px = 0
 DEFAULT_KEYED = {"noise_frame_share": 0.0, "gan_mismatch": False}  # knobs added later: a run at their default keeps its folder's key
 
 
@@ -27,6 +28,8 @@ class DistillConfig:
     w_vsd: float = 1.0  # weight of L_VSD
     w_cd: float = 0.5  # weight of L_CD
     w_ft: float = 0.1  # weight of L_FT = -mean R_lrm (1.0 collapsed students in the ablation, RESULTS.md)
+    w_px: float = 0.0  # weight of L_px = -mean R_px(decode(x)), a differentiable pixel reward through the VAE decoder (0 = off)
+    px_reward: str = "toyworld-colour"  # which one (engine/reward/pixel.py)
     lrm_warmup: int = 50  # generator updates that fit the LRM alone before L_FT joins the loss
     w_reg: float = 0.0  # weight of L_reg, regression on teacher ODE pairs (DMD's; 0 = off)
     reg_pairs: int = 256  # teacher ODE pairs made once per run for L_reg
@@ -70,6 +73,11 @@ class DistillConfig:
             raise ValueError(f"cd_m must be in [1, cd_grid), got {self.cd_m}")
         if self.lrm_warmup < 0 or self.w_ft < 0:
             raise ValueError(f"lrm_warmup and w_ft must be >= 0, got {self.lrm_warmup} and {self.w_ft}")
+        if self.w_px < 0:
+            raise ValueError(f"w_px must be >= 0, got {self.w_px}")
+        if self.w_px > 0:
+            from engine.reward import pixel
+            pixel.get(self.px_reward)  # names the unknown reward
         if self.w_reg < 0:
             raise ValueError(f"w_reg must be >= 0, got {self.w_reg}")
         if self.w_reg > 0 and self.reg_pairs < self.batch:
@@ -98,6 +106,10 @@ class DistillConfig:
         return self.w_gan > 0
 
     @property
+    def use_px(self) -> bool:
+        return self.w_px > 0
+
+    @property
     def use_lrm(self) -> bool:
         return "lrm" in self.method.split("+")
 
@@ -115,6 +127,6 @@ class DistillConfig:
     def run_settings(self) -> dict:
         """The settings that decide what a run computes: `to_dict` less the knobs of a term that
         is off (so a run folder keyed by them keeps its key when such a term is added)."""
-        off = (() if self.use_reg else REG_KNOBS) + (() if self.use_gan else GAN_KNOBS)
+        off = (() if self.use_reg else REG_KNOBS) + (() if self.use_gan else GAN_KNOBS) + (() if self.use_px else PX_KNOBS)
         off += tuple(k for k, v in DEFAULT_KEYED.items() if getattr(self, k) == v)
         return {k: v for k, v in self.to_dict().items() if k not in off}

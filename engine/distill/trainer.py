@@ -40,6 +40,7 @@ from engine.events import Failed, Progress, Result
 from engine.loading import LoadedModel
 from engine.model import FlowModel, add_noise
 from engine.reward import builtin
+from engine.reward import pixel
 from engine.reward.lrm import LatentRewardModel, lrm_fit_loss, reward_loss
 from engine.runtime import bf16_autocast
 from engine.sampling import backward_simulation, frame_shared_noise
@@ -79,6 +80,9 @@ class DollarTrainer:
         self.fake = FlowModel(fake, loaded.codec)
         self.ema_model = FlowModel(self.ema, loaded.codec)
         self.reward = builtin.get(cfg.reward) if cfg.use_lrm else None
+        self.px_reward = pixel.get(cfg.px_reward) if cfg.use_px else None
+        if cfg.use_px:  # L_px's gradient passes through the decoder; it must not collect one
+            loaded.codec.vae.requires_grad_(False)
         self.timesteps = schedule.default_student_timesteps(cfg.student_steps)
         self.sigmas = schedule.student_sigmas(self.timesteps, loaded.info.shift).tolist()
         self.grid = schedule.teacher_sigmas(cfg.cd_grid, loaded.info.shift).tolist()
@@ -274,6 +278,11 @@ class DollarTrainer:
             l_ft, flogs = reward_loss(lrm_core(x, g_text))  # gradient reaches x through the LRM only
             lrm_core.requires_grad_(True)
             loss, logs = loss + cfg.w_ft * l_ft, logs | flogs
+        if cfg.use_px:  # the gradient goes through the VAE decoder into x
+            with self._amp():
+                frames = self.loaded.codec.decode_float(x)
+            l_px, plogs = pixel.pixel_reward_loss(self.px_reward(frames.float(), g_captions))
+            loss, logs = loss + cfg.w_px * l_px, logs | plogs
         self._apply(loss, "generator", self.opt_student)
         logs["generator_loss"] = loss.item()
         if cfg.use_lrm:
