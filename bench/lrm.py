@@ -9,6 +9,9 @@ what a moving generator does to it during a tune (bench/reward.py measures the t
 
     python bench/lrm.py [--rewards colourfulness,motion] [--updates 300] [--batch 4] \
         [--variants "default={}" "ensemble 3={\"members\": 3}"]
+
+Besides the built-in rewards, `aspect:colour` (shape, motion, count) is one graded aspect of the
+judge (`judge.soft_score`) against the caption: can the LRM learn what the prompt asks for?
 """
 
 from __future__ import annotations
@@ -86,6 +89,22 @@ def fit(variant: dict, loaded, x, text, r, updates: int, batch: int, seed: int =
     return lrm.eval()
 
 
+def aspect_scorer(aspect: str):
+    """A batch scorer of one graded judge aspect against each clip's caption (0 when it names no object)."""
+    from engine.toyworld import judge
+    from engine.toyworld.parse import parse_caption
+    from engine.toyworld.render import ClipSpec, ObjectSpec
+
+    def one(frames: np.ndarray, caption: str) -> float:
+        triples = parse_caption(caption)
+        if not triples:
+            return 0.0
+        spec = ClipSpec("black", tuple(ObjectSpec(s, c, m, 0.5, 0.5, 0.1) for c, s, m in triples))
+        return judge.soft_score(frames, spec)[aspect]
+
+    return lambda clips, captions: [one(f, c) for f, c in zip(clips, captions)]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="toyworld")
@@ -117,7 +136,7 @@ def main() -> None:
     print("| reward | " + " | ".join(f"{label} r" for label, _ in variants) + " |")
     print("|---|" + "---|" * len(variants))
     for name in args.rewards.split(","):
-        score = scorer(RewardSpec(name))
+        score = aspect_scorer(name.split(":", 1)[1]) if name.startswith("aspect:") else scorer(RewardSpec(name))
         r_train = torch.tensor(score(v_train, train_prompts), dtype=torch.float32)
         r_test = np.array(score(v_test, test_prompts), dtype=np.float64)
         cells = []

@@ -11,7 +11,9 @@ Per generator update (DESIGN.md §3):
     input is the pair's noise itself, k = 0, which is every update of a 1-step student); the
     student's generator pass and its CD pass run as one batched forward (DDP allows one forward
     per backward); with `w_gan`, each fake-score update also trains DMD2's discriminator on
-    noised real latents against the sample (engine/distill/gan.py);
+    noised real latents against the sample (engine/distill/gan.py); with `w_px`, + w_px L_px, a
+    differentiable pixel reward of the decoded sample whose gradient goes through the VAE decoder
+    (engine/reward/pixel.py; the LRM cannot learn a prompt-dependent reward at this budget);
  4. the latent reward model fits the pixel reward of decoded real and student latents;
  5. the EMA target follows the student.
 Checkpoints are atomic; a non-finite loss skips the step, `max_nonfinite` in a row stop the
