@@ -91,16 +91,12 @@ def fit(variant: dict, loaded, x, text, r, updates: int, batch: int, seed: int =
 
 def aspect_scorer(aspect: str):
     """A batch scorer of one graded judge aspect against each clip's caption (0 when it names no object)."""
+    from engine.reward.builtin import caption_spec
     from engine.toyworld import judge
-    from engine.toyworld.parse import parse_caption
-    from engine.toyworld.render import ClipSpec, ObjectSpec
 
     def one(frames: np.ndarray, caption: str) -> float:
-        triples = parse_caption(caption)
-        if not triples:
-            return 0.0
-        spec = ClipSpec("black", tuple(ObjectSpec(s, c, m, 0.5, 0.5, 0.1) for c, s, m in triples))
-        return judge.soft_score(frames, spec)[aspect]
+        spec = caption_spec(caption)
+        return 0.0 if spec is None else judge.soft_score(frames, spec)[aspect]
 
     return lambda clips, captions: [one(f, c) for f, c in zip(clips, captions)]
 

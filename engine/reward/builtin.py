@@ -91,17 +91,26 @@ def palette_reward(reference: np.ndarray):
     return palette
 
 
-def _judged(frames: np.ndarray, prompt: str, graded: bool) -> float:
-    """Mean of the judge's aspects (`judge.soft_score` when `graded`, else `judge.score`) against
-    the toyworld objects the caption asks for; 0 when it names none."""
-    from engine.toyworld import judge
+def caption_spec(prompt: str):
+    """A ClipSpec of the toyworld objects the caption asks for (what the judge scores against:
+    positions and background do not enter it); None when it names none."""
     from engine.toyworld.parse import parse_caption
     from engine.toyworld.render import ClipSpec, ObjectSpec
 
     triples = parse_caption(prompt)
     if not triples:
+        return None
+    return ClipSpec("black", tuple(ObjectSpec(s, c, m, 0.5, 0.5, 0.1) for c, s, m in triples))
+
+
+def _judged(frames: np.ndarray, prompt: str, graded: bool) -> float:
+    """Mean of the judge's aspects (`judge.soft_score` when `graded`, else `judge.score`) against
+    the toyworld objects the caption asks for; 0 when it names none."""
+    from engine.toyworld import judge
+
+    spec = caption_spec(prompt)
+    if spec is None:
         return 0.0
-    spec = ClipSpec("black", tuple(ObjectSpec(s, c, m, 0.5, 0.5, 0.1) for c, s, m in triples))
     return float(np.mean(list((judge.soft_score if graded else judge.score)(frames, spec).values())))
 
 

@@ -3,7 +3,8 @@
 The latent reward model (engine/reward/lrm.py) is DOLLAR's way to a reward gradient without
 decoding. On toyworld it cannot learn what the prompt asks for at a distillation's budget: fitted
 on 1200 student samples, its Pearson r on held-out clips is about 0 for each of the judge's
-graded aspects (colour, shape, motion, count; docs/RESULTS.md, "A differentiable colour reward").
+graded aspects (colour, shape, motion, count; docs/RESULTS.md, "what the LRM can learn, and a
+differentiable colour reward").
 A reward written in torch on the decoded clip needs no fit; its gradient goes through the VAE
 decoder instead (the DRaFT / ReFL route, at about four times the LRM step's memory: "Memory:
 latent-reward step vs pixel-reward step").
@@ -11,6 +12,7 @@ latent-reward step vs pixel-reward step").
 `toyworld_colour` is the judge's graded colour reading (`judge.soft_score`'s colour: the share
 of frames in which each asked colour covers MIN_AREA) made smooth: a pixel counts toward colour
 c by its soft nearest-palette weight times a soft "within MAX_COLOUR_DISTANCE" gate.
+`toyworld_colour_count` adds the judge's count reading, made smooth the same way.
 """
 
 from __future__ import annotations
@@ -82,9 +84,8 @@ def toyworld_colour(pixels: torch.Tensor, captions: list[str]) -> torch.Tensor:
 def toyworld_colour_count(pixels: torch.Tensor, captions: list[str]) -> torch.Tensor:
     """Per clip [B]: the mean of `toyworld_colour` and a smooth count aspect, 1 - |seen - asked| /
     asked with seen the smooth number of objects the judge would read (`_seen`; judge.soft_score's
-    count). Climbing colour alone on toyworld adds
-    stray colours that the judge reads as extra objects (docs/RESULTS.md, "A differentiable colour
-    reward"); this keeps the count in the reward."""
+    count). Climbing colour alone on toyworld adds stray colours that the judge reads as extra
+    objects (docs/RESULTS.md, session 26); this keeps the count in the reward."""
     asked = _asked(pixels, captions, "toyworld_colour_count")
     cov, min_area = _object_coverage(pixels)
     present, seen = _presence(cov, min_area), _seen(cov, min_area)
