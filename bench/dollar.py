@@ -40,8 +40,7 @@ def main() -> None:
         rows.append((label, minibench.model_source(engine, str(Path(model).expanduser()) if "/" in model else model,
                                                    role, int(steps))))
     print(f"MiniBench: {args.prompts} prompts (from #{args.first}) x {args.seeds} seeds per split\n")
-    print("| model | split | total | ± SE | semantic | colour | shape | motion | count | quality | FD | diversity |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print(minibench.TABLE_HEADER.format(label="model"))
     if args.against is not None and args.against not in [label for label, _ in rows]:
         raise SystemExit(f"--against {args.against!r} names no row; rows: {[label for label, _ in rows]}")
     reports = {}
@@ -49,19 +48,13 @@ def main() -> None:
         for split in args.splits.split(","):
             r = reports[label, split] = minibench.evaluate(source, split, prompts=args.prompts, seeds=args.seeds,
                                                            first=args.first)
-            p, q = r["semantic_parts"], r["quality_parts"]
-            div = "n/a" if r["diversity"] is None else f"{r['diversity']:.3f}"
-            print(f"| {label} | {split} | {r['total']:.2f} | {r['total_se']:.2f} | {100 * r['semantic']:.1f}% | {100 * p['colour']:.1f}% | "
-                  f"{100 * p['shape']:.1f}% | {100 * p['motion']:.1f}% | {100 * p['count']:.1f}% | "
-                  f"{r['quality']:.3f} | {q['fd']:.2f} | {div} |", flush=True)
+            print(minibench.table_row(label, r), flush=True)
     if args.against is not None:
         print(f"\nAgainst {args.against} (same prompts and seeds; the SE is the paired one)\n")
-        print("| model | split | total difference | ± paired SE |")
-        print("|---|---|---|---|")
+        print(minibench.DIFFERENCE_HEADER.format(label="model"))
         for label, split in reports:
             if label != args.against:
-                d = minibench.paired_difference(reports[label, split], reports[args.against, split])
-                print(f"| {label} | {split} | {d['total']:+.2f} | {d['se']:.2f} |")
+                print(minibench.difference_row(label, reports[label, split], reports[args.against, split]))
 
 
 if __name__ == "__main__":

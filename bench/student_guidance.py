@@ -53,8 +53,7 @@ def main() -> None:
     sigmas = schedule.student_sigmas(timesteps, loaded.info.shift).tolist()
     uncond = loaded.text.encode([""])
     source = minibench.model_source(engine, args.model, "student", args.steps)
-    print("| guidance:steps | split | total | ± SE | semantic | colour | shape | motion | count | quality | FD | diversity |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print(minibench.TABLE_HEADER.format(label="guidance:steps"))
     reports = {}
     for config in args.configs:
         g, _, at = config.partition(":")
@@ -62,16 +61,11 @@ def main() -> None:
         loaded.students[args.steps] = (GuidedStudent(plain, uncond, float(g), levels), timesteps)
         for split in args.splits.split(","):
             r = reports[config, split] = minibench.evaluate(source, split, prompts=args.prompts, seeds=args.seeds)
-            p = r["semantic_parts"]
-            print(f"| {config} | {split} | {r['total']:.2f} | {r['total_se']:.2f} | {100 * r['semantic']:.1f}% | "
-                  f"{100 * p['colour']:.1f}% | {100 * p['shape']:.1f}% | {100 * p['motion']:.1f}% | "
-                  f"{100 * p['count']:.1f}% | {r['quality']:.3f} | {r['quality_parts']['fd']:.2f} | "
-                  f"{r['diversity']:.3f} |", flush=True)
-    print(f"\nAgainst {args.configs[0]} (paired SE)\n\n| guidance:steps | split | total difference | ± paired SE |\n|---|---|---|---|")
+            print(minibench.table_row(config, r), flush=True)
+    print(f"\nAgainst {args.configs[0]} (paired SE)\n\n" + minibench.DIFFERENCE_HEADER.format(label="guidance:steps"))
     for config, split in reports:
         if config != args.configs[0]:
-            d = minibench.paired_difference(reports[config, split], reports[args.configs[0], split])
-            print(f"| {config} | {split} | {d['total']:+.2f} | {d['se']:.2f} |")
+            print(minibench.difference_row(config, reports[config, split], reports[args.configs[0], split]))
 
 
 if __name__ == "__main__":

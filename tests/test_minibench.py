@@ -157,3 +157,15 @@ def test_growth_exactly_at_the_threshold_does_not_read_as_grow():
     assert judge._motion(masks, 64) == "still"
     masks[3, 31, 30] = True  # one pixel more: 9/5
     assert judge._motion(masks, 64) == "grow"
+
+
+def test_table_rows_print_a_report_and_a_paired_difference_under_their_headers():
+    r = minibench.evaluate(None, "public-eval", prompts=2, seeds=1)
+    row = minibench.table_row("renderer", r)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    header = [c.strip() for c in minibench.TABLE_HEADER.format(label="model").splitlines()[0].strip("|").split("|")]
+    assert len(cells) == len(header) == 12
+    assert cells[:3] == ["renderer", "public-eval", f"{r['total']:.2f}"] and cells[-1] == "n/a"  # one seed: no diversity
+    assert cells[5] == f"{100 * r['semantic_parts']['colour']:.1f}%"
+    diff = minibench.difference_row("same", r, r)
+    assert diff == f"| same | public-eval | +0.00 | {minibench.paired_difference(r, r)['se']:.2f} |"

@@ -283,7 +283,7 @@ class DollarTrainer:
         if cfg.use_px:  # the gradient goes through the VAE decoder into x
             with self._amp():
                 frames = self.loaded.codec.decode_float(x)
-            l_px, plogs = pixel.pixel_reward_loss(self.px_reward(frames.float(), g_captions))
+            l_px, plogs = pixel.pixel_reward_loss(self.px_reward(frames, g_captions))
             loss, logs = loss + cfg.w_px * l_px, logs | plogs
         self._apply(loss, "generator", self.opt_student)
         logs["generator_loss"] = loss.item()

@@ -156,6 +156,26 @@ def paired_difference(a: dict, b: dict) -> dict:
     return {"total": a["total"] - b["total"], "se": 50 * float(np.std(diff, ddof=1)) / np.sqrt(len(diff))}
 
 
+TABLE_HEADER = ("| {label} | split | total | ± SE | semantic | colour | shape | motion | count | quality | FD | diversity |\n"
+                "|---|---|---|---|---|---|---|---|---|---|---|---|")
+DIFFERENCE_HEADER = "| {label} | split | total difference | ± paired SE |\n|---|---|---|---|"
+
+
+def table_row(label: str, r: dict) -> str:
+    """One markdown row of an `evaluate` report, under TABLE_HEADER (the benches' tables)."""
+    p, q = r["semantic_parts"], r["quality_parts"]
+    div = "n/a" if r["diversity"] is None else f"{r['diversity']:.3f}"
+    return (f"| {label} | {r['split']} | {r['total']:.2f} | {r['total_se']:.2f} | {100 * r['semantic']:.1f}% | "
+            f"{100 * p['colour']:.1f}% | {100 * p['shape']:.1f}% | {100 * p['motion']:.1f}% | {100 * p['count']:.1f}% | "
+            f"{r['quality']:.3f} | {q['fd']:.2f} | {div} |")
+
+
+def difference_row(label: str, a: dict, b: dict) -> str:
+    """One markdown row, under DIFFERENCE_HEADER, of report `a` minus report `b` (`paired_difference`)."""
+    d = paired_difference(a, b)
+    return f"| {label} | {a['split']} | {d['total']:+.2f} | {d['se']:.2f} |"
+
+
 def model_source(engine, model: str, role: str, steps: int | None, guidance: float | None = None,
                  lora: str | None = None, lora_scale: float = 1.0) -> ClipSource:
     """A model, through the engine, as a clip source (deterministic per seed)."""
