@@ -84,8 +84,19 @@ def test_a_lora_student_loads_as_its_fused_network_and_dies_with_its_base(tiny_f
         torch.testing.assert_close(value, expected[name], atol=2e-3, rtol=1e-2)  # bf16 factors
     for name, value in fours[0].transformer.state_dict().items():  # the base network is untouched
         assert torch.equal(value, four.state_dict()[name]), name
-    with pytest.raises(ValueError, match="no plain 1-step student network"):
-        add_student_lora(folder, tuned, 2, [1000, 500], base_steps=1, rank=2)
+    with pytest.raises(ValueError, match="no 3-step student network"):
+        add_student_lora(folder, tuned, 2, [1000, 500], base_steps=3, rank=2)
+    # a LoRA on a student that is itself a LoRA is taken against the network beneath both
+    again = _perturbed(tuned, rank=2, seed=4)
+    report = add_student_lora(folder, again, 4, [1000, 750, 500, 250], base_steps=1, rank=4)
+    assert report["linear_energy_kept"] == pytest.approx(1.0, abs=1e-6)  # rank 2 + rank 2 against the network
+    students = json.loads((folder / "rushes.json").read_text())["students"]
+    assert students["4"] == {"folder": "students/4step", "lora": "students/4step-lora",
+                             "timesteps": [1000, 750, 500, 250]}
+    assert students["1"]["lora"] == "students/1step-lora"  # the other LoRA on that network stays
+    expected = again.state_dict()
+    for name, value in loading.load(str(folder)).student(4)[0].transformer.state_dict().items():
+        torch.testing.assert_close(value, expected[name], atol=2e-3, rtol=1e-2)
 
     add_student(folder, tiny_transformer(seed=9), 4, [1000, 750, 500, 250])  # a new base network
     students = json.loads((folder / "rushes.json").read_text())["students"]
@@ -118,6 +129,11 @@ def test_cli_distils_a_one_step_student_as_a_lora(tiny_folder, tmp_path, capsys)
     assert not (tmp_path / "bad").exists()
 
 
+def _facts(folder):
+    """A pipeline folder and its facts, as starting_weights takes them."""
+    return folder, loading.model_facts(str(folder))[0]
+
+
 def test_a_run_from_a_student_is_keyed_by_that_students_weights(tiny_folder, tmp_path):
     """A re-distilled 4-step student must not resume (and re-export) a 1-step run begun from the old one."""
     from engine.distill.config import DistillConfig
@@ -126,10 +142,10 @@ def test_a_run_from_a_student_is_keyed_by_that_students_weights(tiny_folder, tmp
     folder = tmp_path / "copy"
     shutil.copytree(tiny_folder, folder)
     from_four = DistillConfig(student_steps=1, init_student=4)
-    before = starting_weights(loading.load(str(folder)), from_four)
-    assert starting_weights(loading.load(str(folder)), DistillConfig()) == weights_fingerprint(folder / "transformer")
+    before = starting_weights(*_facts(folder), from_four)
+    assert starting_weights(*_facts(folder), DistillConfig()) == weights_fingerprint(folder / "transformer")
     add_student(folder, tiny_transformer(seed=7), 4, [1000, 750, 500, 250])
-    after = starting_weights(loading.load(str(folder)), from_four)
+    after = starting_weights(*_facts(folder), from_four)
     assert before != after and before.split("+")[0] == after.split("+")[0]  # same teacher
     with pytest.raises(ValueError, match="no 3-step student to start from"):
-        starting_weights(loading.load(str(folder)), DistillConfig(student_steps=1, init_student=3))
+        starting_weights(*_facts(folder), DistillConfig(student_steps=1, init_student=3))

@@ -67,15 +67,17 @@ def _write_folder(final: Path, write) -> None:
 
 def add_student_lora(base: Path, student, steps: int, timesteps: list[int], base_steps: int, rank: int,
                      out: Path | None = None, record: dict | None = None, noise_frame_share: float = 0.0) -> dict:
-    """Save `student` as a rank-`rank` LoRA on the `base_steps`-step student network (the one it
-    was distilled from) of `out` (or `base`); returns the extraction report (engine.distill.extract)."""
+    """Save `student` as a rank-`rank` LoRA on the network of the `base_steps`-step student (the
+    one it was distilled from) of `out` (or `base`); returns the extraction report
+    (engine.distill.extract). A LoRA always sits on a whole network: when the base student is
+    itself a LoRA on one, the new LoRA is taken against that network and so carries both changes."""
     import diffusers
 
     folder = _target(base, out)
     info = json.loads((folder / "rushes.json").read_text())
     source = info.get("students", {}).get(str(base_steps))
-    if source is None or "lora" in source:
-        raise ValueError(f"{folder} has no plain {base_steps}-step student network to put a LoRA on")
+    if source is None:
+        raise ValueError(f"{folder} has no {base_steps}-step student network to put a LoRA on")
     base = diffusers.WanTransformer3DModel.from_pretrained(folder / source["folder"], use_safetensors=True)
     state, report = extract(base, student, rank)
     sub = Path("students") / f"{steps}step-lora"

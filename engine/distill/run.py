@@ -45,18 +45,19 @@ def weights_fingerprint(folder: Path, sample: int = 1 << 20) -> str:
     return digest.hexdigest()[:16]
 
 
-def starting_weights(loaded: loading.LoadedModel, cfg: DistillConfig) -> str:
-    """The fingerprint a run folder is keyed by: the teacher's weights, and with `init_student`
-    also the starting student's (a re-distilled 4-step student must not resume an old 1-step run)."""
-    teacher = weights_fingerprint(loaded.folder / "transformer")
+def starting_weights(folder: Path, info: loading.ModelInfo, cfg: DistillConfig) -> str:
+    """The fingerprint a run folder is keyed by: the teacher's weights in pipeline `folder`, and
+    with `init_student` also the starting student's (a re-distilled 4-step student must not
+    resume an old 1-step run). Reads file heads only, so it needs no loaded model."""
+    teacher = weights_fingerprint(folder / "transformer")
     if cfg.init_student is None:
         return teacher
-    entry = loaded.info.students.get(str(cfg.init_student))
+    entry = info.students.get(str(cfg.init_student))
     if entry is None:
-        raise ValueError(f"model {loaded.info.name!r} has no {cfg.init_student}-step student to start from")
-    start = weights_fingerprint(loaded.folder / entry["folder"])
+        raise ValueError(f"model {info.name!r} has no {cfg.init_student}-step student to start from")
+    start = weights_fingerprint(folder / entry["folder"])
     if entry.get("lora"):
-        start += weights_fingerprint(loaded.folder / entry["lora"])
+        start += weights_fingerprint(folder / entry["lora"])
     return f"{teacher}+{start}"
 
 
@@ -72,7 +73,7 @@ def run_distillation(cfg: DistillConfig, model: str, out: str | Path, resume: bo
     began = time.perf_counter()
     loaded = loading.load(model)
     store = Store(paths.database())
-    work = run_dir(cfg, model, starting_weights(loaded, cfg))
+    work = run_dir(cfg, model, starting_weights(loaded.folder, loaded.info, cfg))
     run_id = store.create_run("distill", cfg.to_dict() | {"model": str(model), "out": str(out)}, status="running")
     store.update_run(run_id, pid=os.getpid(), checkpoint=str(work))
     try:
