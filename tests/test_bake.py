@@ -414,3 +414,19 @@ def test_the_shipped_model_fits_its_size_budget_and_every_student_file_is_in_use
     used = {e[k] for e in students.values() for k in ("folder", "lora") if k in e}
     assert all((paths.TOYWORLD / u).is_dir() for u in used)
     assert {f"students/{p.name}" for p in (paths.TOYWORLD / "students").iterdir()} == used
+
+
+def test_a_soup_recipe_marker_counts_only_when_whole_and_equal(tmp_path):
+    """A DONE marker torn by a crash (or missing, or for other weights) makes the recipe run again."""
+    import json
+
+    from engine.toyworld.bake import _holds
+
+    done, marker = tmp_path / "DONE", {"recipe": {"w_px": 4.0}, "from": "abc+def"}
+    assert not _holds(done, marker)
+    done.write_text(json.dumps(marker)[:10])
+    assert not _holds(done, marker)
+    done.write_text(json.dumps(marker | {"from": "abc+xyz"}))
+    assert not _holds(done, marker)
+    done.write_text(json.dumps(marker))
+    assert _holds(done, marker)

@@ -148,11 +148,11 @@ def _soup(steps: int, recipes: list[dict], resume: bool, rank: int, with_base: b
     for i, recipe in enumerate(recipes):
         folder, cfg = work / str(i), _fewer_step_config(steps, recipe)
         done = folder / "DONE"
-        made = {"recipe": recipe, "from": starting_weights(paths.TOYWORLD, info, cfg)}
-        if not (resume and done.exists() and json.loads(done.read_text()) == made):
+        marker = {"recipe": recipe, "from": starting_weights(paths.TOYWORLD, info, cfg)}
+        if not (resume and _holds(done, marker)):
             done.unlink(missing_ok=True)
             yield from run_distillation(cfg, "toyworld", folder, resume=resume, lora_rank=part_rank)
-            done.write_text(json.dumps(made))
+            done.write_text(json.dumps(marker))
         folders.append(folder)
     made = [STUDENT_SETTINGS | r | ({"lora_rank": part_rank} if part_rank else {}) for r in recipes]
     if with_base:  # the network's own record (how it was distilled) heads the list
@@ -160,6 +160,14 @@ def _soup(steps: int, recipes: list[dict], resume: bool, rank: int, with_base: b
     report = soup_students(folders, steps, paths.TOYWORLD, lora_rank=rank, base_steps=FEWER_STEPS_FROM,
                            base=paths.TOYWORLD, record={"soup_of": made})
     yield json.dumps({"stage": "students", "soup": steps} | report)
+
+
+def _holds(path, marker: dict) -> bool:
+    """Whether the JSON file at `path` holds `marker` (a missing or torn file does not)."""
+    try:
+        return json.loads(path.read_text()) == marker
+    except (OSError, ValueError):
+        return False
 
 
 def _record(stage: str, report: dict) -> None:
