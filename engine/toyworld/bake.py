@@ -97,9 +97,9 @@ def _teacher(resume: bool) -> Iterator:
 
 
 def _students(resume: bool, roles: tuple[int, ...] = STUDENT_ROLES) -> Iterator:
-    """Distil the listed student roles; a fewer-step role alone starts from the shipped
-    4-step student (so it can be remade without retraining that one: with the 4-step soup
-    shipped, from the soup, where the whole stage starts them from the DOLLAR network)."""
+    """Distil the listed student roles. The whole stage makes the fewer-step roles from the
+    DOLLAR 4-step network before the 4-step soup; a fewer-step role made alone starts from the
+    4-step student as shipped (the soup), so it can be remade without retraining that one."""
     from engine.distill.config import DistillConfig
     from engine.distill.export import alias_student
     from engine.distill.run import run_distillation
@@ -154,11 +154,11 @@ def _soup(steps: int, recipes: list[dict], resume: bool, rank: int, with_base: b
             yield from run_distillation(cfg, "toyworld", folder, resume=resume, lora_rank=part_rank)
             done.write_text(json.dumps(marker))
         folders.append(folder)
-    made = [STUDENT_SETTINGS | r | ({"lora_rank": part_rank} if part_rank else {}) for r in recipes]
+    records = [STUDENT_SETTINGS | r | ({"lora_rank": part_rank} if part_rank else {}) for r in recipes]
     if with_base:  # the network's own record (how it was distilled) heads the list
-        made.insert(0, json.loads((paths.TOYWORLD / "bake.json").read_text()).get(f"student_{steps}step", {}))
+        records.insert(0, json.loads((paths.TOYWORLD / "bake.json").read_text()).get(f"student_{steps}step", {}))
     report = soup_students(folders, steps, paths.TOYWORLD, lora_rank=rank, base_steps=FEWER_STEPS_FROM,
-                           base=paths.TOYWORLD, record={"soup_of": made})
+                           base=paths.TOYWORLD, record={"soup_of": records})
     yield json.dumps({"stage": "students", "soup": steps} | report)
 
 
