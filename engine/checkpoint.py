@@ -134,3 +134,53 @@ def _fsync_dir(path: Path) -> None:
     for child in path.iterdir():
         with open(child, "rb") as f:
             os.fsync(f.fileno())
+
+
+
+SNAPSHOT = "state.safetensors"
+
+
+def save_snapshot(folder: Path, step: int, weights: dict[str, dict[str, torch.Tensor]], info: dict,
+                  dtype: torch.dtype = torch.bfloat16) -> Path:
+    """A compact snapshot of some networks' weights (no optimizer state), small enough to commit
+    to git: `weights` maps a name (e.g. "model", "ema") to a state dict, stored in `dtype`, with
+    the step and `info` in the file's own metadata. One file per folder, replaced atomically
+    (written under a temp name, synced, renamed), so a reader sees the old snapshot or the new one."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {f"{name}/{key}": value.detach().to(dtype).contiguous().cpu()
+               for name, state in weights.items() for key, value in state.items()}
+    tmp = folder / f".tmp-{os.getpid()}-{SNAPSHOT}"
+    save_file(tensors, str(tmp), metadata={"step": str(step), "info": json.dumps(info)})
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, folder / SNAPSHOT)
+    return folder / SNAPSHOT
+
+
+def _snapshot_meta(folder: Path) -> tuple[int, dict] | None:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(folder / SNAPSHOT), framework="pt") as f:
+            meta = f.metadata() or {}
+        return int(meta["step"]), json.loads(meta.get("info", "{}"))
+    except (OSError, ValueError, KeyError, RuntimeError):  # none, or not a snapshot
+        return None
+
+
+def snapshot_step(folder: Path) -> int | None:
+    """The step of the snapshot in `folder`, or None when there is none."""
+    meta = _snapshot_meta(folder)
+    return None if meta is None else meta[0]
+
+
+def load_snapshot(folder: Path) -> tuple[int, dict[str, dict[str, torch.Tensor]], dict]:
+    """(step, {name: float32 state dict}, info) of the snapshot in `folder`."""
+    meta = _snapshot_meta(folder)
+    if meta is None:
+        raise FileNotFoundError(f"no readable snapshot ({SNAPSHOT} with a step) in {folder}")
+    weights: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in load_file(str(folder / SNAPSHOT)).items():
+        name, _, param = key.partition("/")
+        weights.setdefault(name, {})[param] = value.float()
+    return meta[0], weights, meta[1]

@@ -102,6 +102,25 @@ def _history(args) -> int:
     return 0
 
 
+def _stop_on_signal():
+    """A stop flag raised by the first SIGTERM or Ctrl-C (the bake then checkpoints and returns);
+    a second one interrupts at once."""
+    import signal
+    import threading
+
+    flag = threading.Event()
+
+    def ask(signum, frame):
+        if flag.is_set():
+            raise KeyboardInterrupt
+        flag.set()
+        print(f"{signal.Signals(signum).name}: stopping after this step with a checkpoint", file=sys.stderr, flush=True)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, ask)
+    return flag.is_set
+
+
 def _bake(args) -> int:
     from engine.toyworld.bake import bake, export_only
 
@@ -111,7 +130,8 @@ def _bake(args) -> int:
             roles = tuple(int(n) for n in args.students.split(","))
         except ValueError:
             raise ValueError(f"--students takes step counts like 1,2, got {args.students!r}") from None
-    lines = export_only(args.stage) if args.export_only else bake(args.stage, resume=args.resume, students=roles)
+    lines = export_only(args.stage) if args.export_only else bake(args.stage, resume=args.resume, students=roles,
+                                                                  stop=_stop_on_signal())
     for line in lines:
         print(line, flush=True)
     return 0

@@ -7,6 +7,7 @@ from pathlib import Path
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 TOYWORLD = ASSETS / "toyworld"
+BAKE_STATE = ASSETS.parent / "bake-state"  # a long bake's resumable state, committed to git (bake-state/README.md)
 
 
 def home() -> Path:

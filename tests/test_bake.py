@@ -62,7 +62,7 @@ def test_a_curriculum_widens_the_pool_at_its_step_and_resumes_across_it(tmp_path
     assert [teacher_bake._motions(cfg, s) for s in range(3)] == [("left", "right")] * 2 + [None]
     _teacher_resumes_exactly(cfg, tmp_path, stop_at=2)
     with pytest.raises(ValueError, match="first_motions_until"):
-        teacher_bake.TeacherBakeConfig(first_motions=("left",))
+        teacher_bake.TeacherBakeConfig(first_motions=("left",), first_motions_until=0)
 
 
 def test_a_curriculum_pool_holds_only_its_first_motions_then_the_whole_world():

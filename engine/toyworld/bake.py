@@ -3,13 +3,22 @@
 Each stage trains from its newest complete checkpoint under `$RUSHES_HOME/bake/<stage>`
 and, when done, writes its component into `assets/toyworld/` atomically. The VAE must exist
 before the teacher, the teacher before the students.
+
+The teacher stage outlives the machine it runs on: it also keeps a bf16 snapshot of its weights
+in the repository's `bake-state/teacher/` (commit it; a fresh clone resumes from it) and the
+bake's curve (MiniBench every `eval_every` steps) in `bake-state/teacher/curve.jsonl`. Until it
+has run all its steps it exports into `$RUSHES_HOME/bake/teacher-export`, not into the shipped
+assets; `--export-only` ships the newest state early. SIGTERM or Ctrl-C stops it cleanly (a
+checkpoint and a snapshot at the step it was on).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from engine import paths
 from engine.store import Store
@@ -88,11 +97,49 @@ def _vae(resume: bool) -> Iterator[str]:
     yield {"stage": "vae", "done": True, **report}
 
 
-def _teacher(resume: bool) -> Iterator:
+TEACHER_STATE = paths.BAKE_STATE / "teacher"  # committed: the bake's snapshot and its curve
+CURVE = "curve.jsonl"
+CURVE_PROMPTS, CURVE_SEEDS = 16, 2  # per split, at each of the teacher bake's evaluations
+
+
+def teacher_scratch() -> Path:
+    """Where the teacher stage exports while it trains: a pipeline folder with the shipped VAE."""
+    scratch = paths.home() / "bake" / "teacher-export"
+    if not (scratch / "vae" / "config.json").exists():
+        shutil.copytree(paths.TOYWORLD / "vae", scratch / "vae", dirs_exist_ok=True)
+    return scratch
+
+
+def curve_point(folder: Path, step: int, state: Path = TEACHER_STATE) -> dict[str, float]:
+    """MiniBench of the teacher exported in `folder` (50 steps, CFG) on both splits; appended to
+    the committed curve and returned as metrics named `<split>/<reading>`."""
+    from engine.generate import Engine
+    from engine.toyworld import minibench
+
+    source = minibench.model_source(Engine(), str(folder), "teacher", None)
+    metrics = {}
+    for split, short in (("public-eval", "eval"), ("public-heldout", "heldout")):
+        r = minibench.evaluate(source, split, prompts=CURVE_PROMPTS, seeds=CURVE_SEEDS)
+        metrics |= {f"{short}/total": r["total"], f"{short}/semantic": r["semantic"],
+                    f"{short}/opposite": r["opposite"]} | {f"{short}/{k}": v for k, v in r["semantic_parts"].items()}
+    state.mkdir(parents=True, exist_ok=True)
+    with open(state / CURVE, "a") as f:
+        f.write(json.dumps({"step": step, "prompts": CURVE_PROMPTS, "seeds": CURVE_SEEDS} | metrics) + "\n")
+    return metrics
+
+
+def _teacher(resume: bool, stop: Callable[[], bool] | None = None) -> Iterator:
     from engine.toyworld import teacher_bake
 
     cfg = teacher_bake.TeacherBakeConfig()
-    yield from teacher_bake.train(cfg, paths.home() / "bake" / "teacher", paths.TOYWORLD, resume=resume)
+    scratch = teacher_scratch()
+    yield from teacher_bake.train(cfg, paths.home() / "bake" / "teacher", scratch, resume=resume,
+                                  state=TEACHER_STATE, stop=stop, evaluate=curve_point)
+    record = teacher_bake.bake_record(scratch).get("teacher", {})
+    if record.get("step") != cfg.steps:  # stopped early: what is there stays in the snapshot
+        yield {"stage": "teacher", "done": False, "step": record.get("step")}
+        return
+    teacher_bake.export_latest(paths.home() / "bake" / "teacher", paths.TOYWORLD, TEACHER_STATE, cfg)
     yield {"stage": "teacher", "done": True, **teacher_bake.bake_record(paths.TOYWORLD)["teacher"]}
 
 
@@ -182,13 +229,15 @@ def export_only(stage: str) -> Iterator[str]:
         raise ValueError(f"--export-only applies to the teacher stage, got {stage!r}")
     from engine.toyworld import teacher_bake
 
-    teacher_bake.export_latest(paths.home() / "bake" / "teacher", paths.TOYWORLD)
+    teacher_bake.export_latest(paths.home() / "bake" / "teacher", paths.TOYWORLD, TEACHER_STATE)
     yield json.dumps({"stage": "teacher", "exported": teacher_bake.bake_record(paths.TOYWORLD)["teacher"]})
 
 
-def bake(stage: str = "all", resume: bool = True, students: tuple[int, ...] | None = None) -> Iterator[str]:
+def bake(stage: str = "all", resume: bool = True, students: tuple[int, ...] | None = None,
+         stop: Callable[[], bool] | None = None) -> Iterator[str]:
     """Run one stage or all; yields one printable line per progress report. `students` limits
-    the students stage to those roles (step counts)."""
+    the students stage to those roles (step counts); `stop()`, asked after every teacher step,
+    ends the teacher stage cleanly (and the bake after it)."""
     stages = STAGES if stage == "all" else (stage,)
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
@@ -200,18 +249,20 @@ def bake(stage: str = "all", resume: bool = True, students: tuple[int, ...] | No
     if bad or not roles:
         raise ValueError(f"unknown student role {bad[0] if bad else '(none)'}; "
                          f"available: {', '.join(map(str, STUDENT_ROLES))}")
-    chosen = {"vae": _vae, "teacher": _teacher, "students": lambda resume: _students(resume, roles)}
+    chosen = {"vae": _vae, "teacher": lambda resume: _teacher(resume, stop),
+              "students": lambda resume: _students(resume, roles)}
     store = Store(paths.database())
     for name in stages:
         run_id = store.create_run(f"bake-{name}", {"stage": name, "resume": resume}, status="running")
-        began = time.perf_counter()
+        began, finished = time.perf_counter(), True
         try:
             for item in chosen[name](resume):
                 if isinstance(item, str):
                     yield item
                     continue
                 if isinstance(item, dict):
-                    store.update_run(run_id, status="done", message=json.dumps(item))
+                    finished = item.get("done", True)
+                    store.update_run(run_id, status="done" if finished else "stopped", message=json.dumps(item))
                     yield json.dumps(item | {"wall_s": round(time.perf_counter() - began, 1)})
                     continue
                 store.log_metrics(run_id, item.step, item.metrics)
@@ -222,3 +273,5 @@ def bake(stage: str = "all", resume: bool = True, students: tuple[int, ...] | No
         except BaseException:
             store.update_run(run_id, status="interrupted")
             raise
+        if not finished:  # stopped: the later stages need this one whole
+            return

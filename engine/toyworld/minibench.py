@@ -22,7 +22,7 @@ import numpy as np
 from scipy import linalg
 
 from engine.toyworld import judge, world
-from engine.toyworld.render import ClipSpec, _sample_object, render, sample_clip
+from engine.toyworld.render import REVERSED_MOTION, ClipSpec, _sample_object, render, sample_clip
 
 ClipSource = Callable[[str, int], np.ndarray]  # (prompt, seed) -> uint8 [T, H, W, 3]
 FD_SCALE = 10.0
@@ -100,6 +100,21 @@ def vendi_diversity(clips: list[np.ndarray]) -> float:
     return (vendi - 1) / (k - 1)
 
 
+def direction_reads(frames: np.ndarray, spec) -> tuple[int, int]:
+    """(objects with a directed motion whose colour the judge finds, how many of those it reads
+    moving the opposite way): the teacher's direction error, which the motion accuracy hides
+    among objects it loses or reads still."""
+    readings = {o.colour: o for o in judge.read(frames)}
+    found = opposite = 0
+    for obj in spec.objects:
+        seen = readings.get(obj.colour)
+        if seen is None or REVERSED_MOTION[obj.motion] == obj.motion:
+            continue
+        found += 1
+        opposite += seen.motion == REVERSED_MOTION[obj.motion]
+    return found, opposite
+
+
 def evaluate(source: ClipSource | None, split: str = "public-eval", prompts: int = 32,
              seeds: int = 2, first: int = 0) -> dict:
     """MiniBench over `prompts` captions (the split's clips `first`, `first` + 1, ...) x `seeds`
@@ -111,13 +126,14 @@ def evaluate(source: ClipSource | None, split: str = "public-eval", prompts: int
     items = [sample_clip(split, i) for i in range(first, first + prompts)]
     specs = {caption: spec for spec, caption in items}
     source = source or renderer_source(specs)
-    sem, qual, feats, ref_feats, diversity, per_prompt = [], [], [], [], [], []
+    sem, qual, feats, ref_feats, diversity, per_prompt, directed = [], [], [], [], [], [], []
     for spec, caption in items:
         reference = render(spec)
         ref_feats.append(features(reference))
         clips = [source(caption, seed) for seed in range(seeds)]
         for clip in clips:
             sem.append(judge.score(clip, spec))
+            directed.append(direction_reads(clip, spec))
             qual.append(quality(clip, reference))
             feats.append(features(clip))
         diversity.append(vendi_diversity(clips))
@@ -133,12 +149,14 @@ def evaluate(source: ClipSource | None, split: str = "public-eval", prompts: int
     # seeds are not independent draws). The quality parts are left out (FD is one set statistic),
     # so it is a floor on the total's error.
     total_se = 50 * float(np.std(per_prompt, ddof=1)) / np.sqrt(prompts)
+    found, opposite = np.sum(directed, axis=0) if directed else (0, 0)
     return {
         "split": split, "prompts": prompts, "seeds": seeds, "first": first,
         "semantic": semantic_score, "semantic_parts": semantic,
         "quality": quality_score, "quality_parts": quality_means,
         "diversity": float(np.mean(diversity)) if seeds > 1 else None,
         "total": 100 * (semantic_score + quality_score) / 2, "total_se": total_se,
+        "directed_found": int(found), "opposite": float(opposite / found) if found else 0.0,
         "semantic_per_prompt": [float(v) for v in per_prompt],
     }
 

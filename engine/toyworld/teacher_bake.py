@@ -8,8 +8,19 @@ CPU that runs bf16 natively (about 1.7x faster per step than fp32 there), fp32 e
 
 The network also reads three position channels (`engine.model.with_positions`): with RoPE
 alone it cannot tell the first frame from the last at pure noise (docs/RESULTS.md, teacher).
-The first 12500 steps were trained without them; the bake widened that export (zero weights on
-the new channels, `_load`) and continued with warm restarts at 12500 and 20500.
+
+`TeacherBakeConfig()` is the teacher v2 recipe: a fresh network with the position channels from
+step 0, a curriculum (left/right clips only for the first 2000 steps, then the whole world, with a
+warm restart at the switch) and the wider training vocabulary from the start. The shipped v1
+teacher (`V1`) read a motion's axis but not its direction; the curriculum is what made a fresh
+network read the direction word (docs/RESULTS.md, "The curriculum teacher follows the direction
+word").
+
+A bake longer than a machine's life: every `snapshot_every` steps, and when asked to stop, the
+bake writes the network and its EMA in bf16 (no optimizer state) to a snapshot folder meant to
+be committed to git (`engine.checkpoint.save_snapshot`; the repository's `bake-state/teacher/`).
+A resume starts from the newest of the local checkpoint (exact, with the optimizer) and that
+snapshot (a fresh AdamW whose learning rate warms up again over `resume_warmup` steps).
 """
 
 from __future__ import annotations
@@ -17,8 +28,8 @@ from __future__ import annotations
 import copy
 import json
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,9 +53,9 @@ TOYWORLD_INFO = ModelInfo(name="toyworld", shift=3.0, guidance=5.0, teacher_step
 
 @dataclass(frozen=True)
 class TeacherBakeConfig:
-    steps: int = 30500  # optimizer steps in all
-    first_steps: int = 14000  # the cosine schedule of the steps before the first restart
-    restarts: tuple[int, ...] = (12500, 20500)  # warm restarts: at each the LR warms up again and
+    steps: int = 24000  # optimizer steps in all
+    first_steps: int = 24000  # the cosine schedule of the steps before the first restart
+    restarts: tuple[int, ...] = (2000,)  # warm restarts: at each the LR warms up again and
     # decays to the next restart (the last one: to `steps`)
     position_channels: int = 3  # 0: RoPE only, as Wan; 3: frame time, row, column channels
     frame_context: int = 0  # latent frames on each side each frame also reads (engine.model.frame_neighbours;
@@ -57,7 +68,7 @@ class TeacherBakeConfig:
     min_lr: float = 3e-5
     warmup: int = 300
     caption_dropout: float = 0.1  # share of empty captions (teaches the unconditional branch)
-    train_words_from: int | None = None  # from this step on, new clips' captions also use
+    train_words_from: int | None = 0  # from this step on, new clips' captions also use
     # world.TRAIN_ONLY_WORDS (a wider vocabulary, so that held-out paraphrases are read by meaning)
     reversed_pairs: bool = False  # half of each batch is the other half played backwards, under the
     # reversed captions, at the same levels with time-flipped noise (an antithetic pair: only the
@@ -65,21 +76,42 @@ class TeacherBakeConfig:
     # steps from the shipped export left motion where a control segment had it (docs/RESULTS.md)
     motions: tuple[str, ...] | None = None  # train only on clips whose objects all move in these
     # ways (None: the whole world); a narrower world for diagnostics (bench/teacher_segment.py --motions)
-    first_motions: tuple[str, ...] | None = None  # a curriculum: before step `first_motions_until`,
+    first_motions: tuple[str, ...] | None = ("left", "right")  # a curriculum: before step `first_motions_until`,
     # only clips that move in these ways, then `motions`. A fresh teacher given left/right for its
     # first 2000 steps reads the direction word on the whole world after; one given the whole world
     # from the start does not (docs/RESULTS.md). Pair it with a warm restart at the switch (`restarts`)
-    first_motions_until: int = 0
+    first_motions_until: int = 2000
     ema_decay: float = 0.999
     autocast_bf16: bool = True  # only where the CPU runs bf16 natively (runtime.bf16_autocast)
     checkpoint_every: int = 250
-    export_every: int = 1000  # write assets/toyworld with the current EMA weights
+    export_every: int = 1000  # write the output pipeline folder with the current EMA weights
+    snapshot_every: int = 1000  # write the committed-state snapshot (when the bake names a folder for it)
+    eval_every: int = 2000  # score the export (when the bake passes an evaluator): the bake's curve
+    resume_warmup: int = 100  # steps over which the LR warms up again after a resume from a snapshot
     seed: int = 0
 
     def __post_init__(self):
         if self.first_motions and self.first_motions_until <= 0:
             raise ValueError(f"first_motions {self.first_motions!r} needs first_motions_until > 0, "
                              f"got {self.first_motions_until}")
+
+
+# How often a run reports, exports, snapshots and evaluates, and how long it goes on (a bake whose
+# curve still rises is lengthened): not what a snapshot must agree on to be resumed.
+_CADENCE = ("checkpoint_every", "export_every", "snapshot_every", "eval_every", "resume_warmup")
+_LENGTH = ("steps", "first_steps", "restarts")
+
+
+def recipe(cfg: TeacherBakeConfig) -> dict:
+    """The fields that decide what a run trains (a snapshot resumes only the same recipe)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()
+            if k not in _CADENCE + _LENGTH}
+
+
+# The shipped v1 teacher (30500 steps): 12500 steps without position channels, then widened
+# (`_load`) and continued with warm restarts at 12500 and 20500, the whole world from the start.
+V1 = TeacherBakeConfig(steps=30500, first_steps=14000, restarts=(12500, 20500), train_words_from=None,
+                       first_motions=None, first_motions_until=0)
 
 
 def make_teacher(positions: int = 0, context: int = 0) -> WanTransformer3DModel:
@@ -110,13 +142,16 @@ def _load(model: WanTransformer3DModel, state: dict) -> None:
     model.load_state_dict(state)
 
 
-def _lr(cfg: TeacherBakeConfig, step: int) -> float:
+def _lr(cfg: TeacherBakeConfig, step: int, rewarm_from: int | None = None) -> float:
+    """The schedule's LR at `step`; after a resume with a fresh optimizer at `rewarm_from`, ramped
+    up linearly again over `resume_warmup` steps (AdamW's first steps without its moments are large)."""
+    rewarm = 1.0 if rewarm_from is None else min(1.0, (step - rewarm_from + 1) / cfg.resume_warmup)
     begun = [r for r in cfg.restarts if r <= step]
     if not begun:
-        return warmup_cosine(step, cfg.first_steps, cfg.warmup, cfg.lr, cfg.min_lr)
+        return rewarm * warmup_cosine(step, cfg.first_steps, cfg.warmup, cfg.lr, cfg.min_lr)
     later = [r for r in cfg.restarts if r > step]
     end = later[0] if later else cfg.steps
-    return warmup_cosine(step - begun[-1], end - begun[-1], cfg.warmup, cfg.lr, cfg.min_lr)
+    return rewarm * warmup_cosine(step - begun[-1], end - begun[-1], cfg.warmup, cfg.lr, cfg.min_lr)
 
 
 def _motions(cfg: TeacherBakeConfig, step: int) -> tuple[str, ...] | None:
@@ -167,8 +202,58 @@ def load_vae(folder: Path = paths.TOYWORLD / "vae") -> AutoencoderKL:
     return AutoencoderKL.from_pretrained(folder, use_safetensors=True).eval()
 
 
-def train(cfg: TeacherBakeConfig, work: Path, out: Path, resume: bool = True) -> Iterator[Progress]:
-    """Train or continue the teacher; checkpoints under `work`, exports pipelines to `out`."""
+def _resume(cfg: TeacherBakeConfig, work: Path, out: Path, state: Path | None, model, ema, opt) -> tuple[int, int | None]:
+    """Load the newest of: the local checkpoint under `work` (exact: the optimizer too), the
+    snapshot in `state` (weights and EMA in bf16; a fresh optimizer), the export in `out` (EMA
+    weights only, as the v1 bake resumed on a fresh machine). Returns (step to start at, the step
+    from which the LR warms up again, or None for an exact resume)."""
+    found = checkpoint.latest(work)
+    local = found[0] if found else -1
+    snap = checkpoint.snapshot_step(state) if state is not None else None
+    exported = bake_record(out).get("teacher", {}).get("step") or -1
+    if snap is not None and snap > local and snap >= exported:
+        step, weights, info = checkpoint.load_snapshot(state)
+        if info.get("recipe") != recipe(cfg):
+            theirs, ours = info.get("recipe") or {}, recipe(cfg)
+            differ = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
+            raise ValueError(f"the snapshot in {state} (step {step}) was made by another recipe; it differs in "
+                             f"{differ}: {[(k, theirs.get(k), ours.get(k)) for k in differ]}. Move it aside to "
+                             f"start this recipe afresh")
+        _load(model, weights["model"])
+        _load(ema, weights["ema"])
+        return step, step
+    if found and local >= exported:
+        _, saved, _ = found
+        _load(model, saved["model"])
+        _load(ema, saved["ema"])
+        if saved["model"]["patch_embedding.weight"].shape == model.patch_embedding.weight.shape:
+            opt.load_state_dict(saved["opt"])  # a widened network starts its optimizer afresh
+        return local, None
+    if exported > 0:  # warm-start from the export (EMA weights, no optimizer state)
+        weights = WanTransformer3DModel.from_pretrained(out / "transformer", torch_dtype=torch.float32).state_dict()
+        _load(model, weights)
+        _load(ema, weights)
+        return exported, None
+    return 0, None
+
+
+def snapshot(cfg: TeacherBakeConfig, state: Path, step: int, model, ema, loss: float | None) -> Path:
+    """Write the committed-state snapshot: network and EMA in bf16, with the recipe and loss."""
+    return checkpoint.save_snapshot(state, step, {"model": model.state_dict(), "ema": ema.state_dict()},
+                                    {"recipe": recipe(cfg), "loss": loss,
+                                     "schedule": {k: getattr(cfg, k) for k in _LENGTH}})
+
+
+def train(cfg: TeacherBakeConfig, work: Path, out: Path, resume: bool = True, state: Path | None = None,
+          stop: Callable[[], bool] | None = None,
+          evaluate: Callable[[Path, int], dict[str, float]] | None = None) -> Iterator[Progress]:
+    """Train or continue the teacher; checkpoints under `work`, exports pipelines to `out`, and
+    (with `state`) snapshots to commit there. `stop()` is asked after every step: when it says
+    yes, the run checkpoints, snapshots and returns. `evaluate(out, step)` scores each
+    `eval_every`-th export; its metrics come as a Progress of stage "teacher-eval"."""
+    if not resume and state is not None and checkpoint.snapshot_step(state) is not None:
+        raise FileExistsError(f"{state} holds a teacher snapshot at step {checkpoint.snapshot_step(state)}; "
+                              f"resume it (--resume) or move it aside to start afresh")
     torch.manual_seed(cfg.seed)
     vae = load_vae(out / "vae")
     encoder, tokenizer = load_minilm()
@@ -176,20 +261,7 @@ def train(cfg: TeacherBakeConfig, work: Path, out: Path, resume: bool = True) ->
     model = make_teacher(cfg.position_channels, cfg.frame_context)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
-    start = 0
-    found = checkpoint.latest(work) if resume else None
-    if found:
-        start, state, _ = found
-        _load(model, state["model"])
-        _load(ema, state["ema"])
-        if state["model"]["patch_embedding.weight"].shape == model.patch_embedding.weight.shape:
-            opt.load_state_dict(state["opt"])  # a widened network starts its optimizer afresh
-    elif resume and bake_record(out).get("teacher", {}).get("step"):
-        # a fresh machine: warm-start from the committed export (EMA weights, no optimizer state)
-        start = bake_record(out)["teacher"]["step"]
-        exported = WanTransformer3DModel.from_pretrained(out / "transformer", torch_dtype=torch.float32)
-        _load(model, exported.state_dict())
-        _load(ema, exported.state_dict())
+    start, rewarm_from = _resume(cfg, work, out, state, model, ema, opt) if resume else (0, None)
     flow = FlowModel(model)
     codec = VideoCodec(vae)
     pool = _pool(cfg, codec, text, start)
@@ -205,7 +277,7 @@ def train(cfg: TeacherBakeConfig, work: Path, out: Path, resume: bool = True) ->
         states[drop] = empty
         x_t = add_noise(x0, eps, sigma)
         for group in opt.param_groups:
-            group["lr"] = _lr(cfg, step)
+            group["lr"] = _lr(cfg, step, rewarm_from)
         with bf16_autocast("cpu", cfg.autocast_bf16):
             v = flow.velocity(x_t, sigma, states)
         loss, _ = flow_matching_loss(v, x0, eps)
@@ -218,26 +290,42 @@ def train(cfg: TeacherBakeConfig, work: Path, out: Path, resume: bool = True) ->
         _ema_update(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
         loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()
         done = step + 1
-        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+        stopping = stop is not None and stop()
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps or stopping:
             checkpoint.save(work, done, {"model": model.state_dict(), "ema": ema.state_dict(),
                                          "opt": opt.state_dict()}, {"loss": loss_avg})
             rate = (done - start) / (time.perf_counter() - began)
             yield Progress(stage="teacher", step=done, total=cfg.steps, metrics={"loss": loss_avg},
                            eta_s=(cfg.steps - done) / max(rate, 1e-9))
+        if state is not None and (done % cfg.snapshot_every == 0 or done == cfg.steps or stopping):
+            snapshot(cfg, state, done, model, ema, loss_avg)
+        if stopping:
+            return
         if done % cfg.export_every == 0 or done == cfg.steps:
             export(ema, vae, out, {"step": done, "loss": loss_avg, "of": cfg.steps})
+        if evaluate is not None and (done % cfg.eval_every == 0 or done == cfg.steps):
+            yield Progress(stage="teacher-eval", step=done, total=cfg.steps, metrics=evaluate(out, done))
 
 
-def export_latest(work: Path, out: Path) -> Path:
-    """Export the newest complete checkpoint's EMA teacher (e.g. after stopping a bake early)."""
+def export_latest(work: Path, out: Path, state: Path | None = None, cfg: TeacherBakeConfig = TeacherBakeConfig(),
+                  vae_from: Path | None = None) -> Path:
+    """Export the EMA teacher of the newest of the complete checkpoint under `work` and the
+    snapshot in `state` into `out` (e.g. after stopping a bake early); the VAE comes from
+    `vae_from` (default: `out`'s own)."""
     found = checkpoint.latest(work)
-    if not found:
-        raise FileNotFoundError(f"no complete teacher checkpoint under {work}")
-    step, state, info = found
-    cfg = TeacherBakeConfig()
+    snap = checkpoint.snapshot_step(state) if state is not None else None
+    if snap is not None and (not found or snap > found[0]):
+        step, weights, info = checkpoint.load_snapshot(state)
+        ema_state = weights["ema"]
+    elif found:
+        step, saved, info = found
+        ema_state = saved["ema"]
+    else:
+        raise FileNotFoundError(f"no complete teacher checkpoint under {work}"
+                                + (f" and no snapshot in {state}" if state is not None else ""))
     teacher = make_teacher(cfg.position_channels, cfg.frame_context)
-    _load(teacher, state["ema"])
-    return export(teacher, load_vae(out / "vae"), out, {"step": step, "loss": info.get("loss"), "of": cfg.steps})
+    _load(teacher, ema_state)
+    return export(teacher, load_vae(vae_from or out / "vae"), out, {"step": step, "loss": info.get("loss"), "of": cfg.steps})
 
 
 def bake_record(out: Path) -> dict:
