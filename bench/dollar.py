@@ -5,8 +5,10 @@
         "DOLLAR 4-step=toyworld:student:4" "VSD 4-step=~/models/vsd:student:4" [--prompts 32 --seeds 2] \
         [--against teacher]
 
-Each row is LABEL=MODEL:ROLE:STEPS; the renderer row is always first. Speed ratios are
-bench/speed.py's job.
+Each row is LABEL=MODEL:ROLE:STEPS; the renderer row is always first. Each clip is read twice:
+by the MiniBench judge (the first table; the judge is also what the students' rewards are made
+of) and by the independent reader (engine/toyworld/eval_reader.py, the second table), which no
+training code imports. Speed ratios are bench/speed.py's job.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.generate import Engine  # noqa: E402
-from engine.toyworld import minibench  # noqa: E402
+from engine.toyworld import eval_reader, minibench  # noqa: E402
+
+READER = "independent"
 
 
 def main() -> None:
@@ -47,14 +51,24 @@ def main() -> None:
     for label, source in rows:
         for split in args.splits.split(","):
             r = reports[label, split] = minibench.evaluate(source, split, prompts=args.prompts, seeds=args.seeds,
-                                                           first=args.first)
+                                                           first=args.first, readers={READER: eval_reader.score})
             print(minibench.table_row(label, r), flush=True)
+    print("\nThe same clips by the independent reader (engine/toyworld/eval_reader.py)\n")
+    print(minibench.READER_HEADER.format(label="model"))
+    for (label, split), r in reports.items():
+        print(minibench.reader_row(label, r, READER))
     if args.against is not None:
         print(f"\nAgainst {args.against} (same prompts and seeds; the SE is the paired one)\n")
         print(minibench.DIFFERENCE_HEADER.format(label="model"))
         for label, split in reports:
             if label != args.against:
                 print(minibench.difference_row(label, reports[label, split], reports[args.against, split]))
+        print("\nBy the independent reader\n")
+        print(minibench.READER_DIFFERENCE_HEADER.format(label="model"))
+        for label, split in reports:
+            if label != args.against:
+                print(minibench.reader_difference_row(label, reports[label, split], reports[args.against, split],
+                                                      READER))
 
 
 if __name__ == "__main__":

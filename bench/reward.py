@@ -3,8 +3,10 @@ on held-out prompts, at what cost in semantics and diversity, and how faithful i
 
 For each reward: the true (pixel) reward of final student samples on public-heldout prompts
 and several seeds before and after the tune; MiniBench semantic accuracy and diversity before
-and after (same prompts and seeds); the LRM's Pearson r against the true reward on fresh
-held-out samples; the tune's wall time. All in one run, side by side.
+and after (same prompts and seeds), by the MiniBench judge (which the `toyworld-semantic`
+reward is made of) and by the independent reader (engine/toyworld/eval_reader.py, which no
+training code imports); the LRM's Pearson r against the true reward on fresh held-out samples;
+the tune's wall time. All in one run, side by side.
 
     python bench/reward.py --steps 300 [--rewards colourfulness,contrast] [--prompts 8 --seeds 2] [--lrm-replay 0]
                            [--reg base|vsd|none] [--reg-weight 1.0] [--lrm-members 1]
@@ -28,7 +30,7 @@ from engine.events import Failed, Result  # noqa: E402
 from engine.generate import Engine  # noqa: E402
 from engine.requests import GenerateRequest  # noqa: E402
 from engine.reward.spec import RewardSpec, scorer  # noqa: E402
-from engine.toyworld import judge, minibench  # noqa: E402
+from engine.toyworld import eval_reader, judge, minibench  # noqa: E402
 from engine.toyworld.render import sample_clip  # noqa: E402
 from engine.tune.adapter_io import save_adapter  # noqa: E402
 from engine.tune.config import TuneConfig  # noqa: E402
@@ -57,17 +59,19 @@ def clips(engine, model, items, seeds, lora=None):
 def summary(score, items, videos) -> dict:
     flat = [(c, v) for (spec, c), row in zip(items, videos) for v in row]
     true = score([v for _, v in flat], [c for c, _ in flat])
-    aspects = [judge.score(v, spec) for (spec, _), row in zip(items, videos) for v in row]
     div = np.mean([minibench.vendi_diversity(row) for row in videos]) if len(videos[0]) > 1 else float("nan")
-    per_clip = np.array([np.mean(list(a.values())) for a in aspects])
-    return {"reward": float(np.mean(true)), "reward_std": float(np.std(true)), "semantic": float(per_clip.mean()),
-            "diversity": float(div), "per_clip": per_clip,
-            "aspects": {k: float(np.mean([a[k] for a in aspects])) for k in aspects[0]}}
+    out = {"reward": float(np.mean(true)), "reward_std": float(np.std(true)), "diversity": float(div)}
+    for key, reader in (("judge", judge.score), ("independent", eval_reader.score)):
+        aspects = [{k: reader(v, spec)[k] for k in minibench.ASPECTS} for (spec, _), row in zip(items, videos) for v in row]
+        per_clip = np.array([np.mean(list(a.values())) for a in aspects])
+        out[key] = {"semantic": float(per_clip.mean()), "per_clip": per_clip,
+                    "aspects": {k: float(np.mean([a[k] for a in aspects])) for k in minibench.ASPECTS}}
+    return out
 
 
 def semantic_change(before: dict, after: dict) -> str:
-    """Paired change of semantic accuracy in points (same prompts and seeds) +- its standard error,
-    and the aspect that fell most."""
+    """Paired change of one reader's semantic accuracy in points (same prompts and seeds) +- its
+    standard error, and the aspect that fell most."""
     diff = 100 * (after["per_clip"] - before["per_clip"])
     se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
     moved = {k: 100 * (after["aspects"][k] - before["aspects"][k]) for k in before["aspects"]}
@@ -100,9 +104,10 @@ def main() -> None:
     items = [sample_clip("public-heldout", i) for i in range(args.prompts)]
     base_videos, base_latents = clips(engine, args.model, items, args.seeds)
     print(f"model {args.model}; {args.steps} tune steps; {args.prompts} public-heldout prompts x {args.seeds} seeds\n")
-    print("| reward | before | after | change | change / sd | semantic before -> after | semantic change +- SE "
-          "(aspect that fell most) | diversity before -> after | LRM Pearson r | tune wall s |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| reward | before | after | change | change / sd | semantic before -> after (judge) | semantic change +- SE "
+          "(aspect that fell most), judge | same, independent reader | diversity before -> after | LRM Pearson r | "
+          "tune wall s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name in args.rewards.split(","):
         score = scorer(RewardSpec(name))
         before = summary(score, items, base_videos)
@@ -133,7 +138,10 @@ def main() -> None:
         change = after["reward"] - before["reward"]
         print(f"| {name} | {before['reward']:.4f} | {after['reward']:.4f} | "
               f"{100 * change / max(abs(before['reward']), 1e-9):+.1f}% | {change / max(before['reward_std'], 1e-9):+.2f} | "
-              f"{before['semantic']:.3f} -> {after['semantic']:.3f} | {semantic_change(before, after)} | {before['diversity']:.3f} -> {after['diversity']:.3f} "
+              f"{before['judge']['semantic']:.3f} -> {after['judge']['semantic']:.3f} | "
+              f"{semantic_change(before['judge'], after['judge'])} | "
+              f"{semantic_change(before['independent'], after['independent'])} | "
+              f"{before['diversity']:.3f} -> {after['diversity']:.3f} "
               f"| {r:.3f} | {wall:.0f} |", flush=True)
 
 

@@ -197,12 +197,13 @@ def _tune(args) -> int:
 
 def _eval(args) -> int:
     from engine.generate import Engine
-    from engine.toyworld import minibench
+    from engine.toyworld import eval_reader, minibench
 
     source, options = None, _runtime(args)
     if args.model != "renderer":
         source = minibench.model_source(Engine(options), args.model, args.role, args.steps, args.guidance)
-    report = minibench.evaluate(source, args.split, prompts=args.prompts, seeds=args.seeds)
+    report = minibench.evaluate(source, args.split, prompts=args.prompts, seeds=args.seeds,
+                                readers={"independent": eval_reader.score})
     report |= {"model": args.model, "role": None if source is None else args.role, "steps": args.steps,
                "runtime": None if source is None else options.describe()}
     if args.json:
@@ -210,7 +211,8 @@ def _eval(args) -> int:
     else:
         print(f"MiniBench {args.model} {report['split']}: total {report['total']:.2f}  "
               f"semantic {report['semantic']:.3f}  quality {report['quality']:.3f}  "
-              f"diversity {report['diversity']}")
+              f"diversity {report['diversity']}  independent reader: semantic "
+              f"{report['readers']['independent']['semantic']:.3f}")
     return 0
 
 

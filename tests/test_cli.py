@@ -71,3 +71,11 @@ def test_console_script_reports_unknown_model(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: unknown model") and "Traceback" not in proc.stderr
+
+
+def test_eval_reports_the_independent_reader_beside_the_judge(rushes_home, capsys):
+    assert main(["eval", "--model", "renderer", "--split", "public-heldout", "--prompts", "3", "--seeds", "1",
+                 "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["semantic"] == 1.0 and report["readers"]["independent"]["semantic"] == 1.0
+    assert report["readers"]["independent"]["opposite"] == 0.0

@@ -29,3 +29,51 @@ def test_importing_the_engine_loads_no_weights_and_starts_no_threads():
             "import sys; print(threading.active_count(), 'gradio' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.split() == ["1", "False"]
+
+
+def _module_imports(path: Path) -> set[str]:
+    """Engine modules a file imports anywhere in it (function-level imports included)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names}
+    return {name for name in found if name.split(".")[0] == "engine" and _file(name)}
+
+
+def _file(module: str) -> Path | None:
+    base = ROOT / Path(*module.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.exists():
+            return path
+    return None
+
+
+def _reachable(start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        todo.extend(_module_imports(_file(name)))
+    return seen
+
+
+TRAINING = ["engine.distill", "engine.tune", "engine.reward"]
+TRAINING_FILES = ["engine.toyworld.bake", "engine.toyworld.teacher_bake", "engine.toyworld.vae_bake",
+                  "engine.toyworld.latents"]
+
+
+def test_no_training_code_reaches_the_independent_eval_reader():
+    """The evaluation reader grades what training made: nothing that trains may import it, directly,
+    through another module, or inside a function (a reward built on it would grade itself)."""
+    roots = TRAINING_FILES + [f"{package}.{p.stem}" for package in TRAINING
+                              for p in (ROOT / Path(*package.split("."))).glob("*.py")]
+    for root in roots:
+        assert "engine.toyworld.eval_reader" not in _reachable(root), root
+    # and it is written apart from the judge and the rewards
+    assert not {m for m in _reachable("engine.toyworld.eval_reader")} - {"engine", "engine.toyworld",
+                                                                          "engine.toyworld.eval_reader"}

@@ -101,25 +101,32 @@ def vendi_diversity(clips: list[np.ndarray]) -> float:
 
 
 def direction_reads(frames: np.ndarray, spec) -> tuple[int, int]:
-    """(objects with a directed motion whose colour the judge finds, how many of those it reads
-    moving the opposite way): the teacher's direction error, which the motion accuracy hides
-    among objects it loses or reads still."""
+    """(objects asked to move in a direction: left/right, up/down, grow/shrink; how many of
+    those the judge reads moving the opposite way): the teacher's direction error, which the
+    motion accuracy hides among objects it loses or reads still."""
     readings = {o.colour: o for o in judge.read(frames)}
-    found = opposite = 0
+    directed = opposite = 0
     for obj in spec.objects:
-        seen = readings.get(obj.colour)
-        if seen is None or REVERSED_MOTION[obj.motion] == obj.motion:
+        if REVERSED_MOTION[obj.motion] == obj.motion:
             continue
-        found += 1
-        opposite += seen.motion == REVERSED_MOTION[obj.motion]
-    return found, opposite
+        directed += 1
+        seen = readings.get(obj.colour)
+        opposite += seen is not None and seen.motion == REVERSED_MOTION[obj.motion]
+    return directed, opposite
+
+
+ASPECTS = ("colour", "shape", "motion", "count")
+Reader = Callable[[np.ndarray, object], dict]  # (clip, ClipSpec) -> ASPECTS' scores, "directed", "opposite"
 
 
 def evaluate(source: ClipSource | None, split: str = "public-eval", prompts: int = 32,
-             seeds: int = 2, first: int = 0) -> dict:
+             seeds: int = 2, first: int = 0, readers: dict[str, Reader] | None = None) -> dict:
     """MiniBench over `prompts` captions (the split's clips `first`, `first` + 1, ...) x `seeds`
     seeds; `source=None` scores the renderer. A `first` past the prompts a choice between models
-    was made on gives a confirmation on prompts that choice never saw."""
+    was made on gives a confirmation on prompts that choice never saw. `readers` score the same
+    clips again by other readers (the independent one: engine/toyworld/eval_reader.py, which this
+    module does not import, since training code imports this one); each one's semantic score,
+    parts and per-prompt means come under report["readers"][name]."""
     if prompts < 2 or seeds < 1 or first < 0:
         raise ValueError(f"need prompts >= 2, seeds >= 1 and first >= 0, got prompts={prompts}, seeds={seeds}, "
                          f"first={first}")
@@ -127,6 +134,7 @@ def evaluate(source: ClipSource | None, split: str = "public-eval", prompts: int
     specs = {caption: spec for spec, caption in items}
     source = source or renderer_source(specs)
     sem, qual, feats, ref_feats, diversity, per_prompt, directed = [], [], [], [], [], [], []
+    others: dict[str, list[dict]] = {}
     for spec, caption in items:
         reference = render(spec)
         ref_feats.append(features(reference))
@@ -134,6 +142,8 @@ def evaluate(source: ClipSource | None, split: str = "public-eval", prompts: int
         for clip in clips:
             sem.append(judge.score(clip, spec))
             directed.append(direction_reads(clip, spec))
+            for name, reader in (readers or {}).items():
+                others.setdefault(name, []).append(reader(clip, spec))
             qual.append(quality(clip, reference))
             feats.append(features(clip))
         diversity.append(vendi_diversity(clips))
@@ -149,16 +159,32 @@ def evaluate(source: ClipSource | None, split: str = "public-eval", prompts: int
     # seeds are not independent draws). The quality parts are left out (FD is one set statistic),
     # so it is a floor on the total's error.
     total_se = 50 * float(np.std(per_prompt, ddof=1)) / np.sqrt(prompts)
-    found, opposite = np.sum(directed, axis=0) if directed else (0, 0)
+    asked, opposite = np.sum(directed, axis=0) if directed else (0, 0)
     return {
         "split": split, "prompts": prompts, "seeds": seeds, "first": first,
         "semantic": semantic_score, "semantic_parts": semantic,
         "quality": quality_score, "quality_parts": quality_means,
         "diversity": float(np.mean(diversity)) if seeds > 1 else None,
         "total": 100 * (semantic_score + quality_score) / 2, "total_se": total_se,
-        "directed_found": int(found), "opposite": float(opposite / found) if found else 0.0,
+        "directed": int(asked), "opposite": _share(opposite, asked),
         "semantic_per_prompt": [float(v) for v in per_prompt],
+        "readers": {name: _reader_report(scores, seeds) for name, scores in others.items()},
     }
+
+
+def _share(part: float, whole: float) -> float:
+    return float(part / whole) if whole else 0.0
+
+
+def _reader_report(scores: list[dict], seeds: int) -> dict:
+    """A reader's means over clips (in prompt order, `seeds` clips a prompt)."""
+    parts = {k: float(np.mean([s[k] for s in scores])) for k in ASPECTS}
+    clip_means = [np.mean([s[k] for k in ASPECTS]) for s in scores]
+    per_prompt = [float(np.mean(clip_means[i:i + seeds])) for i in range(0, len(scores), seeds)]
+    return {"semantic": float(np.mean(list(parts.values()))), "semantic_parts": parts,
+            "opposite": _share(sum(s["opposite"] for s in scores), sum(s["directed"] for s in scores)),
+            "semantic_se": float(np.std(per_prompt, ddof=1)) / np.sqrt(len(per_prompt)),
+            "semantic_per_prompt": per_prompt}
 
 
 def paired_difference(a: dict, b: dict) -> dict:
@@ -211,3 +237,27 @@ def model_source(engine, model: str, role: str, steps: int | None, guidance: flo
         raise RuntimeError("generation ended without a result")
 
     return make
+
+
+READER_HEADER = ("| {label} | split | semantic | ± SE | colour | shape | motion | count | opposite direction |\n"
+                 "|---|---|---|---|---|---|---|---|---|")
+READER_DIFFERENCE_HEADER = "| {label} | split | semantic difference (points) | ± paired SE |\n|---|---|---|---|"
+
+
+def reader_row(label: str, r: dict, reader: str) -> str:
+    """One markdown row, under READER_HEADER, of a second reader's view of an `evaluate` report."""
+    v = r["readers"][reader]
+    p = v["semantic_parts"]
+    return (f"| {label} | {r['split']} | {100 * v['semantic']:.1f}% | {100 * v['semantic_se']:.1f} | "
+            f"{100 * p['colour']:.1f}% | {100 * p['shape']:.1f}% | {100 * p['motion']:.1f}% | {100 * p['count']:.1f}% | "
+            f"{100 * v['opposite']:.1f}% |")
+
+
+def reader_difference_row(label: str, a: dict, b: dict, reader: str) -> str:
+    """One markdown row, under READER_DIFFERENCE_HEADER: report `a`'s semantic score minus `b`'s by
+    `reader`, in points, with the paired SE over prompts."""
+    same = ("split", "prompts", "seeds", "first")
+    if any(a[k] != b[k] for k in same):
+        raise ValueError(f"reports differ in {[k for k in same if a[k] != b[k]]}")
+    diff = 100 * np.subtract(a["readers"][reader]["semantic_per_prompt"], b["readers"][reader]["semantic_per_prompt"])
+    return f"| {label} | {a['split']} | {diff.mean():+.2f} | {float(np.std(diff, ddof=1)) / np.sqrt(len(diff)):.2f} |"
