@@ -77,3 +77,13 @@ def test_no_training_code_reaches_the_independent_eval_reader():
     # and it is written apart from the judge and the rewards
     assert not {m for m in _reachable("engine.toyworld.eval_reader")} - {"engine", "engine.toyworld",
                                                                           "engine.toyworld.eval_reader"}
+
+
+def test_ci_runs_the_readmes_test_command_verbatim_and_fails_on_any_step():
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    command = re.search(r"Set up and run the tests.*?```bash\n(.+?)\n```", readme, re.S).group(1)
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert f"README_TEST='{command}'" in ci and 'bash -c "$README_TEST"' in ci
+    assert "set -euo pipefail" in ci and "|| echo" not in ci

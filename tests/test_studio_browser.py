@@ -1,5 +1,6 @@
 """The studio in a real browser (Debian's chromium driven by Playwright): the user's journeys."""
 
+import os
 import shutil
 
 import pytest
@@ -8,6 +9,8 @@ from engine.session import Session
 from studio.app import build, launch_kwargs, studio_engine
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+if not shutil.which("chromium") and os.environ.get("RUSHES_REQUIRE_BROWSER"):  # CI: a missing browser is a failure
+    raise RuntimeError("RUSHES_REQUIRE_BROWSER is set but Debian's chromium is not installed (apt-get install chromium)")
 pytestmark = pytest.mark.skipif(not shutil.which("chromium"), reason="Debian's chromium is not installed")
 
 
