@@ -8,6 +8,7 @@ same way; a failed or cancelled request writes nothing.
 from __future__ import annotations
 
 import json
+import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +21,16 @@ from engine.export import read_mp4, sweep_partials, write_clip
 from engine.generate import Clip, Engine
 from engine.requests import GenerateRequest
 from engine.store import Store
+
+
+def unique_output(folder: Path, seed: int) -> Path:
+    """A new clip's file name, never one another clip has: time, seed and a random token, with
+    the token drawn again while a file of that name (or its temp file's target) exists."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    while True:
+        path = folder / f"{stamp}-seed{seed}-{secrets.token_hex(4)}.mp4"
+        if not path.exists() and not path.with_name(path.name + ".json").exists():
+            return path
 
 
 @dataclass(frozen=True)
@@ -47,7 +58,7 @@ class Session:
                 yield event
                 continue
             clip = event.value
-            path = Path(out) if out else paths.outputs() / f"{time.strftime('%Y%m%d-%H%M%S')}-{clip.meta['seed']}.mp4"
+            path = Path(out) if out else unique_output(paths.outputs(), clip.meta["seed"])
             try:
                 write_clip(clip.frames, clip.fps, path, clip.meta)
             except OSError as err:
@@ -115,16 +126,15 @@ class Session:
                                lora_scale=s.get("lora_scale") or 1.0)
 
     def delete(self, generation_id: int) -> None:
-        """Delete a clip's rows (ratings too) and then its files."""
-        row = self.store.generation(generation_id)
+        """Delete a clip's rows (ratings too), then its own files: never a file another logged
+        clip names (two CLI runs given the same --out), nor another clip's gif or sidecar."""
+        row, shared = self.store.delete_generation(generation_id)
         if row is None:
             raise ValueError(f"no clip with id {generation_id!r}")
-        db = self.store.db
-        with db.conn:
-            db.execute("delete from ratings where generation_id = ? or other_id = ?", [generation_id, generation_id])
-            db.execute("delete from generations where id = ?", [generation_id])
-        if row["path"]:
-            for path in (Path(row["path"]), Path(row["path"] + ".json")):
+        if row["path"] and not shared:
+            clip = Path(row["path"])
+            for path in (clip, clip.with_name(clip.name + ".json"), clip.with_suffix(".gif"),
+                         clip.with_suffix(".gif").with_name(clip.with_suffix(".gif").name + ".json")):
                 path.unlink(missing_ok=True)
 
     def export_gif(self, generation_id: int) -> Path:

@@ -114,6 +114,19 @@ class Store:
     def generation(self, generation_id: int) -> dict | None:
         return self._row("generations", generation_id)
 
+    def delete_generation(self, generation_id: int) -> tuple[dict | None, bool]:
+        """Delete a clip's row and its ratings in one transaction. Returns (the row as it was, or
+        None; whether another clip's row names the same file, which must then be kept)."""
+        with self.db.conn:
+            row = self.generation(generation_id)
+            if row is None:
+                return None, False
+            self.db.execute("delete from ratings where generation_id = ? or other_id = ?", [generation_id, generation_id])
+            self.db.execute("delete from generations where id = ?", [generation_id])
+            shared = bool(row["path"]) and self.db.execute(
+                "select count(*) from generations where path = ?", [row["path"]]).fetchone()[0] > 0
+        return row, shared
+
     # ratings
     def rate(self, generation_id: int, kind: str, value: float, other_id: int | None = None) -> int:
         return self._insert("ratings", {"generation_id": generation_id, "created_at": time.time(),

@@ -78,3 +78,48 @@ def test_store_concurrent_writers_lose_nothing(tmp_path):
     assert conn.execute("select count(*) from generations").fetchone()[0] == 800
     assert conn.execute("select count(*) from run_metrics").fetchone()[0] == 800
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_clips_with_one_seed_in_one_second_never_share_a_file_and_delete_removes_only_its_own(
+        tiny_folder, rushes_home, tmp_path, monkeypatch):
+    """Issue: files were named time-seed, so a second clip in the same second with the same seed
+    overwrote the first, and deleting one deleted the other's video."""
+    import time
+
+    from engine.events import Result
+    from engine.requests import GenerateRequest
+    from engine.session import Session
+
+    monkeypatch.setattr(time, "strftime", lambda fmt, *a: "20261207-120000")  # every clip in one second
+    session = Session("test")
+    saved = []
+    for prompt in ("a red ball", "a blue box", "a red ball", "a green cone", "a red ball", "a cyan orb"):
+        req = GenerateRequest(prompt=prompt, model=str(tiny_folder), role="student", steps=1, seed=7)
+        saved.append(next(e.value for e in session.generate(req) if isinstance(e, Result)))
+    paths = [s.path for s in saved]
+    assert len(set(paths)) == len(paths) and all(p.exists() for p in paths)
+    frames = {s.generation_id: read_mp4(s.path) for s in saved}
+    session.export_gif(saved[2].generation_id)  # a download beside the clip to delete
+    session.delete(saved[2].generation_id)
+    assert not saved[2].path.exists() and not saved[2].path.with_suffix(".gif").exists()
+    assert not saved[2].path.with_name(saved[2].path.name + ".json").exists()
+    for s in saved[:2] + saved[3:]:
+        assert s.path.exists() and s.path.with_name(s.path.name + ".json").exists()
+        assert np.array_equal(read_mp4(s.path), frames[s.generation_id])
+        assert session.store.generation(s.generation_id)["path"] == str(s.path.resolve())
+
+
+def test_deleting_one_of_two_clips_written_to_one_path_keeps_the_file(tiny_folder, rushes_home, tmp_path):
+    from engine.events import Result
+    from engine.requests import GenerateRequest
+    from engine.session import Session
+
+    session = Session("test")
+    out = tmp_path / "same.mp4"
+    ids = [next(e.value.generation_id for e in session.generate(
+        GenerateRequest(prompt="a red ball", model=str(tiny_folder), role="student", steps=1, seed=s), out=out)
+        if isinstance(e, Result)) for s in (1, 2)]
+    session.delete(ids[0])
+    assert out.exists() and session.store.generation(ids[1])["path"] == str(out.resolve())
+    session.delete(ids[1])
+    assert not out.exists()
