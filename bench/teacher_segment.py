@@ -14,14 +14,14 @@ can be tried and scored beside the shipped teacher without touching assets/. Che
 warm-up, then one cosine over `--steps`), and `--motions` keeps only clips whose objects move
 in those ways. Together they ask whether this architecture and loss can learn a motion's
 direction at all: the shipped teacher reads a motion's axis and not its direction
-(docs/RESULTS.md), and on a left/right-only world the direction is all a motion phrase says.
+(docs/experiments/teacher-direction.md), and on a left/right-only world the direction is all a motion phrase says.
 Score that with `python bench/teacher_probe.py --swaps --model OUT --motions left,right`.
 
     python bench/teacher_segment.py --out DIR --from-scratch --steps 3000 [--motions left,right] [--train-words]
 
 A curriculum in one run: `--first-motions left,right --first-until N --restart-at N` trains on
 left/right clips to step N, then on the whole world with the LR warmed up again
-(`TeacherBakeConfig.first_motions`). By hand, as first measured (docs/RESULTS.md): train on
+(`TeacherBakeConfig.first_motions`). By hand, as first measured (docs/experiments/teacher-direction.md): train on
 `--motions left,right`, copy OUT and OUT-checkpoints, then run the copy without `--motions`,
 `--steps M --restart-at N`.
 

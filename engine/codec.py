@@ -13,7 +13,7 @@ import torch
 
 # Per-frame VAE decodes run this many frames per call: on 2 CPU cores a tune batch's 68 frames in
 # one call took 1.55x (fp32) / 1.11x (bf16) the time of 32-frame calls (`python bench/vae.py`
-# times both; docs/RESULTS.md), smaller activations staying in cache.
+# times both; docs/experiments/teacher-v1.md), smaller activations staying in cache.
 FRAME_CHUNK = 32
 
 

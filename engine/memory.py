@@ -16,7 +16,7 @@ run): resident weights, plus the larger of the denoiser's and the VAE decoder's 
   LIVE is 3 for a per-frame AutoencoderKL. For the Wan VAE it is 14, from a measurement: its
   upsampling stages run 2 C0 channels at full size and it keeps a feature cache per conv; the
   real-size Wan VAE decoding 81x480x832 in bf16 on an H200 peaked 4.2 GB over what was resident,
-  where 3 live tensors gave 1.2 GB and 14 give 4.4 GB (`python bench/gpu.py`; docs/RESULTS.md,
+  where 3 live tensors gave 1.2 GB and 14 give 4.4 GB (`python bench/gpu.py`; docs/experiments/gpu-real-size.md,
   "GPU path at real size").
 """
 

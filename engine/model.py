@@ -18,7 +18,7 @@ after the position channels. With a per-frame VAE a token otherwise holds one fr
 object's direction is visible only across tokens, along a diagonal in (frame, row, column) that
 RoPE's per-axis kernels cannot follow; with context, each token along the trajectory carries the
 direction itself. Measured on the toyworld teacher (K = 4, 2500 steps from the shipped export) it
-did not make the teacher read the direction word (docs/RESULTS.md, "Tokens that see their
+did not make the teacher read the direction word (docs/experiments/teacher-direction.md, "Tokens that see their
 neighbouring frames"); the toyworld bake keeps it off.
 """
 

@@ -44,7 +44,7 @@ def frame_shared_noise(noise: torch.Tensor, share: float, generator: torch.Gener
     G(z) may take any input distribution (VSD matches only its outputs), and from frame-shared
     noise it lays one layout out over all frames instead of reconciling 17 independent draws
     (on toyworld: alone, more diverse 1-step clips and no semantic gain; with DMD2's GAN term, the
-    shipped 1-step student; docs/RESULTS.md, "Frame-shared starting noise"). share 0 returns
+    shipped 1-step student; docs/experiments/one-step-student.md, "Frame-shared starting noise"). share 0 returns
     `noise` itself and draws nothing."""
     if check_share("noise frame share", share) == 0.0:
         return noise

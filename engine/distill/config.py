@@ -27,7 +27,7 @@ class DistillConfig:
     fake_updates: int = 5  # fake-score updates per generator update (two time-scale rule)
     w_vsd: float = 1.0  # weight of L_VSD
     w_cd: float = 0.5  # weight of L_CD
-    w_ft: float = 0.1  # weight of L_FT = -mean R_lrm (1.0 collapsed students in the ablation, RESULTS.md)
+    w_ft: float = 0.1  # weight of L_FT = -mean R_lrm (1.0 collapsed students in the ablation, docs/experiments/dollar-ablation.md)
     w_px: float = 0.0  # weight of L_px = -mean R_px(decode(x)), a differentiable pixel reward through the VAE decoder (0 = off)
     px_reward: str = "toyworld-colour"  # which one (engine/reward/pixel.py)
     lrm_warmup: int = 50  # generator updates that fit the LRM alone before L_FT joins the loss

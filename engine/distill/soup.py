@@ -4,7 +4,7 @@ Fine-tuned networks that start from the same weights stay in one basin, and thei
 average often scores above each of them (a "uniform soup", Wortsman et al. 2022, "Model soups"):
 theta_soup = sum_i w_i theta_i / sum_i w_i. On toyworld the 1-step students distilled from the
 4-step network with different knobs (GAN weight, reward, length, a matching-aware discriminator)
-each score level with one another, and their soup scores above them (docs/RESULTS.md, "Sampling
+each score level with one another, and their soup scores above them (docs/experiments/soups-and-pixel-reward.md, "Sampling
 knobs, a stronger VSD guidance, and a soup of students"). The average runs on the fused
 networks, so students stored as LoRAs on one base network average as their whole weights; the
 soup is written as a whole network or, with `lora_rank`, as a LoRA on the base network again.

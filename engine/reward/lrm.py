@@ -11,7 +11,7 @@ text-conditioned variant adds a text MLP and one attention step from the clip fe
 token states, keeping an image residual (with one pooled key the attention alone would ignore
 the image). With `members` > 1 the model is an ensemble of independently initialised members,
 each fitted on its own, whose predictions are averaged: the generator then climbs the members'
-consensus. Offline fidelity of each choice: bench/lrm.py (docs/RESULTS.md).
+consensus. Offline fidelity of each choice: bench/lrm.py (docs/experiments/reward-tuning.md).
 
 Trained online by MSE to R(decode(x), prompt) where R runs under no_grad, so R need not be
 differentiable; the generator's fine-tuning term is L_FT = -mean R_lrm(G(eps)), whose gradient

@@ -3,7 +3,7 @@
 The latent reward model (engine/reward/lrm.py) is DOLLAR's way to a reward gradient without
 decoding. On toyworld it cannot learn what the prompt asks for at a distillation's budget: fitted
 on 1200 student samples, its Pearson r on held-out clips is about 0 for each of the judge's
-graded aspects (colour, shape, motion, count; docs/RESULTS.md, "what the LRM can learn, and a
+graded aspects (colour, shape, motion, count; docs/experiments/soups-and-pixel-reward.md, "what the LRM can learn, and a
 differentiable colour reward").
 A reward written in torch on the decoded clip needs no fit; its gradient goes through the VAE
 decoder instead (the DRaFT / ReFL route, at about four times the LRM step's memory: "Memory:
@@ -85,7 +85,7 @@ def toyworld_colour_count(pixels: torch.Tensor, captions: list[str]) -> torch.Te
     """Per clip [B]: the mean of `toyworld_colour` and a smooth count aspect, 1 - |seen - asked| /
     asked with seen the smooth number of objects the judge would read (`_seen`; judge.soft_score's
     count). Climbing colour alone on toyworld adds stray colours that the judge reads as extra
-    objects (docs/RESULTS.md, session 26); this keeps the count in the reward."""
+    objects (docs/experiments/soups-and-pixel-reward.md, session 26); this keeps the count in the reward."""
     asked = _asked(pixels, captions, "toyworld_colour_count")
     cov, min_area = _object_coverage(pixels)
     present, seen = _presence(cov, min_area), _seen(cov, min_area)

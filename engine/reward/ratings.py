@@ -14,7 +14,7 @@ user never rated (`python bench/ratings.py` measures it):
   student's listed levels below pure noise and denoised by the student in one step, with the
   clip's rating (a rating of the clip holds for its denoised views); each fit step sees the
   clips and one set of views, in turn.
-  With the views the tune moved a held-out taste further with semantics held (docs/RESULTS.md).
+  With the views the tune moved a held-out taste further with semantics held (docs/experiments/reward-tuning.md).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from engine.store import Store
 STAGES = ("vae", "teacher", "students")
 # The 4-step network is distilled by the full DOLLAR recipe (VSD + consistency distillation +
 # the latent reward model on `toyworld-semantic`, DistillConfig defaults) from the teacher.
-# Measured on the 30500-step teacher at 150 updates (docs/RESULTS.md): DOLLAR 60.9% / 40.6%
+# Measured on the 30500-step teacher at 150 updates (docs/experiments/teacher-v1.md): DOLLAR 60.9% / 40.6%
 # MiniBench semantic at 4 steps, diversity 0.853 / 0.919; VSD alone 47.3% / 29.3% and collapsing
 # with more updates (diversity 0.54 / 0.44 at 300); VSD+CD 53.9% / 38.7%. `rushes distill`
 # keeps every term as a knob. 150 generator updates.
@@ -35,27 +35,27 @@ FEWER_STEPS_FROM = 4
 # Fewer-step roles: each distilled by DOLLAR from the 4-step network (`init_student`, the
 # settings below on top of STUDENT_SETTINGS) and stored as a LoRA of rank
 # `STUDENT_LORA_RANK` on that network: a whole network per role (9.9 MB) would break the 30 MB
-# budget. Measured (docs/RESULTS.md, "A distilled 1-step student, stored as a LoRA"): 1-step
+# budget. Measured (docs/experiments/one-step-student.md, "A distilled 1-step student, stored as a LoRA"): 1-step
 # LoRAs of rank 8-64 score like the full distilled network on MiniBench; rank 16 is 1.0 MB. The
 # shipped LoRAs against the 4-step network run at fewer steps, MiniBench total (public-eval /
 # held-out): 1 step +1.4 / +3.4, 2 steps +2.4 / -1.4.
 # The 1-step role leaves consistency distillation out (VSD + LRM): in two pairs of runs it scored
-# 67.67 / 61.05 and 67.83 / 62.19 against DOLLAR's 64.95 / 60.86 and 65.30 / 61.20 (docs/RESULTS.md,
+# 67.67 / 61.05 and 67.83 / 62.19 against DOLLAR's 64.95 / 60.86 and 65.30 / 61.20 (docs/experiments/one-step-student.md,
 # "Regression on teacher ODE pairs"). It trains from frame-shared starting noise (share 0.9) with
 # DMD2's GAN term (w_gan 0.05) for 1200 updates: 75.56 / 65.62 over 64 clips per split (600
 # updates: 72.58 / 65.49) against 70.28 / 62.41 for the 150-update VSD+LRM student from iid noise,
-# diversity 0.877 / 0.920 against 0.761 / 0.742 (docs/RESULTS.md, "Frame-shared starting noise").
+# diversity 0.877 / 0.920 against 0.761 / 0.742 (docs/experiments/one-step-student.md, "Frame-shared starting noise").
 # Over 256 clips per split it is 4.05 / 4.00 below the teacher. Neither 2400 updates (-1.2 / +1.5)
-# nor w_gan 0.15 (-0.4 / +0.2) did better (docs/RESULTS.md, "The students against the teacher at
+# nor w_gan 0.15 (-0.4 / +0.2) did better (docs/experiments/students-against-teacher.md, "The students against the teacher at
 # 256 clips"). Nor did its LRM on the graded `toyworld-soft` reward: +0.36 / -0.63 against it,
-# paired SE 0.62 / 0.69 (docs/RESULTS.md, "Continuing the 4-step student; a graded reward").
+# paired SE 0.62 / 0.69 (docs/experiments/students-against-teacher.md, "Continuing the 4-step student; a graded reward").
 # The 1-step role is a soup (engine/distill/soup.py): the uniform weight average of 1-step
 # students distilled by the recipe above and by four variants of it (the LRM on `toyworld-soft`,
 # a matching-aware discriminator, w_gan 0.15, 2400 updates), each level with it within about one
 # paired SE. Stored as a rank-`SOUP_LORA_RANK` LoRA on the 4-step network (rank 16 kept half the
 # gain) it is 2.53 / 2.73 below the teacher on the prompts it was picked on and 2.41 / 2.75 on
 # the next 128 of each split (the recipe's own student: 4.05 / 4.00 and 4.01 / 2.31), 256 clips
-# per split each (docs/RESULTS.md, "Sampling knobs, a stronger VSD guidance, and a soup of
+# per split each (docs/experiments/soups-and-pixel-reward.md, "Sampling knobs, a stronger VSD guidance, and a soup of
 # students"). A role given a list of recipes is made that way: each recipe is distilled and
 # exported whole under $RUSHES_HOME/bake/soup-<n>step/<i>, in list order (when resuming, a
 # longer run of a recipe continues its shorter one's run folder, so it comes after it), then
@@ -76,7 +76,7 @@ STUDENT_ROLES = (FEWER_STEPS_FROM, 2, 1)  # in the order they are made: the fewe
 # The soup is stored as a rank-FOUR_STEP_SOUP_RANK LoRA on the DOLLAR network (1.0 MB; it keeps
 # 96.5% of the change, and rank 32, exact, scored the same). Measured against the DOLLAR network
 # alone on prompts 128-255 of each split, 256 clips per split, paired SE: +2.87 +- 0.76 /
-# +0.53 +- 0.75 (docs/RESULTS.md, "The 4-step soup, shipped"). It was picked on prompts 0-63
+# +0.53 +- 0.75 (docs/experiments/soups-and-pixel-reward.md, "The 4-step soup, shipped"). It was picked on prompts 0-63
 # (+1.08 / +0.07 there), where the continuations alone were +0.23 / +0.79 (w_px 4) and
 # +0.21 / +0.87 (w_px 16).
 FOUR_STEP_SOUP = [{"w_px": 4.0, "px_reward": "toyworld-colour-count"},

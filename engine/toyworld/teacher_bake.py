@@ -7,13 +7,13 @@ CPU that runs bf16 natively (about 1.7x faster per step than fp32 there), fp32 e
 (`runtime.bf16_autocast`); the exported weights are an EMA.
 
 The network also reads three position channels (`engine.model.with_positions`): with RoPE
-alone it cannot tell the first frame from the last at pure noise (docs/RESULTS.md, teacher).
+alone it cannot tell the first frame from the last at pure noise (docs/experiments/teacher-v1.md, teacher).
 
 `TeacherBakeConfig()` is the teacher v2 recipe: a fresh network with the position channels from
 step 0, a curriculum (left/right clips only for the first 2000 steps, then the whole world, with a
 warm restart at the switch) and the wider training vocabulary from the start. The shipped v1
 teacher (`V1`) read a motion's axis but not its direction; the curriculum is what made a fresh
-network read the direction word (docs/RESULTS.md, "The curriculum teacher follows the direction
+network read the direction word (docs/experiments/teacher-direction.md, "The curriculum teacher follows the direction
 word").
 
 A bake longer than a machine's life: every `snapshot_every` steps, and when asked to stop, the
@@ -59,7 +59,7 @@ class TeacherBakeConfig:
     # decays to the next restart (the last one: to `steps`)
     position_channels: int = 3  # 0: RoPE only, as Wan; 3: frame time, row, column channels
     frame_context: int = 0  # latent frames on each side each frame also reads (engine.model.frame_neighbours;
-    # 4 for 2500 steps from the shipped export left motion where a control segment had it, docs/RESULTS.md);
+    # 4 for 2500 steps from the shipped export left motion where a control segment had it, docs/experiments/teacher-direction.md);
     # a checkpoint or export without them is widened with zero weights on the new channels
     batch: int = 8  # clips per step
     new_clips_per_step: int = 2  # fresh renders encoded into the pool each step
@@ -73,13 +73,13 @@ class TeacherBakeConfig:
     reversed_pairs: bool = False  # half of each batch is the other half played backwards, under the
     # reversed captions, at the same levels with time-flipped noise (an antithetic pair: only the
     # caption and the frame-time channel tell the two inputs' directions apart). Measured off: 2500
-    # steps from the shipped export left motion where a control segment had it (docs/RESULTS.md)
+    # steps from the shipped export left motion where a control segment had it (docs/experiments/teacher-direction.md)
     motions: tuple[str, ...] | None = None  # train only on clips whose objects all move in these
     # ways (None: the whole world); a narrower world for diagnostics (bench/teacher_segment.py --motions)
     first_motions: tuple[str, ...] | None = ("left", "right")  # a curriculum: before step `first_motions_until`,
     # only clips that move in these ways, then `motions`. A fresh teacher given left/right for its
     # first 2000 steps reads the direction word on the whole world after; one given the whole world
-    # from the start does not (docs/RESULTS.md). Pair it with a warm restart at the switch (`restarts`)
+    # from the start does not (docs/experiments/teacher-direction.md). Pair it with a warm restart at the switch (`restarts`)
     first_motions_until: int = 2000
     ema_decay: float = 0.999
     autocast_bf16: bool = True  # only where the CPU runs bf16 natively (runtime.bf16_autocast)

@@ -1,6 +1,6 @@
 """Bake stage 1: the toyworld VAE, a per-frame diffusers `AutoencoderKL` trained on renders.
 
-Chosen by measurement (docs/RESULTS.md, bench/vae.py): the per-frame AutoencoderKL with
+Chosen by measurement (docs/experiments/teacher-v1.md, bench/vae.py): the per-frame AutoencoderKL with
 block_out_channels (16, 32, 64, 64) is the only candidate that decodes a 17x64x64 clip within
 0.15 s on 2 CPU cores in fp32; 16 latent channels and no mid-block attention for fidelity.
 Trained on batches of single frames (much faster than whole clips), MSE reconstruction plus a

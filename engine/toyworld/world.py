@@ -68,7 +68,7 @@ BACKGROUND_WORDS = {
 # training words per colour the teacher keys on those tokens: it finds the prompted colour for
 # 21 % of objects named with a held-out colour word against 90 % with a seen one, and probes on
 # MiniLM's states trained on the same captions read held-out colour words at 27-33 %; with these
-# words in training, at 50 % (docs/RESULTS.md, "What the teacher gets wrong"). None of them is,
+# words in training, at 50 % (docs/experiments/teacher-direction.md, "What the teacher gets wrong"). None of them is,
 # or contains a token only used by, a held-out paraphrase above (tests/test_render_checkpoint.py).
 TRAIN_ONLY_WORDS = {
     "colour": {

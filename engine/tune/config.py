@@ -25,14 +25,14 @@ class TuneConfig:
     alpha: float = 8.0  # LoRA alpha (scale = alpha / rank)
     # which Linear layers the LoRA adapts (names or dotted suffixes, as peft matches them): self-attention and the
     # feed-forward, not the cross-attention that reads the prompt; moved every built-in reward further with fewer
-    # semantic points lost than to_q/k/v/out.0 of both attentions (docs/RESULTS.md, reward tuning)
+    # semantic points lost than to_q/k/v/out.0 of both attentions (docs/experiments/reward-tuning.md, reward tuning)
     target_modules: list[str] = field(default_factory=lambda: list(SELF_ATTENTION_AND_FFN))
     lr: float = 1e-3  # LoRA learning rate
     lrm_lr: float = 1e-3  # latent reward model learning rate
     lrm_warmup: int = 10  # updates fitting only the LRM before the LoRA moves
     lrm_members: int = 1  # LRM ensemble size: the LoRA climbs the members' mean, each member fits on its own
     lrm_replay: int = 0  # past (sample, prompt, reward) kept to refit the LRM on; 0 = current batch only
-    # (128 measured worse for colourfulness: +32% and LRM r 0.60 vs +50% and r 0.80 without; docs/RESULTS.md)
+    # (128 measured worse for colourfulness: +32% and LRM r 0.60 vs +50% and r 0.80 without; docs/experiments/reward-tuning.md)
     lrm_replay_batch: int = 12  # replayed samples added to each LRM update (no new decode or reward call)
     ratings_views: int = 3  # reward "ratings": denoised copies of each rated clip in the fit (engine/reward/ratings.py)
     ratings_text: bool = True  # reward "ratings": condition the ratings LRM on the prompt
@@ -44,7 +44,7 @@ class TuneConfig:
     vsd_guidance: float = 3.5  # reg "vsd": teacher CFG in the real score
     reward_scale: float = 1.0  # multiplies the LRM term
     # divide the LRM term by the reward's running sd (reward_scale then counts in sds); off: on the ratings
-    # tune it pushed harder at a large semantic cost without a reliable taste gain (docs/RESULTS.md)
+    # tune it pushed harder at a large semantic cost without a reliable taste gain (docs/experiments/reward-tuning.md)
     reward_norm: bool = False
     prompts: list[str] = field(default_factory=list)  # empty: toyworld train captions
     checkpoint_every: int = 25
