@@ -137,7 +137,7 @@ def main() -> None:
                               for (spec, _), row in zip(held_specs, rows) for c in row]))
     sd = float(before.std()) or 1.0
     store = Store(paths.database())
-    n_ratings = store.db["ratings"].count
+    n_ratings = store.rating_count()
     print(f"model {args.model if not args.random else 'toyworld architecture, random weights'}; taste {args.taste}; "
           f"{n_ratings} ratings ({args.clips} thumbs, {args.pairs} A/B) on {args.clips} clips; "
           f"{args.steps} tune steps; ratings LRM with {cfg.ratings_views} denoised views, "

@@ -83,7 +83,7 @@ def resume(store: Store, run_id: int) -> int:
 def sweep_interrupted(store: Store) -> list[int]:
     """Mark runs whose process is gone as interrupted; returns their ids."""
     found = []
-    for row in store.db["runs"].rows_where("status in ('queued', 'running', 'cancelling')"):
+    for row in store.runs(statuses=("queued", "running", "cancelling")):
         if not row["pid"] or not psutil.pid_exists(row["pid"]) or \
                 psutil.Process(row["pid"]).status() == psutil.STATUS_ZOMBIE:
             store.update_run(row["id"], status="interrupted")

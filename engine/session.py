@@ -104,14 +104,7 @@ class Session:
 
     def library(self, text: str = "", role: str = "", limit: int = 200) -> list[dict]:
         """Logged clips, newest first, filtered by prompt text and role."""
-        where, params = ["1 = 1"], []
-        if text:
-            where.append("prompt like ?")
-            params.append(f"%{text}%")
-        if role:
-            where.append("role = ?")
-            params.append(role)
-        return self.store.generations(limit=limit, where=" and ".join(where), params=params)
+        return self.store.generations(limit=limit, text=text, role=role)
 
     def request_for(self, generation_id: int) -> GenerateRequest:
         """The request that reproduces a logged clip (same seed and settings)."""

@@ -104,8 +104,16 @@ class Store:
                    settings=json.dumps(settings, default=str))
         return self._insert("generations", row)
 
-    def generations(self, limit: int = 50, where: str | None = None, params=()) -> list[dict]:
-        return list(self.db["generations"].rows_where(where, params, order_by="id desc", limit=limit))
+    def generations(self, limit: int = 50, text: str = "", role: str = "") -> list[dict]:
+        """Logged clips, newest first; `text` filters by a prompt substring, `role` by role."""
+        where, params = ["1 = 1"], []
+        if text:
+            where.append("prompt like ?")
+            params.append(f"%{text}%")
+        if role:
+            where.append("role = ?")
+            params.append(role)
+        return list(self.db["generations"].rows_where(" and ".join(where), params, order_by="id desc", limit=limit))
 
     def _row(self, table: str, row_id: int) -> dict | None:
         rows = list(self.db[table].rows_where("id = ?", [row_id]))
@@ -132,7 +140,28 @@ class Store:
         return self._insert("ratings", {"generation_id": generation_id, "created_at": time.time(),
                                         "kind": kind, "value": value, "other_id": other_id})
 
+    def ratings(self, kinds: tuple[str, ...] | None = None) -> list[dict]:
+        """Every rating (of the given kinds), oldest first."""
+        if not kinds:
+            return list(self.db["ratings"].rows_where(order_by="id"))
+        marks = ", ".join("?" for _ in kinds)
+        return list(self.db["ratings"].rows_where(f"kind in ({marks})", list(kinds), order_by="id"))
+
+    def rating_count(self) -> int:
+        return self.db["ratings"].count
+
     # runs
+    def runs(self, kind: str | None = None, statuses: tuple[str, ...] = (), limit: int | None = None) -> list[dict]:
+        """Runs, newest first, of a kind and in the given statuses (any when empty)."""
+        where, params = ["1 = 1"], []
+        if kind:
+            where.append("kind = ?")
+            params.append(kind)
+        if statuses:
+            where.append(f"status in ({', '.join('?' for _ in statuses)})")
+            params.extend(statuses)
+        return list(self.db["runs"].rows_where(" and ".join(where), params, order_by="id desc", limit=limit))
+
     def create_run(self, kind: str, config: dict, status: str = "queued") -> int:
         now = time.time()
         return self._insert("runs", {"kind": kind, "created_at": now, "updated_at": now,
@@ -151,6 +180,15 @@ class Store:
                 for k, v in metrics.items()]
         with self.db.conn:
             self.db["run_metrics"].insert_all(rows)
+
+    # adapters
+    def log_adapter(self, run_id: int | None, path: str, reward: str, base_model: str, metadata: dict) -> int:
+        return self._insert("adapters", {"run_id": run_id, "created_at": time.time(), "path": path, "reward": reward,
+                                         "base_model": base_model, "metadata": json.dumps(metadata)})
+
+    def adapters(self, limit: int = 50) -> list[dict]:
+        """Saved adapters, newest first."""
+        return list(self.db["adapters"].rows_where(order_by="id desc", limit=limit))
 
     def metrics(self, run_id: int, name: str | None = None) -> list[dict]:
         where, params = "run_id = ?", [run_id]

@@ -16,8 +16,7 @@ COLUMNS = ["id", "when", "role", "steps", "seed", "prompt", "total_s", "rating"]
 def _rows(session: Session, text: str, role: str) -> list[list]:
     import datetime as dt
 
-    ratings = {r["generation_id"]: r["value"] for r in session.store.db["ratings"].rows_where(
-        "kind in ('stars', 'thumb')", order_by="id")}
+    ratings = {r["generation_id"]: r["value"] for r in session.store.ratings(("stars", "thumb"))}
     rows = []
     for g in session.library(text or "", role or ""):
         when = dt.datetime.fromtimestamp(g["created_at"]).strftime("%m-%d %H:%M:%S")

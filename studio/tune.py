@@ -33,7 +33,7 @@ def reward_choices() -> list[str]:
 
 def _runs(session: Session) -> list[list]:
     rows = []
-    for r in session.store.db["runs"].rows_where("kind = 'tune'", order_by="id desc", limit=20):
+    for r in session.store.runs(kind="tune", limit=20):
         cfg = json.loads(r["config"])
         rows.append([r["id"], r["status"], f"{r['step']}/{cfg.get('steps')}", cfg.get("reward"), r["message"] or ""])
     return rows
@@ -58,7 +58,7 @@ def _plot_rows(session: Session, run_id) -> pd.DataFrame | None:
 
 
 def adapter_choices(session: Session) -> list[tuple[str, str]]:
-    rows = session.store.db["adapters"].rows_where(order_by="id desc", limit=50)
+    rows = session.store.adapters(limit=50)
     return [("none", "")] + [(f"{Path(a['path']).name} ({a['reward']})", a["path"]) for a in rows
                              if Path(a["path"]).exists()]
 

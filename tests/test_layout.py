@@ -87,3 +87,17 @@ def test_ci_runs_the_readmes_test_command_verbatim_and_fails_on_any_step():
     ci = (ROOT / ".ci" / "run").read_text()
     assert f"README_TEST='{command}'" in ci and 'bash -c "$README_TEST"' in ci
     assert "set -euo pipefail" in ci and "|| echo" not in ci
+
+
+def test_the_store_api_is_the_only_door_to_the_database():
+    """Only engine/store.py reaches the sqlite connection (`.db`) or writes SQL; the studio and the
+    rest of the engine go through the Store's methods."""
+    offenders = []
+    for folder in ("engine", "studio", "bench"):
+        for path in (ROOT / folder).rglob("*.py"):
+            if path == ROOT / "engine" / "store.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Attribute) and node.attr == "db":
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not offenders, offenders

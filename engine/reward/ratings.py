@@ -41,7 +41,7 @@ def _score(kind: str, value: float) -> float:
 def rating_data(store: Store, model_name: str | None = None):
     """(clips {generation_id: (path, prompt)}, scored [(id, target)], pairs [(winner, loser)])."""
     clips, scored, pairs = {}, [], []
-    for r in store.db["ratings"].rows_where(order_by="id"):
+    for r in store.ratings():
         ids = [r["generation_id"]] + ([r["other_id"]] if r["kind"] == "pair" else [])
         rows = [store.generation(i) for i in ids]
         if any(row is None or not row["path"] or not Path(row["path"]).exists() for row in rows):

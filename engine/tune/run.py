@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Iterator
@@ -87,9 +86,7 @@ def run_tune(cfg: TuneConfig, out: str | Path, run_id: int | None = None, eval_p
                 after = true_reward(cfg, str(path), held) if eval_prompts else None
                 summary = {"adapter": str(path), "reward": tuner.spec.describe(), "reward_before": before,
                            "reward_after": after, "wall_s": round(time.perf_counter() - began, 1), "run_id": run_id}
-                store.db["adapters"].insert({"run_id": run_id, "created_at": time.time(), "path": str(path),
-                                             "reward": meta["reward"], "base_model": str(cfg.model),
-                                             "metadata": json.dumps(summary)})
+                store.log_adapter(run_id, str(path), meta["reward"], str(cfg.model), summary)
                 shown = " -> ".join("not measured" if v is None else f"{v:.4g}" for v in (before, after))
                 store.update_run(run_id, status="done", message=f"reward {shown}")
                 yield Result(summary)
