@@ -1,4 +1,5 @@
-"""`python app.py`: open the rushes studio on the embedded toyworld model (http://127.0.0.1:7860)."""
+"""`python app.py`: open the rushes studio on the embedded toyworld model (http://127.0.0.1:7860, or the next
+free port; $GRADIO_SERVER_PORT picks another)."""
 
 if __name__ == "__main__":
     from engine.worker import EngineProcess

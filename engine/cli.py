@@ -64,8 +64,10 @@ def _runtime(args):
 
 
 def _generate(args) -> int:
+    import time
+
     from engine.events import Failed, Result
-    from engine.generate import Engine
+    from engine.generate import Engine, precheck
     from engine.requests import GenerateRequest
     from engine.session import Session
 
@@ -73,8 +75,12 @@ def _generate(args) -> int:
                           steps=args.steps, seed=args.seed, frames=args.frames, height=args.height,
                           width=args.width, guidance=args.guidance, solver=args.solver, lora=args.lora,
                           lora_scale=args.lora_scale)
-    req.validate()  # before loading anything
-    for event in Session("cli", engine=Engine(_runtime(args))).generate(req, out=args.out):
+    precheck(req)  # what the values and the model folder can refuse, before loading anything
+    engine = Engine(_runtime(args))
+    began = time.perf_counter()
+    engine.model(req.model)  # the load, timed apart: timings.total_s is the generation alone
+    load_s = time.perf_counter() - began
+    for event in Session("cli", engine=engine).generate(req, out=args.out):
         if isinstance(event, Failed):
             print(f"error: {event.message}", file=sys.stderr)
             return ERROR_EXIT
@@ -83,7 +89,7 @@ def _generate(args) -> int:
             meta = saved.clip.meta
             summary = {"path": str(saved.path), **{k: meta[k] for k in (
                 "model", "role", "steps", "nfe", "seed", "frames", "height", "width")},
-                "timings": meta["timings"], "generation_id": saved.generation_id}
+                "load_s": round(load_s, 3), "timings": meta["timings"], "generation_id": saved.generation_id}
             print(json.dumps(summary) if args.json else f"wrote {saved.path} (seed {meta['seed']})")
     return 0
 
@@ -334,7 +340,8 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="launch the studio in the browser",
                        description="Example: rushes serve --port 7860")
     s.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 needs --auth)")
-    s.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    s.add_argument("--port", type=int, default=None,
+                   help="port (default: $GRADIO_SERVER_PORT or 7860, or the next free one when that is taken)")
     s.add_argument("--auth", default=None, help="user:pass required when exposed")
     s.add_argument("--model", default="toyworld", help="model name, registry entry or pipeline folder")
     _add_runtime(s)

@@ -39,6 +39,28 @@ class Cancelled(Exception):
     pass
 
 
+def precheck(req: GenerateRequest) -> GenerateRequest:
+    """Refuse what the request's values and the model folder's facts alone can refuse (a bad
+    value, a step count the model has no student for, a clip over the model's limits), before any
+    weights load; `Engine.settings` checks the same again against the loaded model."""
+    req.validate()
+    try:
+        info, students = loading.model_facts(req.model)
+    except (ValueError, FileNotFoundError, OSError):
+        return req  # not a readable folder or preset (a hub name, say): the load will say what is wrong
+    role = req.role if req.role != "auto" else ("student" if students else "teacher")
+    if role == "teacher" and info.kind == "student":
+        raise ValueError(f"model {info.name!r} is a distilled student; use its teacher model for role teacher")
+    if role == "student" and req.steps is not None and req.steps not in students:
+        raise ValueError(f"model {info.name!r} has no {req.steps}-step student (has: {students or 'none'})")
+    limits = {"frames": info.max_frames, "height": info.max_side, "width": info.max_side}
+    for name, limit in limits.items():
+        value = getattr(req, name)
+        if value is not None and value > limit:
+            raise ValueError(f"{name} must be <= {limit} for {info.name}, got {value}")
+    return req
+
+
 class Engine:
     """Holds loaded models (never module globals) and turns requests into clips."""
 
@@ -154,7 +176,7 @@ class Engine:
 
     def _generate(self, req: GenerateRequest, cancel) -> Iterator:
         t0 = time.perf_counter()
-        req.validate()  # 1. check inputs before any compute
+        precheck(req)  # 1. check inputs before any compute or load
         loaded = self.model(req.model)  # 2. model (cached after the first request)
         s = self.settings(req, loaded)
         student = s["role"] == "student"

@@ -52,10 +52,17 @@ def check(name: str, value):
         if not math.isfinite(value):
             raise ValueError(f"{name} must be finite, got {value!r}")
     if (knob.low is not None and value < knob.low) or (knob.high is not None and value > knob.high):
-        raise ValueError(f"{name} must be in [{knob.low:g}, {knob.high:g}], got {value!r}")
+        raise ValueError(f"{name} must be in [{_bound(knob, knob.low)}, {_bound(knob, knob.high)}], got {value!r}")
     if knob.multiple_of > 1 and value % knob.multiple_of:
         raise ValueError(f"{name} must be a multiple of {knob.multiple_of}, got {value!r}")
     return value
+
+
+def _bound(knob: Knob, value: float | None) -> str:
+    """A knob's bound as a person reads it: whole numbers whole (4294967295, not 4.29497e+09)."""
+    if value is None:
+        return "-inf" if value is knob.low else "inf"
+    return str(int(value)) if knob.type is int else f"{value:g}"
 
 
 def check_share(name: str, value) -> float:

@@ -61,11 +61,12 @@ def studio_engine(options=None):
     return EngineProcess(options)
 
 
-def launch(host: str = "127.0.0.1", port: int = 7860, auth: str | None = None, model: str = "toyworld",
-           options=None, engine=None, **kwargs) -> None:
+def launch(host: str = "127.0.0.1", port: int | None = None, auth: str | None = None, model: str = "toyworld",
+           options=None, engine=None, **kwargs):
     """Serve the studio with these `engine.runtime.RuntimeOptions`, or on an `engine` started and
     told to preload earlier (`python app.py` starts it before importing gradio, so the two imports
-    overlap; it brings its own options)."""
+    overlap; it brings its own options). Without a `port`, as Gradio does: $GRADIO_SERVER_PORT or
+    7860, or the next free port after it when that one is taken."""
     if engine is None:
         engine = studio_engine(options)
         engine.preload(model)
@@ -78,4 +79,4 @@ def launch(host: str = "127.0.0.1", port: int = 7860, auth: str | None = None, m
     except BaseException:
         engine.close()
         raise
-    demo.launch(server_name=host, server_port=port, auth=credentials, **launch_kwargs(), **kwargs)
+    return demo.launch(server_name=host, server_port=port, auth=credentials, **launch_kwargs(), **kwargs)

@@ -44,14 +44,19 @@ def parse_seed(seed) -> int | None:
     return whole_number(seed, "seed (or empty for a random one)")
 
 
+def _given(value) -> int | None:
+    """A slider's value as the request's: None only when the field is empty (0 is a value, and
+    a bad one: it is refused by name, not replaced by the model's default)."""
+    return None if value is None or value == "" else int(value)
+
+
 def build_request(model, prompt, negative, preset, seed, frames, size, adapter, scale) -> GenerateRequest:
     role, steps = PRESETS[preset]
     seed = parse_seed(seed)
     try:
         req = GenerateRequest(
             prompt=prompt, negative=negative or "", model=model, role=role, steps=steps,
-            seed=seed, frames=int(frames) if frames else None,
-            height=int(size) if size else None, width=int(size) if size else None,
+            seed=seed, frames=_given(frames), height=_given(size), width=_given(size),
             lora=adapter or None, lora_scale=float(scale))
         return req.validate()
     except (ValueError, TypeError) as err:

@@ -79,3 +79,41 @@ def test_eval_reports_the_independent_reader_beside_the_judge(rushes_home, capsy
     report = json.loads(capsys.readouterr().out)
     assert report["semantic"] == 1.0 and report["readers"]["independent"]["semantic"] == 1.0
     assert report["readers"]["independent"]["opposite"] == 0.0
+
+
+def test_a_step_count_or_size_the_folder_cannot_do_is_refused_before_any_weights_load(
+        tiny_folder, rushes_home, tmp_path, capsys, monkeypatch):
+    from engine import loading
+
+    def no_load(*a, **k):
+        raise AssertionError("the model was loaded before the request was checked")
+
+    monkeypatch.setattr(loading, "load", no_load)
+    for extra, named in ((["--steps", "3"], "no 3-step student (has: [1, 2, 4])"), (["--frames", "40"], "40"),
+                         (["--height", "256"], "256")):
+        code = main(["generate", "--prompt", "a red ball", "--model", str(tiny_folder), "--role", "student",
+                     *extra, "--out", str(tmp_path / "x.mp4")])
+        assert code == 2 and named in capsys.readouterr().err
+    assert not (tmp_path / "x.mp4").exists() and _rows(rushes_home) == 0
+
+
+def test_generate_json_separates_the_load_from_the_generation(tiny_folder, rushes_home, tmp_path, capsys,
+                                                              monkeypatch):
+    import time
+
+    from engine import loading
+
+    real_load = loading.load
+
+    def slow_load(*a, **k):  # a load that takes as long as a real checkpoint's, relatively
+        time.sleep(3.0)
+        return real_load(*a, **k)
+
+    monkeypatch.setattr(loading, "load", slow_load)
+    code = main(["generate", "--prompt", "a red ball", "--model", str(tiny_folder), "--steps", "1",
+                 "--out", str(tmp_path / "c.mp4"), "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0 and summary["load_s"] >= 3.0
+    timings = summary["timings"]
+    parts = timings["text_encode_s"] + timings["denoise_s"] + timings["decode_s"]
+    assert parts <= timings["total_s"] < summary["load_s"]  # the generation alone: the 3 s load is not in it

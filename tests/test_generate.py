@@ -134,3 +134,24 @@ def test_flow_model_predicts_float32(engine, tiny_folder):
     x = torch.randn(1, 4, 2, 4, 4)
     out = flow.predict_x0(x, torch.tensor([0.5]), torch.zeros(1, 32, 384))
     assert out.dtype == torch.float32 and out.shape == x.shape
+
+
+def test_bounds_are_printed_as_a_person_reads_them():
+    from engine import knobs
+
+    with pytest.raises(ValueError, match=r"seed must be in \[0, 4294967295\], got 4294967296"):
+        knobs.check("seed", 2**32)
+    with pytest.raises(ValueError, match=r"lora_scale must be in \[-4, 4\], got 9.5"):
+        knobs.check("lora_scale", 9.5)
+
+
+def test_the_create_tab_refuses_zero_frames_instead_of_using_the_default():
+    import gradio as gr
+
+    from studio.create import build_request
+
+    with pytest.raises(gr.Error, match=r"frames must be in \[1, 257\], got 0"):
+        build_request("toyworld", "a red ball", "", "student 4 steps", "", 0, 64, "", 1.0)
+    with pytest.raises(gr.Error, match=r"height must be in \[16, 2048\], got 0"):
+        build_request("toyworld", "a red ball", "", "student 4 steps", "", 17, 0, "", 1.0)
+    assert build_request("toyworld", "a red ball", "", "student 4 steps", "", None, None, "", 1.0).frames is None

@@ -153,3 +153,27 @@ def test_queue_flood_gets_queue_full_and_the_app_stays_responsive(served, tiny_f
     assert outcomes.count("full") > 0 and outcomes.count("ok") > 0, sorted(set(outcomes))
     assert all(o in ("ok", "full") for o in outcomes), sorted(set(outcomes))
     assert client.predict(api_name="/system")["device"] == "cpu"  # still serving
+
+
+def test_the_studio_honours_gradio_server_port_and_takes_the_next_free_one(tiny_folder, tmp_path):
+    """As Gradio does: $GRADIO_SERVER_PORT is where it starts looking, and a port another app holds
+    is skipped (it used to fail on a busy 7860). Gradio reads the variable at import: a child process."""
+    import socket
+    import subprocess
+    import sys
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    busy = holder.getsockname()[1]
+    code = (f"from engine.generate import Engine\nfrom studio.app import launch\n"
+            f"_, url, _ = launch(model={str(tiny_folder)!r}, engine=Engine(), prevent_thread_lock=True, quiet=True)\n"
+            f"print(url, flush=True)\nimport os; os._exit(0)")
+    env = dict(os.environ, GRADIO_SERVER_PORT=str(busy), RUSHES_HOME=str(tmp_path / "home"))
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env,
+                             cwd=Path(__file__).resolve().parent.parent)
+    finally:
+        holder.close()
+    port = int(out.stdout.strip().rstrip("/").rsplit(":", 1)[1])
+    assert port != busy and busy < port <= busy + 100, out.stdout + out.stderr
