@@ -25,10 +25,10 @@ def build(session: Session, model: str = "toyworld", exposed: bool = False) -> g
                 create_inputs = create.render(session, model, demo)
             with gr.Tab("Tune", id="tune"):
                 tune.render(session, model, create_inputs["adapter"], allow_custom=not exposed)
-            with gr.Tab("Library", id="library"):
-                library.render(session, create_inputs, tabs)
-            with gr.Tab("System", id="system"):
-                system.render(session, model)
+            with gr.Tab("Library", id="library") as library_tab:
+                library.render(session, create_inputs, tabs, library_tab)
+            with gr.Tab("System", id="system") as system_tab:
+                system.render(session, model, system_tab)
     demo.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
     return demo
 

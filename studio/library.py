@@ -25,7 +25,7 @@ def _rows(session: Session, text: str, role: str) -> list[list]:
     return rows
 
 
-def render(session: Session, create: dict, tabs: gr.Tabs) -> None:
+def render(session: Session, create: dict, tabs: gr.Tabs, tab: gr.Tab) -> None:
     with gr.Row():
         text = gr.Textbox(label="Prompt contains", scale=3, elem_id="lib-filter")
         role = gr.Dropdown(["", "student", "teacher"], value="", label="Role", scale=1)
@@ -47,6 +47,7 @@ def render(session: Session, create: dict, tabs: gr.Tabs) -> None:
 
     refresh.click(listing, [text, role], [table], api_name="library")
     text.submit(listing, [text, role], [table], api_name=False)
+    tab.select(listing, [text, role], [table], api_name=False)  # opening the tab lists what is new since
 
     def select(evt: gr.SelectData, rows):
         return str(rows.iloc[evt.index[0], 0] if hasattr(rows, "iloc") else rows[evt.index[0]][0])

@@ -139,9 +139,8 @@ def test_library_lists_and_reuses_a_clip(browser, url):
     page.locator("#prompt textarea").fill("a cyan box rising")
     page.locator("#seed input").fill("11")
     _generate(page)
-    page.get_by_role("tab", name="Library").click()
+    page.get_by_role("tab", name="Library").click()  # lists the new clip without Refresh being pressed
     assert page.locator("#lib-id input").input_value() == ""  # empty until a row is picked
-    page.locator("#lib-refresh").click()
     # visible=true: the Dataframe also renders a row into a hidden sizing table, which can come first
     row = "#lib-table >> text=a cyan box rising >> visible=true"
     page.wait_for_selector(row, timeout=30000)
@@ -149,6 +148,15 @@ def test_library_lists_and_reuses_a_clip(browser, url):
     page.wait_for_function("() => document.querySelector('#lib-id input').value !== ''", timeout=15000)
     page.locator("#lib-reuse").click()
     page.wait_for_function("() => document.querySelector('#seed input').value === '11'", timeout=15000)
+    page.close()
+
+
+def test_the_system_tab_is_filled_when_opened(browser, url):
+    page = browser.new_page()
+    page.goto(url)
+    page.get_by_role("tab", name="System").click()
+    page.wait_for_function("() => document.querySelector('#system-info').innerText.includes('device')",
+                           timeout=30000)
     page.close()
 
 
