@@ -27,22 +27,14 @@ READER = "independent"
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rows", nargs="+", default=["teacher 50 steps CFG=toyworld:teacher:50"])
-    ap.add_argument("--prompts", type=int, default=32)
-    ap.add_argument("--seeds", type=int, default=2)
-    ap.add_argument("--splits", default="public-eval,public-heldout")
+    minibench.add_row_arguments(ap)
     ap.add_argument("--first", type=int, default=0,
                     help="index of the first prompt of each split (past the ones a choice was made on: a confirmation)")
     ap.add_argument("--against", default=None,
                     help="LABEL of a row: print every row's total minus its, with the paired SE")
     args = ap.parse_args()
     engine = Engine()
-    rows = [("renderer (upper bound)", None)]
-    for spec in args.rows:
-        label, _, target = spec.rpartition("=")
-        model, role, steps = target.rsplit(":", 2)
-        rows.append((label, minibench.model_source(engine, str(Path(model).expanduser()) if "/" in model else model,
-                                                   role, int(steps))))
+    rows = [("renderer (upper bound)", None), *minibench.row_sources(engine, args.rows)]
     print(f"MiniBench: {args.prompts} prompts (from #{args.first}) x {args.seeds} seeds per split\n")
     print(minibench.TABLE_HEADER.format(label="model"))
     if args.against is not None and args.against not in [label for label, _ in rows]:

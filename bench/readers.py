@@ -24,21 +24,14 @@ from engine.toyworld.render import sample_clip  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rows", nargs="+", default=["teacher 50 steps CFG=toyworld:teacher:50"])
-    ap.add_argument("--prompts", type=int, default=32)
-    ap.add_argument("--seeds", type=int, default=2)
-    ap.add_argument("--splits", default="public-eval,public-heldout")
+    minibench.add_row_arguments(ap)
     args = ap.parse_args()
     engine = Engine()
     print(f"{args.prompts} prompts x {args.seeds} seeds per split; per aspect: judge / independent reader "
           f"(objects only the judge reads right, only the reader does)\n")
     print("| model | split | colour | shape | motion | count | opposite direction, judge / reader |")
     print("|---|---|---|---|---|---|---|")
-    for spec in args.rows:
-        label, _, target = spec.rpartition("=")
-        model, role, steps = target.rsplit(":", 2)
-        source = minibench.model_source(engine, str(Path(model).expanduser()) if "/" in model else model, role,
-                                        int(steps))
+    for label, source in minibench.row_sources(engine, args.rows):
         for split in args.splits.split(","):
             sums = {k: [0.0, 0.0, 0.0, 0.0] for k in minibench.ASPECTS}  # judge, reader, judge only, reader only
             directed = opposite_judge = opposite_reader = 0

@@ -49,16 +49,20 @@ def precheck(req: GenerateRequest) -> GenerateRequest:
     except (ValueError, FileNotFoundError, OSError):
         return req  # not a readable folder or preset (a hub name, say): the load will say what is wrong
     role = req.role if req.role != "auto" else ("student" if students else "teacher")
-    if role == "teacher" and info.kind == "student":
-        raise ValueError(f"model {info.name!r} is a distilled student; use its teacher model for role teacher")
     if role == "student" and req.steps is not None and req.steps not in students:
         raise ValueError(f"model {info.name!r} has no {req.steps}-step student (has: {students or 'none'})")
-    limits = {"frames": info.max_frames, "height": info.max_side, "width": info.max_side}
-    for name, limit in limits.items():
-        value = getattr(req, name)
+    check_fits(info, role, req.frames, req.height, req.width)
+    return req
+
+
+def check_fits(info: loading.ModelInfo, role: str, frames: int | None, height: int | None, width: int | None) -> None:
+    """The model's own limits (its role, clip length and side); ValueError naming the value."""
+    if role == "teacher" and info.kind == "student":
+        raise ValueError(f"model {info.name!r} is a distilled student; use its teacher model for role teacher")
+    for name, value, limit in (("frames", frames, info.max_frames), ("height", height, info.max_side),
+                               ("width", width, info.max_side)):
         if value is not None and value > limit:
             raise ValueError(f"{name} must be <= {limit} for {info.name}, got {value}")
-    return req
 
 
 class Engine:
@@ -115,8 +119,6 @@ class Engine:
         """Concrete settings for a request: model defaults filled in, model limits checked."""
         info = loaded.info
         role = req.role if req.role != "auto" else ("student" if loaded.students else "teacher")
-        if role == "teacher" and info.kind == "student":
-            raise ValueError(f"model {info.name!r} is a distilled student; use its teacher model for role teacher")
         s = {
             "prompt": req.prompt, "negative": req.negative, "model": info.name, "model_ref": str(req.model),
             "role": role,
@@ -126,11 +128,7 @@ class Engine:
         }
         if s["seed"] is None:
             s["seed"] = random.randint(0, MAX_SEED)
-        if s["frames"] > info.max_frames:
-            raise ValueError(f"frames must be <= {info.max_frames} for {info.name}, got {s['frames']}")
-        for side in ("height", "width"):
-            if s[side] > info.max_side:
-                raise ValueError(f"{side} must be <= {info.max_side} for {info.name}, got {s[side]}")
+        check_fits(info, role, s["frames"], s["height"], s["width"])
         loaded.codec.check_frames(s["frames"])
         if role == "student":
             steps = req.steps or (4 if 4 in loaded.students else min(loaded.students, default=4))

@@ -261,3 +261,24 @@ def reader_difference_row(label: str, a: dict, b: dict, reader: str) -> str:
         raise ValueError(f"reports differ in {[k for k in same if a[k] != b[k]]}")
     diff = 100 * np.subtract(a["readers"][reader]["semantic_per_prompt"], b["readers"][reader]["semantic_per_prompt"])
     return f"| {label} | {a['split']} | {diff.mean():+.2f} | {float(np.std(diff, ddof=1)) / np.sqrt(len(diff)):.2f} |"
+
+
+def add_row_arguments(ap) -> None:
+    """The benches' shared flags: rows as LABEL=MODEL:ROLE:STEPS, prompts and seeds per split, splits."""
+    ap.add_argument("--rows", nargs="+", default=["teacher 50 steps CFG=toyworld:teacher:50"])
+    ap.add_argument("--prompts", type=int, default=32)
+    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--splits", default="public-eval,public-heldout")
+
+
+def row_sources(engine, rows: list[str]) -> list[tuple[str, ClipSource]]:
+    """(label, clip source) for each LABEL=MODEL:ROLE:STEPS row (a MODEL with a / is a folder)."""
+    from pathlib import Path
+
+    out = []
+    for spec in rows:
+        label, _, target = spec.rpartition("=")
+        model, role, steps = target.rsplit(":", 2)
+        out.append((label, model_source(engine, str(Path(model).expanduser()) if "/" in model else model,
+                                        role, int(steps))))
+    return out
