@@ -12,18 +12,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import torch  # noqa: E402
+import torch
 
-from engine.distill.flow_matching import flow_matching_loss  # noqa: E402
-from engine.model import FlowModel, add_noise  # noqa: E402
-from engine.runtime import native_bf16  # noqa: E402
-from engine.toyworld.teacher_bake import make_teacher  # noqa: E402
+from engine.distill.flow_matching import flow_matching_loss
+from engine.model import FlowModel, add_noise
+from engine.runtime import native_bf16
+from engine.toyworld.teacher_bake import make_teacher
 
 
 def step_times(bf16: bool, steps: int, batch: int) -> list[float]:

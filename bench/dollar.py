@@ -14,13 +14,10 @@ training code imports. Speed ratios are bench/speed.py's job.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.generate import Engine  # noqa: E402
-from engine.toyworld import eval_reader, minibench  # noqa: E402
+from engine.generate import Engine
+from engine.toyworld import eval_reader, minibench
 
 READER = "independent"
 

@@ -20,19 +20,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine import schedule  # noqa: E402
-from engine.codec import VideoCodec  # noqa: E402
-from engine.model import FlowModel  # noqa: E402
-from engine.reward.lrm import LatentRewardModel  # noqa: E402
-from engine.sampling import run_to_end, student_sample, teacher_sample  # noqa: E402
+from engine import schedule
+from engine.codec import VideoCodec
+from engine.model import FlowModel
+from engine.reward.lrm import LatentRewardModel
+from engine.sampling import run_to_end, student_sample, teacher_sample
 
 WAN_1_3B = dict(patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128, in_channels=16,
                 out_channels=16, text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30, cross_attn_norm=True,

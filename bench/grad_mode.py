@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine import schedule  # noqa: E402
-from engine.events import Result  # noqa: E402
-from engine.generate import Engine  # noqa: E402
-from engine.requests import GenerateRequest  # noqa: E402
-from engine.sampling import noise_like, run_to_end, student_sample  # noqa: E402
+from engine import schedule
+from engine.events import Result
+from engine.generate import Engine
+from engine.requests import GenerateRequest
+from engine.sampling import noise_like, run_to_end, student_sample
 
 PROMPT = "a red ball moving right on a black background"
 

@@ -31,7 +31,6 @@ def main() -> None:
     ap.add_argument("--tune-steps", type=int, default=1000)
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT / "bench"))
-    sys.path.insert(0, str(ROOT))
     from gradio_client import Client
     from serving import wait_http
     from speed import random_toyworld

@@ -18,22 +18,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine import schedule  # noqa: E402
-from engine.reward.lrm import LatentRewardModel, lrm_fit_loss  # noqa: E402
-from engine.reward.spec import RewardSpec, scorer  # noqa: E402
-from engine.sampling import backward_simulation, run_to_end, student_sample  # noqa: E402
-from engine.toyworld.render import sample_clip  # noqa: E402
-from engine.tune.run import load_for_tune  # noqa: E402
-from engine.tune.trainer import default_prompts  # noqa: E402
+from engine import schedule
+from engine.reward.lrm import LatentRewardModel, lrm_fit_loss
+from engine.reward.spec import RewardSpec, scorer
+from engine.sampling import backward_simulation, run_to_end, student_sample
+from engine.toyworld.render import sample_clip
+from engine.tune.run import load_for_tune
+from engine.toyworld.data import ToyworldData
 
 DEFAULT_REWARDS = "colourfulness,brightness,sharpness,motion,smoothness,compressibility,toyworld-semantic"
 
@@ -91,7 +88,7 @@ def fit(variant: dict, loaded, x, text, r, updates: int, batch: int, seed: int =
 
 def aspect_scorer(aspect: str):
     """A batch scorer of one graded judge aspect against each clip's caption (0 when it names no object)."""
-    from engine.reward.builtin import caption_spec
+    from engine.toyworld.rewards import caption_spec
     from engine.toyworld import judge
 
     def one(frames: np.ndarray, caption: str) -> float:
@@ -117,7 +114,7 @@ def main() -> None:
     loaded = load_for_tune(args.model)
     n = args.updates * args.batch
     rng = np.random.default_rng(0)
-    pool = default_prompts()
+    pool = ToyworldData().prompts("train")
     train_prompts = [pool[i] for i in rng.integers(len(pool), size=n)]
     began = time.perf_counter()
     x_train = tune_inputs(loaded, train_prompts, seed=0)

@@ -13,13 +13,9 @@ not depend on them); peak = max RSS during the step minus max RSS after a no-gra
 from __future__ import annotations
 
 import argparse
-import json
 import resource
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+import harness  # bench/harness.py: measure in a fresh process
 
 
 def peak_kb() -> int:
@@ -29,7 +25,6 @@ def peak_kb() -> int:
 def run_variant(variant: str, batch: int) -> dict:
     import torch
 
-    sys.path.insert(0, str(ROOT))
     from engine.codec import VideoCodec
     from engine.model import FlowModel
     from engine.reward.lrm import LatentRewardModel
@@ -59,16 +54,14 @@ def run_variant(variant: str, batch: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--variant", default=None, help=argparse.SUPPRESS)
+    harness.add_child_argument(ap)
     args = ap.parse_args()
-    if args.variant:
-        print(json.dumps(run_variant(args.variant, args.batch)))
+    case = harness.child_case(args)
+    if case:
+        harness.report(run_variant(case["variant"], case["batch"]))
         return
-    results = {}
-    for variant in ("latent", "pixel"):
-        out = subprocess.run([sys.executable, __file__, "--variant", variant, "--batch", str(args.batch)],
-                             capture_output=True, text=True, check=True).stdout
-        results[variant] = json.loads(out.strip().splitlines()[-1])["step_peak_mb"]
+    results = {variant: harness.in_child(__file__, {"variant": variant, "batch": args.batch})["step_peak_mb"]
+               for variant in ("latent", "pixel")}
     print(f"toyworld architecture (random weights), batch {args.batch} x 17x64x64, CPU, one process per variant\n")
     print("| step | extra peak memory (MB) | vs pixel-reward step |\n|---|---|---|")
     for variant, label in (("latent", "latent reward (LRM)"), ("pixel", "pixel reward through the VAE decoder")):

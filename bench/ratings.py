@@ -32,7 +32,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def warmth(frames: np.ndarray, prompt: str = "") -> float:
@@ -67,6 +66,7 @@ def main() -> None:
     from engine.events import Failed, Result
     from engine.requests import GenerateRequest
     from engine.reward import builtin
+    from engine.toyworld.data import ToyworldData
     from engine.session import Session
     from engine.store import Store
     from engine.toyworld import judge
@@ -116,7 +116,7 @@ def main() -> None:
     cfg = TuneConfig(model=model, reward="ratings", steps=args.steps, checkpoint_every=max(1, args.steps),
                      ratings_text=bool(args.use_text), **knobs)
     began = time.perf_counter()
-    events = list(train(cfg, loaded, Path(tempfile.mkdtemp())))
+    events = list(train(cfg, loaded, Path(tempfile.mkdtemp()), ToyworldData().prompts("train")))
     if not isinstance(events[-1], Result):
         raise SystemExit(f"tune failed: {events[-1]}")
     tuner = events[-1].value

@@ -12,14 +12,11 @@ asked directed motions (left/right, up/down, grow/shrink) each reads as the oppo
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.generate import Engine  # noqa: E402
-from engine.toyworld import eval_reader, judge, minibench  # noqa: E402
-from engine.toyworld.render import sample_clip  # noqa: E402
+from engine.generate import Engine
+from engine.toyworld import eval_reader, judge, minibench
+from engine.toyworld.render import sample_clip
 
 
 def main() -> None:

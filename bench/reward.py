@@ -16,7 +16,6 @@ the tune's wall time. All in one run, side by side.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,18 +23,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.events import Failed, Result  # noqa: E402
-from engine.generate import Engine  # noqa: E402
-from engine.requests import GenerateRequest  # noqa: E402
-from engine.reward.spec import RewardSpec, scorer  # noqa: E402
-from engine.toyworld import eval_reader, judge, minibench  # noqa: E402
-from engine.toyworld.render import sample_clip  # noqa: E402
-from engine.tune.adapter_io import save_adapter  # noqa: E402
-from engine.tune.config import TuneConfig  # noqa: E402
-from engine.tune.run import load_for_tune  # noqa: E402
-from engine.tune.trainer import ADAPTER, train  # noqa: E402
+from engine.events import Failed, Result
+from engine.generate import Engine
+from engine.requests import GenerateRequest
+from engine.reward.spec import RewardSpec, scorer
+from engine.toyworld import eval_reader, judge, minibench
+from engine.toyworld.data import ToyworldData
+from engine.toyworld.render import sample_clip
+from engine.tune.adapter_io import save_adapter
+from engine.tune.config import TuneConfig
+from engine.tune.run import load_for_tune
+from engine.tune.trainer import ADAPTER, train
 
 DEFAULT_REWARDS = "colourfulness,brightness,contrast,sharpness,motion,smoothness,compressibility,toyworld-semantic"
 
@@ -108,6 +107,7 @@ def main() -> None:
           "(aspect that fell most), judge | same, independent reader | diversity before -> after | LRM Pearson r | "
           "tune wall s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
+    prompts = ToyworldData().prompts("train")
     for name in args.rewards.split(","):
         score = scorer(RewardSpec(name))
         before = summary(score, items, base_videos)
@@ -118,7 +118,7 @@ def main() -> None:
         extra = {k: v for k, v in knobs.items() if v is not None}
         cfg = TuneConfig(model=args.model, reward=name, steps=args.steps, **extra)
         began = time.perf_counter()
-        result = [e for e in train(cfg, load_for_tune(args.model), Path(tempfile.mkdtemp()), resume=False)][-1]
+        result = [e for e in train(cfg, load_for_tune(args.model), Path(tempfile.mkdtemp()), prompts, resume=False)][-1]
         wall = time.perf_counter() - began
         if not isinstance(result, Result):
             print(f"| {name} | tune failed: {result.message} |")

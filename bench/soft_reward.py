@@ -19,12 +19,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from engine.generate import Engine  # noqa: E402
-from engine.reward import builtin  # noqa: E402
-from engine.toyworld import judge, minibench  # noqa: E402
-from engine.toyworld.render import sample_clip  # noqa: E402
+from engine.generate import Engine
+from engine.toyworld import judge, minibench, rewards
+from engine.toyworld.render import sample_clip
 
 
 def judge_at(rev: str):
@@ -58,14 +56,14 @@ def main() -> None:
             spec, caption = sample_clip(split, i)
             for seed in range(args.seeds):
                 clip = source(caption, seed)
-                binary.append(builtin.toyworld_semantic(clip, caption))
-                soft.append(builtin.toyworld_soft(clip, caption))
+                binary.append(rewards.toyworld_semantic(clip, caption))
+                soft.append(rewards.toyworld_soft(clip, caption))
                 if old is not None:
                     differ += (old.score(clip, spec) != judge.score(clip, spec)
                                or [astuple(o) for o in old.read(clip)] != [astuple(o) for o in judge.read(clip)])
     binary, soft = np.array(binary), np.array(soft)
     print(f"{args.model} {args.role} {args.steps} steps, {args.splits}: {len(soft)} clips")
-    print(f"| reward | mean | distinct values |\n|---|---|---|")
+    print("| reward | mean | distinct values |\n|---|---|---|")
     print(f"| toyworld-semantic (0/1 judge) | {binary.mean():.3f} | {len(np.unique(binary.round(6)))} |")
     print(f"| toyworld-soft (graded) | {soft.mean():.3f} | {len(np.unique(soft.round(6)))} |")
     print(f"Pearson r between them: {np.corrcoef(binary, soft)[0, 1]:.3f}")

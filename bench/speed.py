@@ -13,19 +13,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.events import Result  # noqa: E402
-from engine.generate import Engine  # noqa: E402
-from engine.runtime import RuntimeOptions  # noqa: E402
-from engine.requests import GenerateRequest  # noqa: E402
+from engine.events import Result
+from engine.generate import Engine
+from engine.runtime import RuntimeOptions
+from engine.requests import GenerateRequest
 
 
 def random_toyworld(folder: Path) -> Path:

@@ -30,15 +30,13 @@ package (each module's own time, so nothing counts twice).
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+import harness  # bench/harness.py: measure in a fresh process
+
 STAGES = ("import torch", "import gradio", "import studio", "build the page",
           "import diffusers (Wan, AutoencoderKL)", "first clip (model load + 4 steps)")
 WORKER_STAGES = ("start the engine process, ask it to preload", "import torch", "import gradio", "import studio",
@@ -53,16 +51,15 @@ def one_start() -> list[float]:
     import gradio  # noqa: F401
 
     marks.append(time.perf_counter())
-    sys.path.insert(0, str(ROOT))
     from engine.events import Result
-    from engine.requests import GenerateRequest
-    from engine.session import Session
     from engine.generate import Engine
+    from engine.requests import GenerateRequest
     from engine.runtime import RuntimeOptions
+    from engine.session import Session
     from studio.app import build
 
     marks.append(time.perf_counter())
-    session = Session("studio", engine=Engine(RuntimeOptions(own_thread=True)))
+    session = Session("studio", engine=Engine(RuntimeOptions()))
     build(session, "toyworld")
     marks.append(time.perf_counter())
     assert "diffusers" not in sys.modules, "the studio imported diffusers before serving its page"
@@ -77,7 +74,6 @@ def one_start() -> list[float]:
 
 def worker_start() -> list[float]:
     marks = [time.perf_counter()]
-    sys.path.insert(0, str(ROOT))
     from engine.worker import EngineProcess
 
     engine = EngineProcess()
@@ -134,20 +130,19 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--imports", action="store_true", help="where the preload's imports go, by package")
     ap.add_argument("--worker", action="store_true", help="the studio's start: the engine in a worker process")
-    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    harness.add_child_argument(ap)
     args = ap.parse_args()
     if args.imports:
         import_shares()
         return
-    if args.child:
-        print(json.dumps(worker_start() if args.worker else one_start()))
+    case = harness.child_case(args)
+    if case is not None:
+        harness.report({"stages": worker_start() if case["worker"] else one_start()})
         return
     rows = []
     for _ in range(args.runs):
         with tempfile.TemporaryDirectory() as home:
-            out = subprocess.run([sys.executable, __file__, "--child", *(["--worker"] if args.worker else [])],
-                                 capture_output=True, text=True, check=True, env={**os.environ, "RUSHES_HOME": home})
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            rows.append(harness.in_child(__file__, {"worker": args.worker}, env={"RUSHES_HOME": home})["stages"])
     print("| stage | " + " | ".join(f"run {i + 1} s" for i in range(len(rows))) + " |")
     print("|---|" + "---|" * len(rows))
     for i, stage in enumerate(WORKER_STAGES if args.worker else STAGES):

@@ -12,17 +12,14 @@ wrapped in this process only; the sampler is the engine's.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine import schedule  # noqa: E402
-from engine.generate import Engine  # noqa: E402
-from engine.model import FlowModel  # noqa: E402
-from engine.toyworld import minibench  # noqa: E402
+from engine import schedule
+from engine.generate import Engine
+from engine.model import FlowModel
+from engine.toyworld import minibench
 
 
 class GuidedStudent(FlowModel):

@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine import loading  # noqa: E402
-from engine.distill.export import add_student_lora  # noqa: E402
-from engine.generate import Engine  # noqa: E402
-from engine.toyworld import minibench  # noqa: E402
+from engine import loading
+from engine.distill.export import add_student_lora
+from engine.generate import Engine
+from engine.toyworld import minibench
 
 
 def _size_mb(path: Path) -> float:

@@ -19,9 +19,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 URL = "http://127.0.0.1:7860/"
-sys.path.insert(0, str(ROOT / "bench"))
 
-from serving import wait_http  # noqa: E402
+from serving import wait_http
 
 
 def main() -> None:
@@ -37,8 +36,7 @@ def main() -> None:
     began = time.perf_counter()
     command = [sys.executable, "app.py"]
     if args.random:
-        sys.path.insert(0, str(ROOT / "bench"))
-        from speed import random_toyworld
+        from speed import random_toyworld  # bench/ is the script's own folder: on the path
 
         command = [sys.executable, "-m", "engine.cli", "serve", "--model",
                    str(random_toyworld(Path(tempfile.mkdtemp())))]

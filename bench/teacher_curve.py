@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.toyworld.bake import CURVE, TEACHER_STATE  # noqa: E402
+from engine.toyworld.bake import CURVE, TEACHER_STATE
 
 
 def main() -> None:

@@ -46,21 +46,19 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine import loading  # noqa: E402
-from engine.sampling import run_to_end, teacher_sample  # noqa: E402
-from engine.schedule import teacher_sigmas  # noqa: E402
-from engine.toyworld import judge, world  # noqa: E402
-from engine.toyworld.parse import mentions  # noqa: E402
-from engine.toyworld.render import REVERSED_MOTION, render, sample_clip  # noqa: E402
+from engine import loading
+from engine.sampling import run_to_end, teacher_sample
+from engine.schedule import teacher_sigmas
+from engine.toyworld import judge, world
+from engine.toyworld.parse import mentions
+from engine.toyworld.render import REVERSED_MOTION, render, sample_clip
 
 DIRECTED = ("left", "right", "up", "down", "grow", "shrink")
 OTHER_AXIS = {"left": "up", "up": "left", "right": "down", "down": "right", "grow": "left", "shrink": "right"}

@@ -34,14 +34,12 @@ import argparse
 import dataclasses
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine import paths  # noqa: E402
-from engine.toyworld import teacher_bake  # noqa: E402
+from engine import paths
+from engine.toyworld import teacher_bake
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """How much of a toyworld prompt can any network read off MiniLM's token states?
 
-The teacher sees a prompt only through the text encoder's token states (DESIGN.md §5). This
+The teacher sees a prompt only through the text encoder's token states (docs/ARCHITECTURE.md §5.7). This
 bench trains probes on those states for one-object train-split captions (the words the teacher
 is trained on) to predict the object's colour, shape and motion, then scores them on
 one-object `public-heldout` captions, split by whether the caption uses the seen word or the
@@ -26,17 +26,14 @@ an object found in the prompt's colour, and the count is taken as right).
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.textenc import MINILM_MAX_LENGTH, TextEncoder, load_minilm  # noqa: E402
-from engine.toyworld import world  # noqa: E402
-from engine.toyworld.parse import mentions  # noqa: E402
-from engine.toyworld.render import sample_clip  # noqa: E402
+from engine.textenc import MINILM_MAX_LENGTH, TextEncoder, load_minilm
+from engine.toyworld import world
+from engine.toyworld.parse import mentions
+from engine.toyworld.render import sample_clip
 
 ASPECTS = {"colour": (list(world.COLOURS), world.COLOUR_WORDS),
            "shape": (list(world.SHAPES), world.SHAPE_WORDS),

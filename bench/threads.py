@@ -1,8 +1,9 @@
 """Which thread the engine computes on, and what it costs: 4-step toyworld clips made
 - in the main thread (the CLI);
-- from a pool of handler threads taking turns, after the main thread loaded the model (how the
-  studio ran before `RuntimeOptions.own_thread`: Gradio calls each handler on a pool thread);
-- from the same pool of threads through an engine with `own_thread=True` (the studio now).
+- from a pool of handler threads taking turns, after the main thread loaded the model (how an
+  in-process engine behind Gradio runs: Gradio calls each handler on a pool thread);
+- from the same pool of threads through a worker-process engine (`engine.worker.EngineProcess`,
+  the studio now), which computes on its own main thread.
 
     python bench/threads.py [--clips 12]
 
@@ -13,18 +14,13 @@ Prints the median denoise and engine times and their ratios to the main-thread c
 from __future__ import annotations
 
 import argparse
-import json
 import queue
 import statistics
-import subprocess
-import sys
 import threading
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import harness  # bench/harness.py: measure in a fresh process
 
-CASES = ("main thread", "handler threads", "handler threads, own_thread engine")
+CASES = ("main thread", "handler threads", "handler threads, worker-process engine")
 
 
 class Pool:
@@ -54,9 +50,14 @@ def run_case(case: str, clips: int) -> dict:
     from engine.generate import Engine
     from engine.requests import GenerateRequest
     from engine.runtime import RuntimeOptions
+    from engine.worker import EngineProcess
 
-    engine = Engine(RuntimeOptions(own_thread=case == CASES[2]))
-    engine.model("toyworld")  # loads in the main thread, or on the engine's own thread
+    if case == CASES[2]:
+        engine = EngineProcess(RuntimeOptions())
+        engine.preload("toyworld").result()  # loads in the worker process, on its main thread
+    else:
+        engine = Engine(RuntimeOptions())
+        engine.model("toyworld")  # loads in the main thread
     pool = None if case == CASES[0] else Pool()
 
     def one(i: int) -> dict:
@@ -71,16 +72,13 @@ def run_case(case: str, clips: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--clips", type=int, default=12)
-    ap.add_argument("--case", choices=CASES, help=argparse.SUPPRESS)
+    harness.add_child_argument(ap)
     args = ap.parse_args()
-    if args.case:
-        print(json.dumps(run_case(args.case, args.clips)))
+    case = harness.child_case(args)
+    if case:
+        harness.report(run_case(case["case"], case["clips"]))
         return
-    results = {}
-    for case in CASES:
-        out = subprocess.run([sys.executable, __file__, "--case", case, "--clips", str(args.clips)],
-                             capture_output=True, text=True, check=True, cwd=ROOT)
-        results[case] = json.loads(out.stdout.strip().splitlines()[-1])
+    results = {case: harness.in_child(__file__, {"case": case, "clips": args.clips}) for case in CASES}
     base = results[CASES[0]]
     print("| where the engine computes | denoise s | vs main | engine total s | vs main |\n|---|---|---|---|---|")
     for case, r in results.items():

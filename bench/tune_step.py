@@ -15,19 +15,18 @@ from __future__ import annotations
 
 import argparse
 import collections
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine import loading  # noqa: E402
-from engine.tune import trainer  # noqa: E402
-from engine.tune.config import TuneConfig  # noqa: E402
-from engine.tune.run import load_for_tune  # noqa: E402
+from engine import loading
+from engine.toyworld.data import ToyworldData
+from engine.tune import trainer
+from engine.tune.config import TuneConfig
+from engine.tune.run import load_for_tune
 
 
 def profile(loaded, reward: str, steps: int, warmup: int, **knobs) -> tuple[float, dict]:
@@ -42,7 +41,8 @@ def profile(loaded, reward: str, steps: int, warmup: int, **knobs) -> tuple[floa
             return out
         return run
 
-    tuner = trainer.Tuner(TuneConfig(reward=reward, steps=steps + warmup, **knobs), loaded, Path(tempfile.mkdtemp()))
+    tuner = trainer.Tuner(TuneConfig(reward=reward, steps=steps + warmup, **knobs), loaded, Path(tempfile.mkdtemp()),
+                          ToyworldData().prompts("train"))
     patches = [(trainer, "backward_simulation"), (tuner.flow, "predict_x0"), (loaded.codec, "decode")]
     saved = [(obj, name, getattr(obj, name)) for obj, name in patches]
     labels = {"backward_simulation": "backward simulation", "predict_x0": "student forward passes",

@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine import paths  # noqa: E402
-from engine.codec import FRAME_CHUNK, VideoCodec  # noqa: E402
-from engine.loading import quiet_libraries  # noqa: E402
-from engine.toyworld.render import render, sample_clip  # noqa: E402
-from engine.toyworld.vae_bake import psnr  # noqa: E402
+from engine import paths
+from engine.codec import FRAME_CHUNK, VideoCodec
+from engine.loading import quiet_libraries
+from engine.toyworld.render import render, sample_clip
+from engine.toyworld.vae_bake import psnr
 
 
 def decode_time(codec: VideoCodec, latents: torch.Tensor, repeats: int) -> float:

@@ -146,22 +146,20 @@ def _bake(args) -> int:
 def _distill(args) -> int:
     from dataclasses import replace
 
-    from engine import paths
+    from engine import data, loading, paths, settings
     from engine.distill.config import DistillConfig
     from engine.distill.run import run_distillation
+    from engine.folder import read_info
 
     cfg = DistillConfig.from_file(args.config) if args.config else DistillConfig()
-    overrides = {k: v for k, v in {"method": args.method, "student_steps": args.student_steps,
-                                   "cd_m": args.cd_m, "steps": args.steps, "reward": args.reward,
-                                   "w_ft": args.w_ft, "lrm_warmup": args.lrm_warmup,
-                                   "init_student": args.init_student, "w_reg": args.w_reg,
-                                   "reg_pairs": args.reg_pairs, "w_gan": args.w_gan, "gan_mismatch": args.gan_mismatch,
-                                   "w_px": args.w_px, "px_reward": args.px_reward,
-                                   "noise_frame_share": args.noise_frame_share}.items()
-                 if v is not None}
+    overrides = settings.from_flags(args, DistillConfig)
+    if "timesteps" in overrides and "student_steps" not in overrides:
+        overrides["student_steps"] = len(overrides["timesteps"])
     cfg = replace(cfg, **overrides)
+    # the data before the model loads: a bad prompts file or folder is refused in a moment
+    source = data.for_model(read_info(loading.resolve(args.model)[0]), args.prompts, args.videos)
     out = args.out or str(paths.home() / "models" / f"{args.model}-{cfg.method.replace('+', '-')}-{cfg.student_steps}step")
-    for line in run_distillation(cfg, args.model, out, resume=args.resume, lora_rank=args.lora_rank):
+    for line in run_distillation(cfg, args.model, out, source, resume=args.resume, lora_rank=args.lora_rank):
         print(line, flush=True)
     return 0
 
@@ -179,18 +177,18 @@ def _soup(args) -> int:
 
 
 def _tune(args) -> int:
+    from engine import data, settings
     from engine.events import Failed, Progress, Result
     from engine.tune.config import TuneConfig
     from engine.tune.run import run_tune
 
-    cfg = TuneConfig(model=args.model, student_steps=args.student_steps, reward=args.reward,
-                     reference=args.reference, reward_file=args.reward_file, reward_model=args.reward_model,
-                     steps=args.steps, rank=args.rank, reg=args.reg, alpha=float(args.rank), lr=args.lr, batch=args.batch,
-                     device=args.device, **({"target_modules": args.target_modules.split(",")} if args.target_modules else {}))
+    given = settings.from_flags(args, TuneConfig)
+    cfg = TuneConfig(**given, model=args.model, reward=args.reward, alpha=float(given.get("rank", TuneConfig().rank)),
+                     prompts=data.read_prompts(args.prompts) if args.prompts else [])
     for event in run_tune(cfg, args.out, eval_prompts=args.eval_prompts):
         if isinstance(event, Progress) and not args.json:
             shown = " ".join(f"{k} {event.metrics[k]:.4g}" for k in ("reward", "lrm_reward", "reg") if k in event.metrics)
-            print(f"[tune] step {event.step}/{event.total} {shown} eta {event.eta_s / 60:.1f} min", flush=True)
+            print(f"[tune] {event.stage} {event.step}/{event.total} {shown} eta {event.eta_s / 60:.1f} min", flush=True)
         elif isinstance(event, Failed):
             print(f"error: {event.message}", file=sys.stderr)
             return ERROR_EXIT
@@ -234,7 +232,10 @@ def _serve(args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    from engine.reward.spec import NAMES as REWARD_NAMES
+    from engine import settings
+    from engine.distill.config import DistillConfig
+    from engine.reward.spec import names as reward_names
+    from engine.tune.config import TuneConfig
 
     top = argparse.ArgumentParser(prog="rushes", description="few-step video generation studio")
     sub = top.add_subparsers(dest="command", required=True)
@@ -259,32 +260,13 @@ def parser() -> argparse.ArgumentParser:
                                    "--num_processes N -m engine.cli distill ...")
     d.add_argument("--config", default=None, help="JSON file of DistillConfig fields (unknown keys are refused)")
     d.add_argument("--model", default="toyworld", help="teacher pipeline (name or folder)")
-    d.add_argument("--method", default=None, choices=["vsd", "vsd+cd", "vsd+lrm", "vsd+cd+lrm"],
-                   help="which terms (the DOLLAR ablations); default vsd+cd+lrm")
-    d.add_argument("--student-steps", type=int, default=None, choices=[1, 2, 4], help="student steps (default 4)")
-    d.add_argument("--cd-m", type=int, default=None, help="teacher ODE steps per consistency pair (1 or 5)")
-    d.add_argument("--steps", type=int, default=None, help="generator updates (default 1000)")
-    d.add_argument("--reward", default=None, help="pixel reward the LRM learns (default toyworld-semantic)")
-    d.add_argument("--w-ft", type=float, default=None, help="weight of the latent-reward term L_FT (default 0.1)")
-    d.add_argument("--lrm-warmup", type=int, default=None,
-                   help="updates that fit the LRM before L_FT joins the generator loss (default 50)")
-    d.add_argument("--w-reg", type=float, default=None,
-                   help="weight of L_reg, regression on teacher ODE pairs (DMD's; default 0 = off)")
-    d.add_argument("--reg-pairs", type=int, default=None,
-                   help="teacher ODE pairs made once per run for L_reg (default 256)")
-    d.add_argument("--w-gan", type=float, default=None,
-                   help="weight of DMD2's GAN generator loss on real latents (default 0 = off; DMD2 5e-3)")
-    d.add_argument("--gan-mismatch", action="store_true", default=None,
-                   help="matching-aware discriminator: real clips under another clip's caption count as fake")
-    d.add_argument("--w-px", type=float, default=None,
-                   help="weight of L_px, a differentiable pixel reward climbed through the VAE decoder (default 0 = off)")
-    d.add_argument("--px-reward", default=None,
-                   help="the differentiable pixel reward of L_px (default toyworld-colour: the judge's colour reading)")
-    d.add_argument("--noise-frame-share", type=float, default=None,
-                   help="share of the student's starting noise common to all frames, in [0, 1] "
-                        "(default 0: iid noise; toyworld's 1-step student: 0.9)")
-    d.add_argument("--init-student", type=int, default=None,
-                   help="start from the model's N-step student instead of the teacher (e.g. 4 for a 1-step student)")
+    d.add_argument("--prompts", default=None,
+                   help="your prompts: one a line (.txt), or .jsonl / .csv with a 'prompt' field "
+                        "(default: the model's own world, e.g. toyworld's renderer)")
+    d.add_argument("--videos", default=None,
+                   help="with --prompts: a folder of real clips, each beside a .txt caption of the same name, for "
+                        "the terms that need real data (consistency distillation, the GAN, generator input real)")
+    settings.add_flags(d, DistillConfig)  # the rest from the distillation's settings table (engine/distill/config.py)
     d.add_argument("--lora-rank", type=int, default=None,
                    help="save the student as a LoRA of this rank on the --init-student network (a few MB)")
     d.add_argument("--out", default=None, help="pipeline folder to write (the teacher plus this student)")
@@ -304,24 +286,11 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("tune", help="short latent-reward LoRA fine-tune of a student toward a reward",
                        description="Example: rushes tune --reward colourfulness --steps 300 --out ~/adapters/vivid --json")
     t.add_argument("--model", default="toyworld", help="pipeline whose student is tuned")
-    t.add_argument("--student-steps", type=int, default=4, help="which student (default 4)")
     t.add_argument("--reward", required=True, help="built-in name, 'palette' (needs --reference) or 'custom' "
-                                                    "(needs --reward-file): " + ", ".join(REWARD_NAMES))
-    t.add_argument("--reward-file", default=None, help="a .py file defining reward(frames, prompt) -> float")
-    t.add_argument("--reference", default=None, help="image whose colour palette the clips should match")
-    t.add_argument("--reward-model", default=None, help="clip-score / aesthetic: local CLIP folder "
-                                                          "(default $RUSHES_HOME/reward-models/<reward>)")
-    t.add_argument("--steps", type=int, default=300, help="LoRA updates (default 300)")
-    t.add_argument("--rank", type=int, default=8, help="LoRA rank (default 8)")
-    t.add_argument("--target-modules", default=None,
-                   help="layers the LoRA adapts, comma-separated Linear names or suffixes "
-                        "(default: TuneConfig.target_modules)")
-    t.add_argument("--lr", type=float, default=1e-3, help="LoRA learning rate (default 1e-3)")
-    t.add_argument("--batch", type=int, default=4, help="clips per update (default 4)")
-    t.add_argument("--reg", default="base", choices=["base", "vsd", "none"],
-                   help="regulariser: distance to the frozen student (base, default), the VSD term against "
-                        "the teacher (vsd, slower), or none")
-    t.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto (cuda when available)")
+                                                    "(needs --reward-file): " + ", ".join(reward_names()))
+    t.add_argument("--prompts", default=None, help="your prompts: one a line (.txt), or .jsonl / .csv with a "
+                   "'prompt' field (default: the model's own world, e.g. toyworld's captions)")
+    settings.add_flags(t, TuneConfig)  # the rest from the tune's settings table (engine/tune/config.py)
     t.add_argument("--eval-prompts", type=int, default=4, help="held-out prompts for reward before/after (0 skips)")
     t.add_argument("--out", required=True, help="adapter folder to write (diffusers LoRA format)")
     t.add_argument("--json", action="store_true", help="print adapter path, reward before/after, wall time")

@@ -54,6 +54,33 @@ def write_clip(frames: np.ndarray, fps: int, path: str | Path, settings: dict) -
     return path
 
 
+THUMBNAIL_SIDE = 128  # pixels: small clips are enlarged to it by whole pixels (nearest), large ones shrunk
+
+
+def thumbnail_path(clip: str | Path) -> Path:
+    """Where a clip's thumbnail lives: beside it, `<clip>.png`."""
+    clip = Path(clip)
+    return clip.with_name(clip.name + ".png")
+
+
+def write_thumbnail(frames: np.ndarray, clip: str | Path) -> Path:
+    """The clip's first frame as a PNG beside it (`thumbnail_path`), written atomically."""
+    first = Image.fromarray(np.ascontiguousarray(frames[0]))
+    scale = THUMBNAIL_SIDE / max(first.size)
+    size = tuple(max(1, round(side * scale)) for side in first.size)
+    if scale >= 1:
+        scale = max(1, int(scale))  # whole pixels: a 64-px clip stays crisp
+        size = (first.size[0] * scale, first.size[1] * scale)
+    path = thumbnail_path(clip)
+    tmp = _tmp_for(path)
+    try:
+        first.resize(size, Image.NEAREST if scale >= 1 else Image.BILINEAR).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def _replace_synced(tmp: Path, final: Path) -> None:
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())

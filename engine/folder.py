@@ -35,6 +35,9 @@ class ModelInfo:
     text_max_length: int = 32  # tokens fed to cross-attention
     kind: str = "teacher"  # "teacher": full model; "student": the folder's transformer is distilled
     student_timesteps: list[int] = field(default_factory=list)  # for kind == "student"
+    world: str = ""  # the data plug-in whose prompts and clips it was trained on (engine/data.py), e.g. "toyworld"
+    # the words it knows, by kind ({"colours": [...], ..., "examples": [...]}), shown in the Create tab
+    vocabulary: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelInfo":

@@ -12,14 +12,12 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from engine import adapters, loading, memory, runtime, schedule
-from engine.compute_thread import ComputeThread, Either
 from engine.events import Failed, Preview, Progress, Result
 from engine.knobs import MAX_SEED
 from engine.model import check_positions
@@ -73,24 +71,14 @@ class Engine:
         self.device = options.resolved_device()
         self._models: dict[str, loading.LoadedModel] = {}
         self._lock = threading.Lock()
-        self._compute = ComputeThread() if options.own_thread else None  # engine.compute_thread: why
-
-    def _inline(self) -> bool:
-        return self._compute is None or self._compute.here()
-
-    def run(self, fn: Callable, *args, **kwargs):
-        """fn(*args, **kwargs) where this engine computes (its own thread under `own_thread`)."""
-        return fn(*args, **kwargs) if self._compute is None else self._compute.call(fn, *args, **kwargs)
 
     def call(self, fn: Callable, *args, **kwargs):
-        """fn(self, *args, **kwargs) where this engine computes: the call an `engine.worker.EngineProcess`
-        makes in its worker, so the studio's code runs the same on either."""
-        return self.run(fn, self, *args, **kwargs)
+        """fn(self, *args, **kwargs): the call an `engine.worker.EngineProcess` makes in its worker,
+        so the studio's code runs the same on either."""
+        return fn(self, *args, **kwargs)
 
     def model(self, name: str) -> loading.LoadedModel:
         """Load a model once and keep it (set up for this engine's runtime options)."""
-        if not self._inline():
-            return self.run(self.model, name)
         key = str(name)
         with self._lock:
             if key not in self._models:
@@ -100,14 +88,9 @@ class Engine:
                 self._models[key] = loaded
             return self._models[key]
 
-    def preload(self, name: str) -> Future | None:
-        """Start loading a model on the engine's own thread and return at once (None for an inline
-        engine, which loads on its first request). The studio calls it as it starts serving, so
-        the first clip does not wait on diffusers' imports and the load. A failed preload keeps
-        nothing: the first request loads again and reports the error."""
-        if self._compute is None:
-            return None
-        return self._compute.submit(lambda: self.model(name))
+    def preload(self, name: str) -> None:
+        """Nothing: an in-process engine loads on its first request. (`engine.worker.EngineProcess`
+        loads in its worker while the studio's page is built.)"""
 
     def estimate(self, req: GenerateRequest) -> tuple[memory.MemoryEstimate, int | None]:
         """Peak-memory estimate for a request and the device's free memory (ValueError on bad input)."""
@@ -131,7 +114,7 @@ class Engine:
         check_fits(info, role, s["frames"], s["height"], s["width"])
         loaded.codec.check_frames(s["frames"])
         if role == "student":
-            steps = req.steps or (4 if 4 in loaded.students else min(loaded.students, default=4))
+            steps = req.steps or loaded.default_student_steps()
             flow, timesteps = loaded.student(steps)
             s.update(steps=steps, timesteps=timesteps)
             share = loaded.noise_frame_share(steps)
@@ -147,15 +130,9 @@ class Engine:
         return s
 
     def generate(self, req: GenerateRequest, cancel: threading.Event | None = None) -> Iterator:
-        """Yield Progress / Preview events and finally Result(Clip) or Failed(message).
-
-        Under `own_thread` the work runs on the engine's thread and the events come through a
-        queue; a caller that stops listening early cancels the rest of the clip."""
-        cancel = cancel or threading.Event()
-        if self._inline():
-            yield from self._events(req, cancel)
-            return
-        yield from self._compute.stream(lambda stop: self._events(req, Either(cancel, stop)))
+        """Yield Progress / Preview events and finally Result(Clip) or Failed(message), on the
+        caller's thread; `cancel` is checked between steps."""
+        yield from self._events(req, cancel or threading.Event())
 
     def _events(self, req: GenerateRequest, cancel) -> Iterator:
         try:

@@ -32,15 +32,17 @@ def check_tune(engine, cfg: TuneConfig, store: Store) -> None:
     """ValueError naming what stops `cfg` from starting: a reward that cannot score, too few
     ratings for "my ratings" (a one-step fit), a student the model lacks. Runs on `engine`
     (`engine.call(check_tune, cfg, store)`), where the model is loaded."""
+    loaded = engine.model(cfg.model)
+    steps = cfg.student_steps or loaded.default_student_steps()  # a teacher without a student: refused here
+    loaded.student(steps)
     if cfg.reward == "ratings":
         from engine.reward.ratings import fit_ratings_model
 
-        fit_ratings_model(store, engine.model(cfg.model), steps=1, views=0)
+        fit_ratings_model(store, loaded, steps=1, views=0, student_steps=steps)
     else:
         from engine.reward.spec import scorer
 
         scorer(cfg.reward_spec())
-    engine.model(cfg.model).student(cfg.student_steps)
 
 
 def start_tune(store: Store, cfg: TuneConfig, out: str | Path, run_id: int | None = None) -> int:

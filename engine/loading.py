@@ -86,6 +86,16 @@ class LoadedModel:
             raise ValueError(f"model {self.info.name!r} has no {steps}-step student (has: {have})")
         return self.students[steps]
 
+    def default_student_steps(self) -> int:
+        """The student a request or a tune gets when it names none: the 4-step one where there is
+        one, else the fewest-step one (a registry student, FastWan's 3, a teacher + LoRA); a
+        teacher without any is refused with the ways to get one."""
+        if not self.students:
+            raise ValueError(f"model {self.info.name!r} is a teacher with no distilled student: distil one "
+                             f"(rushes distill --model {self.info.name} --out DIR), or pick a student (a registry "
+                             f"student, a distilled folder, or the teacher with a step-distillation LoRA)")
+        return 4 if 4 in self.students else min(self.students)
+
     def noise_frame_share(self, steps: int) -> float:
         """How much of the `steps`-step student's starting noise all frames share (its rushes.json
         entry's `noise_frame_share`, `sampling.frame_shared_noise`); 0, iid noise, when unnamed."""

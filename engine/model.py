@@ -1,4 +1,4 @@
-"""The model wrapper every role shares: `predict_x0`, `add_noise`, `decode` (DESIGN.md §2).
+"""The model wrapper every role shares: `predict_x0`, `add_noise`, `decode` (docs/ARCHITECTURE.md §5.1).
 
 Roles (teacher, student, fake_score) are configuration of this one class, not subclasses.
 Flow matching, Wan convention: `x_t = (1 - s) x0 + s eps`, the network predicts

@@ -12,10 +12,6 @@
   runs bf16 natively (a CUDA card with bf16, or a CPU with oneDNN bf16: AVX512-BF16/AMX) and
   as loaded elsewhere. On toyworld (`python bench/vae.py`), bf16 decoding changes pixels by at
   most 3 of 255 with reconstruction PSNR unchanged (34.96 vs 34.93 dB), at 0.62x the time.
-- `own_thread`: every model load and generation runs on one compute thread the engine owns
-  (`engine/compute_thread.py` says why), for a server that calls an in-process engine from a
-  pool of threads. The studio's engine lives in a worker process instead (`engine/worker.py`),
-  which computes on its main thread.
 """
 
 from __future__ import annotations
@@ -39,7 +35,6 @@ class RuntimeOptions:
     vae_tiling: bool = False  # decode in spatial tiles
     vae_slicing: bool = False  # decode one clip (per-frame AutoencoderKL: one frame) at a time
     memory_fraction: float | None = None  # CUDA: cap on this process's share of the card
-    own_thread: bool = False  # loads and generations on one compute thread (servers with thread pools)
 
     def __post_init__(self):
         if self.dtype not in DTYPES:

@@ -15,9 +15,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine import loading, paths
+from engine import data, loading, paths
 from engine.events import Failed, Result
-from engine.export import read_mp4, sweep_partials, write_clip
+from engine.export import read_mp4, sweep_partials, thumbnail_path, write_clip, write_thumbnail
+from engine.folder import read_info
 from engine.generate import Clip, Engine
 from engine.requests import GenerateRequest
 from engine.store import Store
@@ -61,6 +62,7 @@ class Session:
             path = Path(out) if out else unique_output(paths.outputs(), clip.meta["seed"])
             try:
                 write_clip(clip.frames, clip.fps, path, clip.meta)
+                write_thumbnail(clip.frames, path)
             except OSError as err:
                 yield Failed(f"could not write {path}: {err.strerror or err}")
                 return
@@ -83,9 +85,9 @@ class Session:
         try:
             info, students = loading.model_facts(model)
         except (ValueError, FileNotFoundError):
-            return {"frames": 17, "size": 64, "max_frames": 33, "max_side": 128, "students": []}
+            return {"frames": 17, "size": 64, "max_frames": 33, "max_side": 128, "students": [], "vocabulary": {}}
         return {"frames": info.frames, "size": info.height, "max_frames": info.max_frames,
-                "max_side": min(info.max_side, 1024), "students": students}
+                "max_side": min(info.max_side, 1024), "students": students, "vocabulary": info.vocabulary}
 
     # --- ratings and the library ---------------------------------------------------------
     RATING_KINDS = {"thumb": (-1, 1), "stars": (1, 5), "pair": (1, 1)}
@@ -102,9 +104,45 @@ class Session:
                 raise ValueError(f"no clip with id {gid!r}")
         return self.store.rate(generation_id, kind, value, other_id)
 
-    def library(self, text: str = "", role: str = "", limit: int = 200) -> list[dict]:
-        """Logged clips, newest first, filtered by prompt text and role."""
-        return self.store.generations(limit=limit, text=text, role=role)
+    def library(self, text: str = "", role: str = "", limit: int = 200, model: str = "", adapter: str = "",
+                rating: str = "") -> list[dict]:
+        """Logged clips, newest first, filtered (`Store.generations`), each with `ratings`: every
+        rating it has, in words ("thumb up", "4 stars", "won A/B over 12"), and `thumbnail`: its
+        first frame's PNG (made now for a clip logged before thumbnails were; None without a file)."""
+        rows = self.store.generations(limit=limit, text=text, role=role, model=model, adapter=adapter, rating=rating)
+        said = self.rating_words([r["id"] for r in rows])
+        for row in rows:
+            row["ratings"] = said.get(row["id"], [])
+            row["thumbnail"] = self._thumbnail(row["path"])
+        return rows
+
+    def rating_words(self, ids: list[int]) -> dict[int, list[str]]:
+        """Every rating of these clips in words, oldest first: thumbs, stars, and A/B choices
+        seen from both sides (the winner "won A/B over N", the loser "lost A/B to N")."""
+        wanted, said = set(ids), {}
+        for r in self.store.ratings():
+            if r["kind"] == "thumb" and r["generation_id"] in wanted:
+                said.setdefault(r["generation_id"], []).append("thumb up" if r["value"] > 0 else "thumb down")
+            elif r["kind"] == "stars" and r["generation_id"] in wanted:
+                said.setdefault(r["generation_id"], []).append(f"{r['value']:g} stars")
+            elif r["kind"] == "pair":
+                if r["generation_id"] in wanted:
+                    said.setdefault(r["generation_id"], []).append(f"won A/B over {r['other_id']}")
+                if r["other_id"] in wanted:
+                    said.setdefault(r["other_id"], []).append(f"lost A/B to {r['generation_id']}")
+        return said
+
+    @staticmethod
+    def _thumbnail(clip: str | None) -> str | None:
+        if not clip or not Path(clip).exists():
+            return None
+        thumb = thumbnail_path(clip)
+        if not thumb.exists():
+            try:
+                write_thumbnail(read_mp4(clip)[:1], clip)
+            except (OSError, ValueError, RuntimeError):  # an unreadable clip has no thumbnail
+                return None
+        return str(thumb)
 
     def request_for(self, generation_id: int) -> GenerateRequest:
         """The request that reproduces a logged clip (same seed and settings)."""
@@ -126,7 +164,7 @@ class Session:
             raise ValueError(f"no clip with id {generation_id!r}")
         if row["path"] and not shared:
             clip = Path(row["path"])
-            for path in (clip, clip.with_name(clip.name + ".json"), clip.with_suffix(".gif"),
+            for path in (clip, clip.with_name(clip.name + ".json"), thumbnail_path(clip), clip.with_suffix(".gif"),
                          clip.with_suffix(".gif").with_name(clip.with_suffix(".gif").name + ".json")):
                 path.unlink(missing_ok=True)
 
@@ -139,16 +177,35 @@ class Session:
         gif = Path(row["path"]).with_suffix(".gif")
         return write_clip(read_mp4(row["path"]), settings.get("fps", 8), gif, settings)
 
+    def compare_export(self, generation_ids: list[int]) -> Path:
+        """The logged clips side by side in one mp4 under captions naming each (id, role and
+        steps, time, prompt), written beside the outputs (`engine/compose.py`)."""
+        from engine.compose import side_by_side
+
+        clips = []
+        for gid in generation_ids:
+            row = self.store.generation(gid)
+            if row is None or not row["path"] or not Path(row["path"]).exists():
+                raise ValueError(f"no clip file for id {gid!r}")
+            steps = f"{row['steps']} step" + ("s" if row["steps"] != 1 else "")
+            clips.append((row["path"], f"clip {gid} · {row['role']} {steps} · {row['total_s'] or 0:.2f} s · "
+                                       f"{row['prompt']}"))
+        name = "compare-" + "-".join(str(g) for g in generation_ids) + f"-{secrets.token_hex(3)}.mp4"
+        return side_by_side(clips, paths.outputs() / "compare" / name)
+
     def before_after(self, adapter: str, model: str = "toyworld", prompts: list[str] | None = None,
-                     seeds: tuple[int, ...] = (0,), scale: float = 1.0, steps: int = 4) -> list[tuple[Path, str]]:
+                     seeds: tuple[int, ...] = (0,), scale: float = 1.0, steps: int | None = None
+                     ) -> list[tuple[Path, str]]:
         """The student's clips without and with an adapter on fixed prompts and seeds, as
-        (file, label) pairs in row order: prompt/seed, before then after. Logged like any clip."""
+        (file, label) pairs in row order: prompt/seed, before then after. Logged like any clip.
+        `steps`: the student the adapter was tuned on (its adapter.json), else the model's own."""
         if not adapter or not Path(adapter).exists():
             raise ValueError(f"no adapter at {adapter!r}")
-        if prompts is None:
-            from engine.toyworld.render import sample_clip
-
-            prompts = [sample_clip("public-heldout", i)[1] for i in range(3)]
+        record = Path(adapter) / "adapter.json"
+        if steps is None and record.exists():
+            steps = json.loads(record.read_text()).get("student_steps")
+        if prompts is None:  # the held-out prompts of the model's world (engine/data.py)
+            prompts = data.for_model(read_info(loading.resolve(model)[0])).prompts("heldout", 3)
         grid = []
         for prompt in prompts:
             for seed in seeds:

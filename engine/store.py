@@ -44,7 +44,14 @@ def _v1(db: sqlite_utils.Database) -> None:
     db["run_metrics"].create_index(["run_id", "step"])
 
 
-MIGRATIONS = [_v1]
+def _v2(db: sqlite_utils.Database) -> None:
+    """A run's phase ("loading", "fitting the reward model", "tuning", ...), the phase's own
+    progress, and the run's smoothed ETA, as the run writes them (the UI shows, never computes)."""
+    for name, kind in (("phase", str), ("phase_step", int), ("phase_total", int), ("eta_s", float)):
+        db["runs"].add_column(name, kind)
+
+
+MIGRATIONS = [_v1, _v2]
 
 
 class Store:
@@ -104,16 +111,47 @@ class Store:
                    settings=json.dumps(settings, default=str))
         return self._insert("generations", row)
 
-    def generations(self, limit: int = 50, text: str = "", role: str = "") -> list[dict]:
-        """Logged clips, newest first; `text` filters by a prompt substring, `role` by role."""
+    RATING_FILTERS = {  # Library filter -> the clips it keeps (a where clause on generations)
+        "rated": "id in (select generation_id from ratings union select other_id from ratings)",
+        "unrated": "id not in (select generation_id from ratings union select other_id from ratings "
+                   "where other_id is not null)",
+        "thumb up": "id in (select generation_id from ratings where kind = 'thumb' and value > 0)",
+        "thumb down": "id in (select generation_id from ratings where kind = 'thumb' and value < 0)",
+        "4+ stars": "id in (select generation_id from ratings where kind = 'stars' and value >= 4)",
+        "A/B": "id in (select generation_id from ratings where kind = 'pair' union "
+               "select other_id from ratings where kind = 'pair')",
+    }
+
+    def generations(self, limit: int = 50, text: str = "", role: str = "", model: str = "", adapter: str = "",
+                    rating: str = "") -> list[dict]:
+        """Logged clips, newest first; `text` filters by a prompt substring, `role` by role, `model`
+        by model name, `adapter` by adapter path ("none": clips made without one), `rating` by one
+        of RATING_FILTERS."""
+        if rating and rating not in self.RATING_FILTERS:
+            raise ValueError(f"rating filter must be one of {sorted(self.RATING_FILTERS)}, got {rating!r}")
         where, params = ["1 = 1"], []
         if text:
             where.append("prompt like ?")
             params.append(f"%{text}%")
-        if role:
-            where.append("role = ?")
-            params.append(role)
+        for column, value in (("role", role), ("model", model)):
+            if value:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if adapter == "none":
+            where.append("(lora is null or lora = '')")
+        elif adapter:
+            where.append("lora = ?")
+            params.append(adapter)
+        if rating:
+            where.append(self.RATING_FILTERS[rating])
         return list(self.db["generations"].rows_where(" and ".join(where), params, order_by="id desc", limit=limit))
+
+    def generation_values(self, column: str) -> list[str]:
+        """The distinct non-empty values of a clip column ("model", "lora"), for the Library's filters."""
+        if column not in ("model", "lora", "role"):
+            raise ValueError(f"no filter on clip column {column!r}")
+        return [r[0] for r in self.db.execute(f"select distinct {column} from generations where {column} is not null "
+                                              f"and {column} != '' order by {column}").fetchall()]
 
     def _row(self, table: str, row_id: int) -> dict | None:
         rows = list(self.db[table].rows_where("id = ?", [row_id]))

@@ -7,8 +7,11 @@ is imported, so the engine's imports and load run on the second core while the p
 It also keeps the page up when the engine dies (a crash, the OOM killer): what was in flight
 fails with a message and the next request starts a new worker.
 
-The worker computes on its main thread only (one OpenMP team: `engine/compute_thread.py` says
-why that matters); a second thread reads the studio's messages, so a cancel lands mid-clip.
+The worker computes on its main thread only: each thread that runs PyTorch ops on the CPU keeps
+an OpenMP team of its own, and with more teams than cores libgomp stops spinning between parallel
+regions, so each small op waits on a wake-up and the transformer ran ~1.4-1.8x slower from a
+server's pool of handler threads (`python bench/threads.py`). A second thread reads the studio's
+messages, so a cancel lands mid-clip.
 
 Messages are pickles over a socket pair (plain pickle: tensors travel by value, not through
 torch's shared-memory reductions). The studio sends `(id, kind, payload)`:
@@ -237,7 +240,7 @@ def _fields(options) -> dict:
         return dict(options)
     from dataclasses import fields
 
-    return {f.name: getattr(options, f.name) for f in fields(options) if f.name != "own_thread"}
+    return {f.name: getattr(options, f.name) for f in fields(options)}
 
 
 def _load(engine, name: str) -> None:

@@ -14,6 +14,8 @@ from studio import create, library, system, tune
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 QUEUE_SIZE = 32  # waiting requests beyond this are told the queue is full
+# small clips (toyworld's are 64 px) shown enlarged keep their pixels sharp instead of a smoothed blur
+CSS = "video, #preview img, #library-gallery img { image-rendering: pixelated; }"
 
 
 def build(session: Session, model: str = "toyworld", exposed: bool = False) -> gr.Blocks:
@@ -46,8 +48,9 @@ def check_exposure(host: str, auth: str | None) -> tuple[str, str] | None:
 
 
 def launch_kwargs() -> dict:
-    """File-serving limits: only outputs are reachable; the DB, adapters and runs never are."""
-    return {"max_file_size": "20mb", "allowed_paths": [str(paths.outputs())],
+    """File-serving limits (only outputs are reachable; the DB, adapters and runs never are) and
+    the page's style."""
+    return {"css": CSS, "max_file_size": "20mb", "allowed_paths": [str(paths.outputs())],
             "blocked_paths": [str(paths.database()), str(paths.adapters()), str(paths.runs()),
                               str(paths.home() / "bake")]}
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
-from engine import knobs
+from engine import knobs, vocabulary
 from engine.events import Failed, Preview, Progress, Result
 from engine.requests import GenerateRequest
 from engine.session import Session
@@ -97,6 +97,11 @@ def render(session: Session, model: str, page: gr.Blocks) -> dict:
                                  allow_custom_value=True)
             prompt = gr.Textbox(label="Prompt", value="a red ball moving right on a black background",
                                 elem_id="prompt")
+            unknown = gr.Markdown(elem_id="unknown-words")
+            if d["vocabulary"]:
+                with gr.Accordion("Words this model knows", open=False, elem_id="vocabulary"):
+                    gr.Markdown(vocabulary.describe(d["vocabulary"]), elem_id="vocabulary-words")
+                    gr.Examples(d["vocabulary"].get("examples", []), [prompt], label="Example prompts")
             negative = gr.Textbox(label="Negative prompt (teacher only)", value="")
             default = "student 4 steps" if 4 in d["students"] else "teacher 20 steps"
             preset = gr.Radio(list(PRESETS), value=default, label="Steps", elem_id="preset",
@@ -134,6 +139,7 @@ def render(session: Session, model: str, page: gr.Blocks) -> dict:
             with gr.Row(visible=False) as ab_row:
                 a_better = gr.Button("Student is better", size="sm", elem_id="a-better")
                 b_better = gr.Button("Teacher is better", size="sm", elem_id="b-better")
+                pair_button = gr.Button("Export side by side", size="sm", elem_id="export-pair")
             rated = gr.Markdown(elem_id="rated")
             with gr.Row():
                 gif_button = gr.Button("Make GIF", size="sm")
@@ -151,8 +157,10 @@ def render(session: Session, model: str, page: gr.Blocks) -> dict:
         for image, result, text in run_request(session, req):
             saved = result or saved
             path = str(result.path) if result else keep
+            # a new request clears what belonged to the last one: its teacher clip, pair and ratings
             yield (keep if image is None else image, path, text,
-                   result.generation_id if result else keep, hidden, "", gr.update(visible=False), None, path)
+                   result.generation_id if result else keep, hidden, "", gr.update(visible=False), None, path,
+                   None, "")
         if not compare_:
             return
         teacher_req = GenerateRequest(**{**req.__dict__, "role": "teacher", "steps": None, "preview": False,
@@ -160,29 +168,41 @@ def render(session: Session, model: str, page: gr.Blocks) -> dict:
         student = (str(saved.path), _summary(saved), saved.generation_id)  # re-sent: the API keeps the last yield
         for _, result, text in run_request(session, teacher_req):
             if result is None:
-                yield keep, keep, keep, keep, keep, text, keep, keep, keep
+                yield keep, keep, keep, keep, keep, text, keep, keep, keep, keep, keep
                 continue
             ratio = result.clip.meta["timings"]["total_s"] / saved.clip.meta["timings"]["total_s"]
             text += f" · the teacher took **{ratio:.1f}x** the student's end-to-end time"
             yield (keep, student[0], student[1], student[2], gr.update(visible=True, value=str(result.path)),
-                   text, gr.update(visible=True), result.generation_id, student[0])
+                   text, gr.update(visible=True), result.generation_id, student[0], keep, keep)
 
     # the download link is an output of each handler, not a chained event: one queue round trip per clip
-    outputs = [preview, video, status, clip_id, teacher_video, teacher_status, ab_row, teacher_id, download]
+    outputs = [preview, video, status, clip_id, teacher_video, teacher_status, ab_row, teacher_id, download,
+               stars, rated]
     button.click(generate, inputs + [compare], outputs, api_name="generate", **GPU)
 
     def live_generate(model_, prompt_, negative_, preset_, seed_, frames_, size_, adapter_, scale_, live_):
         if not live_ or not prompt_.strip():
-            return gr.update(), gr.update(), gr.update(), gr.update()
+            return (gr.update(),) * len(outputs)
         seed_ = parse_seed(seed_)
         req = build_request(model_, prompt_, negative_, preset_, 0 if seed_ is None else seed_,  # a steady preview
                             frames_, size_, adapter_, scale_)
         saved = [r for _, r, _ in run_request(session, req) if r][-1]
-        return str(saved.path), _summary(saved), saved.generation_id, str(saved.path)
+        # one clip on screen: the last request's teacher clip, pair and ratings go with it
+        return (None, str(saved.path), _summary(saved), saved.generation_id, gr.update(visible=False, value=None),
+                "", gr.update(visible=False), None, str(saved.path), None, "")
 
     for component in (prompt, preset, seed, frames, size, scale):
-        component.change(live_generate, inputs + [live], [video, status, clip_id, download], api_name=False,
+        component.change(live_generate, inputs + [live], outputs, api_name=False,
                          trigger_mode="always_last", show_progress="hidden", **GPU)
+
+    def warn_unknown(model_, prompt_):
+        """A warning (never a refusal) naming the prompt's words outside the model's vocabulary."""
+        vocab = d["vocabulary"] if model_ == model else session.model_defaults(model_)["vocabulary"]
+        return vocabulary.warning(prompt_ or "", vocab)
+
+    for component in (prompt, picker):
+        component.change(warn_unknown, [picker, prompt], [unknown], api_name=False, show_progress="hidden")
+    page.load(warn_unknown, [picker, prompt], [unknown], api_name=False, show_progress="hidden")
 
     def memory_estimate(model_, preset_, frames_, size_):
         return estimate_text(session, model_, preset_, frames_, size_)
@@ -236,6 +256,16 @@ def render(session: Session, model: str, page: gr.Blocks) -> dict:
             raise gr.Error(str(err)) from None
 
     gif_button.click(make_gif, [clip_id], [download], api_name="gif")
+
+    def export_pair(student_id, teacher_id_):
+        if student_id is None or teacher_id_ is None:
+            raise gr.Error("make a side-by-side pair first")
+        try:
+            return str(session.compare_export([int(student_id), int(teacher_id_)]))
+        except ValueError as err:
+            raise gr.Error(str(err)) from None
+
+    pair_button.click(export_pair, [clip_id, teacher_id], [download], api_name="export_pair", **GPU)
     return {"model": picker, "prompt": prompt, "negative": negative, "preset": preset, "seed": seed, "frames": frames,
             "size": size, "adapter": adapter, "scale": scale, "video": video, "status": status, "clip_id": clip_id}
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from engine import jobs, paths
+from engine import jobs, paths, settings
 from engine.reward import models as model_rewards
-from engine.reward.spec import NAMES
+from engine.reward.spec import names as reward_names
 from engine.session import Session
 from engine.tune.config import TuneConfig
 from engine.worker import EngineGone
@@ -25,10 +25,13 @@ REWARD_HELP = ("colourfulness, brightness, contrast, sharpness, motion, smoothne
                "weights are in $RUSHES_HOME/reward-models/<name>")
 
 
+UI_MAX_STEPS, UI_MAX_RANK = 1000, 64  # slider ends; the command line goes further (the settings table's ranges)
+
+
 def reward_choices() -> list[str]:
     """Every reward this machine can score: model rewards only when their weights are present."""
     present = set(model_rewards.available())
-    return [n for n in NAMES if n not in model_rewards.MODEL_REWARDS or n in present]
+    return [n for n in reward_names() if n not in model_rewards.MODEL_REWARDS or n in present]
 
 
 def _runs(session: Session) -> list[list]:
@@ -42,19 +45,38 @@ def _runs(session: Session) -> list[list]:
 CURVES = {"reward": "#4c78a8", "lrm_reward": "#f58518", "loss": "#e45756"}  # colours named in the plot's label
 
 
+def _warmup(config: dict) -> int:
+    return TuneConfig.from_dict({k: v for k, v in config.items() if k != "out"}).warmup_updates
+
+
 def _plot_rows(session: Session, run_id) -> pd.DataFrame | None:
-    """The run's reward and loss curves; None (an empty plot) until it has any. The plot builds its
-    chart from the first frame it is sent and only swaps the data after: a chart built from an
-    empty frame never draws a line, and a curve missing from the first frame (the loss starts after
-    the LRM warm-up) is never drawn, so every curve is named first, as a NaN (which draws nothing),
-    in one order, so each keeps its colour."""
-    rows = [] if run_id in (None, "") else [
-        {"step": m["step"], "value": m["value"], "metric": m["name"]}
-        for m in session.store.metrics(int(run_id)) if m["name"] in CURVES]
-    if not rows:
+    """The run's reward, LRM reward and loss per generator update; None (an empty plot) until the
+    first. The reward model's warm-up (logged at updates 1..warm-up, before any loss) is left out:
+    every update plotted carries all three curves, so the legend names what is drawn (the plot
+    builds its chart from the first frame it is sent, and a curve missing from it is never drawn)."""
+    row = None if run_id in (None, "") else session.store.run(int(run_id))
+    if row is None:
         return None
-    named = [{"step": rows[0]["step"], "value": float("nan"), "metric": name} for name in CURVES]
-    return pd.DataFrame(named + rows, columns=["step", "value", "metric"])
+    warmup = _warmup(json.loads(row["config"]))
+    rows = [{"step": m["step"] - warmup, "value": m["value"], "metric": m["name"]}
+            for m in session.store.metrics(int(run_id)) if m["name"] in CURVES and m["step"] > warmup]
+    return pd.DataFrame(rows, columns=["step", "value", "metric"]) if rows else None
+
+
+def status_text(row: dict) -> str:
+    """One line for a tune run: its status, phase with the phase's own progress, the generator
+    updates done, the run's smoothed ETA and its message, as the run wrote them."""
+    config = json.loads(row["config"])
+    parts = [f"run {row['id']}: **{row['status']}**"]
+    if row["status"] in ("running", "cancelling") and row.get("phase"):
+        progress = f" {row['phase_step']}/{row['phase_total']}" if row.get("phase_total") else ""
+        parts.append(f"{row['phase']}{progress}")
+    parts.append(f"tuning step {row['step']}/{config.get('steps')}")
+    if row["status"] == "running" and row.get("eta_s") is not None:
+        parts.append(f"ETA {row['eta_s']:.0f} s")
+    if row["message"]:
+        parts.append(row["message"])
+    return " · ".join(parts)
 
 
 def adapter_choices(session: Session) -> list[tuple[str, str]]:
@@ -70,13 +92,15 @@ def render(session: Session, model: str, adapter_picker: gr.Dropdown, allow_cust
             reference = gr.Image(label="Palette reference (for 'palette')", type="filepath", height=120)
             reward_file = gr.File(label="Reward file (for 'custom'): defines reward(frames, prompt)",
                                   file_types=[".py"], type="filepath")
-            with gr.Row():
-                steps = gr.Slider(5, 1000, value=300, step=5, label="Steps", info="LoRA updates", elem_id="tune-steps")
-                rank = gr.Slider(1, 64, value=8, step=1, label="LoRA rank", info="adapter capacity")
-                lr = gr.Number(value=1e-3, label="Learning rate", info="e.g. 1e-3")
-            reg = gr.Radio(["base", "vsd", "none"], value="base", label="Regulariser", elem_id="tune-reg",
-                           info="keeps the student near where it started: base = distance to the frozen student; "
-                                "vsd = distribution matching against the teacher (slower); none")
+            with gr.Row():  # defaults, ranges and help from the tune's settings table (engine/tune/config.py)
+                s = settings.specs(TuneConfig)
+                steps = gr.Slider(s["steps"].low, UI_MAX_STEPS, value=s["steps"].default, step=1, label="Steps",
+                                  elem_id="tune-steps", info=f"{s['steps'].help} ({s['lrm_warmup'].default} updates)")
+                rank = gr.Slider(s["rank"].low, UI_MAX_RANK, value=s["rank"].default, step=1, label="LoRA rank",
+                                 info=s["rank"].help)
+                lr = gr.Number(value=s["lr"].default, label="Learning rate", info=f"{s['lr'].help}, e.g. 1e-3")
+            reg = gr.Radio(list(s["reg"].choices), value=s["reg"].default, label="Regulariser", elem_id="tune-reg",
+                           info=f"keeps the student near where it started; {s['reg'].help}")
             name = gr.Textbox(label="Adapter name", value="my-adapter", elem_id="tune-name")
             with gr.Row():
                 start = gr.Button("Start tune", variant="primary", elem_id="tune-start")
@@ -86,7 +110,8 @@ def render(session: Session, model: str, adapter_picker: gr.Dropdown, allow_cust
             run_id = whole_number_box("Run", "tune-run", "the run to follow, cancel or resume")
             status = gr.Markdown(elem_id="tune-status")
             plot = gr.LinePlot(x="step", y="value", color="metric", height=320, color_map=CURVES, elem_id="tune-plot",
-                               label="Reward (blue), the LRM's reward (orange) and loss (red) per step")
+                               label="Per LoRA update: reward of the batch (blue), the reward model's estimate "
+                                     "(orange), loss (red)")
             runs = gr.Dataframe(headers=["run", "status", "step", "reward", "message"], value=[],
                                 interactive=False, label="Tune runs", elem_id="tune-runs")
     with gr.Row():
@@ -141,12 +166,7 @@ def render(session: Session, model: str, adapter_picker: gr.Dropdown, allow_cust
             rid = None
         row = None if rid is None else session.store.run(rid)
         if row is not None:
-            steps_total = json.loads(row["config"]).get("steps")
-            eta = ""
-            if row["status"] == "running" and row["step"]:
-                rate = row["step"] / max(1e-6, row["updated_at"] - row["created_at"])
-                eta = f" · ETA {max(0, steps_total - row['step']) / max(rate, 1e-6):.0f} s"
-            text = f"run {rid}: **{row['status']}** · step {row['step']}/{steps_total}{eta} · {row['message'] or ''}"
+            text = status_text(row)
         elif rid is not None:
             text = f"no run with id {rid}"
         choices = gr.update(choices=adapter_choices(session))

@@ -7,6 +7,8 @@ import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
 
 from engine.folder import ModelInfo, write_pipeline
+from engine.toyworld import world
+from engine.toyworld.data import ToyworldData
 
 torch.set_num_threads(2)
 
@@ -38,8 +40,15 @@ def tiny_folder(tmp_path_factory):
     """A pipeline folder: tiny teacher, 1/2/4-step students (random weights), per-frame VAE."""
     folder = tmp_path_factory.mktemp("models") / "tiny"
     info = ModelInfo(name="tiny", shift=3.0, guidance=4.0, teacher_steps=6, frames=5, height=32,
-                     width=32, max_frames=33, max_side=128, fps=8)
+                     width=32, max_frames=33, max_side=128, fps=8,
+                     world="toyworld", vocabulary=world.vocabulary())  # toyworld-shaped, and says so
     students = {n: (tiny_transformer(seed=n), [round(1000 * (n - i) / n) for i in range(n)])
                 for n in (1, 2, 4)}
     return write_pipeline(folder, tiny_transformer(), tiny_vae(), FlowMatchEulerDiscreteScheduler(shift=3.0),
                           info, students)
+
+
+# toyworld's renderer as the data source the trainers are handed (engine/data.py): tiny test
+# models are toyworld-shaped, and a trainer never picks its data itself
+TOYWORLD = ToyworldData()
+TRAIN_PROMPTS = TOYWORLD.prompts("train", 64)

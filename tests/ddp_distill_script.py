@@ -6,7 +6,7 @@ from pathlib import Path
 from accelerate import Accelerator
 from diffusers import FlowMatchEulerDiscreteScheduler
 
-from conftest import tiny_transformer, tiny_vae
+from conftest import TOYWORLD, tiny_transformer, tiny_vae
 from engine import loading
 from engine.distill.config import DistillConfig
 from engine.distill.trainer import train
@@ -22,7 +22,7 @@ acc.wait_for_everyone()
 loaded = loading.load(str(folder))
 cfg = DistillConfig(method="vsd+cd+lrm", steps=2, batch=2, frames=3, size=32, checkpoint_every=2,
                     pool_capacity=16, fake_updates=1)
-result = [e for e in train(cfg, loaded, root / "work", accelerator=acc) if isinstance(e, Result)][0].value
+result = [e for e in train(cfg, loaded, root / "work", TOYWORLD, accelerator=acc) if isinstance(e, Result)][0].value
 student = acc.unwrap_model(result.student_ddp)
 checksum = sum(p.double().sum().item() for p in student.parameters())
 data = result.pool.latents[: result.pool.size].double().sum().item()

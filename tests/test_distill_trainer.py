@@ -9,7 +9,7 @@ import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
-from conftest import tiny_transformer, tiny_vae
+from conftest import TOYWORLD, tiny_transformer, tiny_vae
 from engine import checkpoint, loading
 from engine.distill.config import DistillConfig
 from engine.distill.trainer import train
@@ -44,7 +44,7 @@ def test_config_rejects_unknown_and_bad_values():
 
 
 def test_lrm_warmup_fits_the_lrm_before_the_generator_follows_it(loaded, tmp_path):
-    events = list(train(_cfg(method="vsd+lrm", steps=3, student_steps=2, lrm_warmup=2), loaded, tmp_path))
+    events = list(train(_cfg(method="vsd+lrm", steps=3, student_steps=2, lrm_warmup=2), loaded, tmp_path, TOYWORLD))
     metrics = [e.metrics for e in events if isinstance(e, Progress)]
     assert all("lrm_fit_loss" in m for m in metrics)  # the LRM fits from the first update
     assert ["ft_loss" in m for m in metrics] == [False, False, True]  # L_FT only after the warm-up
@@ -52,7 +52,7 @@ def test_lrm_warmup_fits_the_lrm_before_the_generator_follows_it(loaded, tmp_pat
 
 @pytest.mark.parametrize("method", ["vsd", "vsd+cd", "vsd+lrm", "vsd+cd+lrm"])
 def test_each_ablation_trains_and_logs_its_terms(loaded, tmp_path, method):
-    events = list(train(_cfg(method=method, steps=2, student_steps=2), loaded, tmp_path))
+    events = list(train(_cfg(method=method, steps=2, student_steps=2), loaded, tmp_path, TOYWORLD))
     progress = [e for e in events if isinstance(e, Progress)]
     assert [p.step for p in progress] == [1, 2] and isinstance(events[-1], Result)
     keys = set(progress[-1].metrics)
@@ -66,14 +66,14 @@ def test_each_ablation_trains_and_logs_its_terms(loaded, tmp_path, method):
 
 def test_resume_equals_uninterrupted(loaded, tmp_path):
     cfg = _cfg(method="vsd+cd+lrm", generator_input="real")
-    whole = list(train(cfg, loaded, tmp_path / "whole"))
+    whole = list(train(cfg, loaded, tmp_path / "whole", TOYWORLD))
     assert isinstance(whole[-1], Result)
-    first = train(cfg, loaded, tmp_path / "split")
+    first = train(cfg, loaded, tmp_path / "split", TOYWORLD)
     for event in first:  # stop after the step-2 checkpoint, as a kill would
         if isinstance(event, Progress) and event.step == 2:
             break
     first.close()
-    resumed = list(train(cfg, loaded, tmp_path / "split"))
+    resumed = list(train(cfg, loaded, tmp_path / "split", TOYWORLD))
     assert [e.step for e in resumed if isinstance(e, Progress)] == [3, 4]
     a = checkpoint.latest(tmp_path / "whole")
     b = checkpoint.latest(tmp_path / "split")
@@ -81,14 +81,14 @@ def test_resume_equals_uninterrupted(loaded, tmp_path):
     for key, tensor in a[1]["student"].items():
         assert torch.allclose(tensor, b[1]["student"][key], atol=1e-5), key
     assert a[2]["generator_loss"] == pytest.approx(b[2]["generator_loss"], rel=1e-4, abs=1e-6)
-    shorter = list(train(replace(cfg, steps=2), loaded, tmp_path / "whole"))  # regression: exported 4 updates
+    shorter = list(train(replace(cfg, steps=2), loaded, tmp_path / "whole", TOYWORLD))  # regression: exported 4 updates
     assert len(shorter) == 1 and isinstance(shorter[0], Failed)
     assert "already made 4 updates, more than the 2" in shorter[0].message
 
 
 def test_huge_learning_rate_stops_as_diverged_without_saving_nan(loaded, tmp_path):
     events = list(train(_cfg(method="vsd", lr=1e4, fake_lr=1e4, steps=30, checkpoint_every=1),
-                        loaded, tmp_path))
+                        loaded, tmp_path, TOYWORLD))
     assert isinstance(events[-1], Failed) and events[-1].kind == "diverged"
     found = checkpoint.latest(tmp_path)
     if found:
@@ -97,9 +97,10 @@ def test_huge_learning_rate_stops_as_diverged_without_saving_nan(loaded, tmp_pat
 
 def test_cancel_stops_between_updates(loaded, tmp_path):
     calls = []
-    events = list(train(_cfg(steps=10), loaded, tmp_path, should_stop=lambda: len(calls.append(1) or calls) > 2))
+    events = list(train(_cfg(steps=10), loaded, tmp_path, TOYWORLD, should_stop=lambda: len(calls.append(1) or calls) > 3))
     assert isinstance(events[-1], Failed) and events[-1].kind == "cancelled"
-    assert max(e.step for e in events if isinstance(e, Progress)) == 2
+    assert max(e.step for e in events if isinstance(e, Progress)) == 3
+    assert checkpoint.latest(tmp_path)[0] == 3  # checkpointed on the way out (every 2 otherwise): resume goes on from 3
 
 
 def test_two_processes_stay_in_sync(tmp_path):
@@ -139,14 +140,14 @@ def test_progressive_init_starts_from_the_named_student(tiny_folder, tmp_path):
     from engine.distill.trainer import DollarTrainer
 
     model = loading.load(str(tiny_folder))
-    trainer = DollarTrainer(_cfg(student_steps=1, init_student=2), model, tmp_path / "w")
+    trainer = DollarTrainer(_cfg(student_steps=1, init_student=2), model, tmp_path / "w", TOYWORLD)
     source = model.student(2)[0].transformer.state_dict()
     for name, value in trainer.acc.unwrap_model(trainer.student_ddp).state_dict().items():
         assert torch.equal(value, source[name].float()), name
     teacher = model.teacher.transformer.state_dict()
     assert any(not torch.equal(v, teacher[k]) for k, v in trainer.ema.state_dict().items())
     with pytest.raises(ValueError, match="no 3-step student"):
-        DollarTrainer(_cfg(student_steps=1, init_student=3), model, tmp_path / "x")
+        DollarTrainer(_cfg(student_steps=1, init_student=3), model, tmp_path / "x", TOYWORLD)
 
 
 def test_run_folder_ignores_the_step_count_so_a_run_can_be_extended():
@@ -204,7 +205,8 @@ def test_teacher_pairs_are_deterministic_and_saved_whole(loaded, tmp_path):
     from engine.distill import regression as reg
 
     def make(seed):
-        gen = reg.make_pairs(loaded.teacher, loaded.text, (4, 2, 4, 4), 3, 2, 3.0, 3.0, seed, batch=2)
+        gen = reg.make_pairs(loaded.teacher, loaded.text, TOYWORLD.prompts("train", 3, seed), (4, 2, 4, 4), 3, 2,
+                             3.0, 3.0, seed, batch=2)
         done = []
         while True:
             try:
@@ -233,14 +235,14 @@ def test_teacher_pairs_are_deterministic_and_saved_whole(loaded, tmp_path):
 def test_regression_term_trains_a_one_step_student_and_resume_reuses_its_pairs(loaded, tmp_path):
     from engine.distill import regression as reg
 
-    events = list(train(_reg_cfg(steps=2), loaded, tmp_path))
+    events = list(train(_reg_cfg(steps=2), loaded, tmp_path, TOYWORLD))
     made = [e for e in events if isinstance(e, Progress) and e.stage == "pairs"]
     assert made and made[-1].step == made[-1].total == 4
     updates = [e for e in events if isinstance(e, Progress) and e.stage == "distill"]
     assert len(updates) == 2 and all(u.metrics["reg_loss"] > 0 for u in updates)  # every 1-step update
     assert isinstance(events[-1], Result)
     stamp = (tmp_path / reg.PAIRS_FILE).stat().st_mtime_ns
-    resumed = list(train(_reg_cfg(steps=4), loaded, tmp_path))
+    resumed = list(train(_reg_cfg(steps=4), loaded, tmp_path, TOYWORLD))
     assert not [e for e in resumed if isinstance(e, Progress) and e.stage == "pairs"]  # loaded, not remade
     assert [e.step for e in resumed if isinstance(e, Progress)] == [3, 4]
     assert (tmp_path / reg.PAIRS_FILE).stat().st_mtime_ns == stamp
@@ -248,7 +250,7 @@ def test_regression_term_trains_a_one_step_student_and_resume_reuses_its_pairs(l
 
 def test_cancel_while_making_pairs_stops_before_any_update(loaded, tmp_path):
     calls = []
-    events = list(train(_reg_cfg(reg_pairs=8), loaded, tmp_path, should_stop=lambda: len(calls.append(1) or calls) > 1))
+    events = list(train(_reg_cfg(reg_pairs=8), loaded, tmp_path, TOYWORLD, should_stop=lambda: len(calls.append(1) or calls) > 1))
     assert isinstance(events[-1], Failed) and events[-1].kind == "cancelled"
     assert not [e for e in events if isinstance(e, Progress) and e.stage == "distill"]
 
@@ -307,7 +309,7 @@ def test_config_rejects_bad_gan_knobs():
 @pytest.mark.parametrize("mismatch", [False, True])
 def test_gan_term_trains_the_discriminator_and_resumes_it(loaded, tmp_path, mismatch):
     cfg = _cfg(method="vsd", student_steps=1, w_gan=0.5, steps=2, gan_mismatch=mismatch)
-    events = list(train(cfg, loaded, tmp_path))
+    events = list(train(cfg, loaded, tmp_path, TOYWORLD))
     updates = [e for e in events if isinstance(e, Progress)]
     assert isinstance(events[-1], Result) and len(updates) == 2
     assert all(u.metrics["gan_g_loss"] > 0 and u.metrics["gan_d_loss"] > 0 for u in updates)
@@ -318,7 +320,7 @@ def test_gan_term_trains_the_discriminator_and_resumes_it(loaded, tmp_path, mism
     assert all(p.requires_grad for p in trainer.acc.unwrap_model(trainer.fake_ddp).parameters())
     saved = checkpoint.latest(tmp_path)[1]
     assert torch.equal(saved["disc"]["net.1.weight"], head.state_dict()["net.1.weight"])
-    resumed = list(train(replace(cfg, steps=3), loaded, tmp_path))
+    resumed = list(train(replace(cfg, steps=3), loaded, tmp_path, TOYWORLD))
     assert [e.step for e in resumed if isinstance(e, Progress)] == [3]
     back = resumed[-1].value.acc.unwrap_model(resumed[-1].value.disc_ddp)
     assert not torch.equal(back.state_dict()["net.1.weight"], saved["disc"]["net.1.weight"])  # it went on training
@@ -333,7 +335,7 @@ def test_run_folder_ignores_gan_knobs_while_the_term_is_off():
 
 
 def test_pixel_reward_term_climbs_a_differentiable_reward_through_the_decoder(loaded, tmp_path):
-    events = list(train(_cfg(method="vsd", student_steps=1, steps=2, w_px=1.0), loaded, tmp_path))
+    events = list(train(_cfg(method="vsd", student_steps=1, steps=2, w_px=1.0), loaded, tmp_path, TOYWORLD))
     updates = [e.metrics for e in events if isinstance(e, Progress)]
     assert isinstance(events[-1], Result) and len(updates) == 2
     for m in updates:

@@ -55,7 +55,10 @@ def test_store_rows_and_migrations(tmp_path):
     assert store.run(run)["status"] == "running"
     assert [m["name"] for m in store.metrics(run)] == ["loss", "reward"]
     again = Store(tmp_path / "s.db")  # reopening applies no migration twice
-    assert again.db.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert again.db.execute("PRAGMA user_version").fetchone()[0] == 2
+    again.update_run(run, phase="tuning", phase_step=3, phase_total=10, eta_s=12.5)  # the v2 columns
+    assert {k: again.run(run)[k] for k in ("phase", "phase_step", "eta_s")} == {"phase": "tuning", "phase_step": 3,
+                                                                                "eta_s": 12.5}
     assert again.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 

@@ -1,4 +1,4 @@
-"""RELIABILITY.md rows 9-11: kill -9 during a tune and an export; many writers at once."""
+"""docs/ARCHITECTURE.md §6, faults 9-11: kill -9 during a tune and an export; many writers at once."""
 
 import os
 import signal

@@ -1,6 +1,7 @@
-"""STYLE.md rules 1 and 4: the UI imports no torch, the engine no gradio, imports do no work."""
+"""docs/ARCHITECTURE.md §2, rules 1, 2 and 4-6: the UI imports no torch, the engine no gradio, imports do no work."""
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -101,3 +102,79 @@ def test_the_store_api_is_the_only_door_to_the_database():
                 if isinstance(node, ast.Attribute) and node.attr == "db":
                     offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert not offenders, offenders
+
+
+ENTRY_POINT = "engine.cli"  # the command line sits above the engine, its plug-ins and the studio
+
+
+def _engine_modules() -> list[str]:
+    return sorted(".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+                  for p in (ROOT / "engine").rglob("*.py"))
+
+
+def test_toyworld_is_a_plug_in_nothing_generic_imports():
+    """Only engine/toyworld itself and the command-line entry point import engine.toyworld, at the
+    top of a file or inside a function; everything else finds it through engine/plugins.py."""
+    offenders = {m: sorted(i for i in _module_imports(_file(m)) if i.startswith("engine.toyworld"))
+                 for m in _engine_modules() if not m.startswith("engine.toyworld") and m != ENTRY_POINT}
+    assert not {m: i for m, i in offenders.items() if i}, offenders
+    points = re.search(r'\[project\.entry-points\."rushes\.plugins"\]\n(.+?)\n\n', (ROOT / "pyproject.toml").read_text(),
+                       re.S)
+    assert points and 'toyworld = "engine.toyworld.plugin"' in points.group(1)
+
+
+def test_engine_packages_import_each_other_without_cycles():
+    """The graph of engine's sub-packages (engine.distill, engine.toyworld, ...) and top-level modules
+    (engine.generate, ...) has no cycle: engine.toyworld -> engine.distill, never back."""
+    def package(module: str) -> str:
+        parts = module.split(".")
+        return ".".join(parts[:2])
+
+    graph: dict[str, set[str]] = {}
+    for m in _engine_modules():
+        if m == ENTRY_POINT:
+            continue
+        graph.setdefault(package(m), set()).update(package(i) for i in _module_imports(_file(m)))
+    for p in graph:
+        graph[p].discard(p)
+    visiting, done = set(), set()
+
+    def visit(p, path):
+        if p in done:
+            return
+        assert p not in visiting, " -> ".join(path + [p])
+        visiting.add(p)
+        for q in graph.get(p, ()):
+            visit(q, path + [p])
+        visiting.discard(p)
+        done.add(p)
+
+    for p in graph:
+        visit(p, [])
+
+
+def test_code_cites_only_docs_inside_the_repository():
+    """Comments and docstrings point at docs/ (ARCHITECTURE.md, RESULTS.md, experiments/), which
+    ship with the code, never at design notes outside it; every docs/ file cited exists."""
+    outside, missing = [], []
+    for folder in ("engine", "studio", "bench", "tests"):
+        for path in (ROOT / folder).rglob("*.py"):
+            text = path.read_text()
+            outside += [f"{path.relative_to(ROOT)}: {m}" for m in re.findall(r"\b(?:DESIGN|STYLE|RELIABILITY)\.md", text)]
+            missing += [f"{path.relative_to(ROOT)}: {m}" for m in re.findall(r"docs/[\w/.-]+\.md", text)
+                        if not (ROOT / m).exists()]
+    assert not outside and not missing, (outside, missing)
+
+
+def test_every_training_loop_runs_in_the_one_shell():
+    """The bakes, the distillation and the tune step, report, checkpoint, resume and cancel through
+    engine/loop.py: none keeps a loop of its own over its updates."""
+    for module in ("engine.toyworld.vae_bake", "engine.toyworld.teacher_bake", "engine.distill.trainer",
+                   "engine.tune.trainer"):
+        path = _file(module)
+        assert "engine.loop" in _module_imports(path), module
+        tree = ast.parse(path.read_text())
+        train = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "train")
+        loops = [n for n in ast.walk(train) if isinstance(n, ast.While) or
+                 (isinstance(n, ast.For) and isinstance(n.iter, ast.Call) and getattr(n.iter.func, "id", "") == "range")]
+        assert not loops, f"{module}.train loops over its updates itself (line {loops[0].lineno})"

@@ -7,6 +7,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from conftest import TRAIN_PROMPTS
 from engine.reward import models
 from engine.reward.spec import RewardSpec, scorer
 from engine.toyworld.render import render, sample_clip
@@ -145,6 +146,6 @@ def test_tune_toward_clip_score_runs(tiny_folder, tmp_path):
     folder = tiny_clip(tmp_path / "clip")
     cfg = TuneConfig(model=str(tiny_folder), steps=2, batch=2, lrm_warmup=1, checkpoint_every=2,
                      reward="clip-score", reward_model=str(folder), prompts=["a red ball", "a blue box"])
-    events = list(train(cfg, loading.load(str(tiny_folder)), tmp_path / "w"))
+    events = list(train(cfg, loading.load(str(tiny_folder)), tmp_path / "w", TRAIN_PROMPTS))
     assert isinstance(events[-1], Result)
     assert np.isfinite(events[-2].metrics["reward"])

@@ -10,7 +10,7 @@ import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
-from conftest import tiny_transformer, tiny_vae
+from conftest import TOYWORLD, TRAIN_PROMPTS, tiny_transformer, tiny_vae
 from engine import loading
 from engine.distill.config import DistillConfig
 from engine.distill.export import add_student, add_student_lora
@@ -70,7 +70,7 @@ def test_the_one_step_generator_trains_from_frame_shared_noise(tmp_path):
     text = loaded.text.encode(["a ball", "a box"])
 
     def first_input(**kw):
-        trainer = DollarTrainer(DistillConfig(student_steps=1, batch=2, frames=3, size=32, **kw), loaded, tmp_path)
+        trainer = DollarTrainer(DistillConfig(student_steps=1, batch=2, frames=3, size=32, **kw), loaded, tmp_path, TOYWORLD)
         x_t, sigma, k = trainer._generator_input(real, text, torch.Generator().manual_seed(0))
         assert k == 0 and sigma.tolist() == [1.0, 1.0]
         return x_t
@@ -124,6 +124,6 @@ def test_reward_tuning_draws_the_students_own_noise(tiny_folder, tmp_path):
     add_student(folder, tiny_transformer(seed=1), 1, [1000], noise_frame_share=1.0)
     cfg = TuneConfig(model=str(folder), student_steps=1, steps=1, batch=2, reward="colourfulness",
                      prompts=["a red ball", "a blue box"])
-    tuner = Tuner(cfg, loading.load(str(folder)), Path("unused"))
+    tuner = Tuner(cfg, loading.load(str(folder)), Path("unused"), TRAIN_PROMPTS)
     x_t, _, _ = tuner._inputs(torch.Generator().manual_seed(0), ["a red ball", "a blue box"])
     assert _frames_equal(x_t)

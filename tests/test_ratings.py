@@ -1,5 +1,6 @@
 import pytest
 
+from conftest import TRAIN_PROMPTS
 from engine import loading, paths
 from engine.events import Result
 from engine.requests import GenerateRequest
@@ -48,7 +49,7 @@ def test_tune_toward_my_ratings(tiny_folder, rushes_home):
         session.rate(gid, "stars", stars)
     cfg = TuneConfig(model=str(tiny_folder), reward="ratings", steps=3, batch=2, checkpoint_every=3,
                      prompts=["a ball 0"])
-    events = list(train(cfg, loading.load(str(tiny_folder)), paths.runs() / "r"))
+    events = list(train(cfg, loading.load(str(tiny_folder)), paths.runs() / "r", TRAIN_PROMPTS))
     assert isinstance(events[-1], Result), events[-1]
     assert {"reward", "lrm_reward", "reg"} <= set(events[-2].metrics)
 

@@ -159,64 +159,10 @@ def test_generation_in_a_worker_thread_builds_no_autograd_graph(tiny_folder):
     assert len(seen) == 2 and seen == [(False, False)] * 2, seen
 
 
-def test_preload_loads_on_the_engine_thread_in_the_background_and_forgets_a_failure(tiny_folder, tmp_path):
-    import threading
-
-    assert Engine().preload(str(tiny_folder)) is None  # an inline engine loads on its first request
-    engine = Engine(RuntimeOptions(own_thread=True))
-    gate = threading.Event()
-    engine.run(lambda: None)
-    engine._compute.submit(gate.wait)  # hold the thread: preload must not wait for the load
-    future = engine.preload(str(tiny_folder))
-    assert not future.done()
-    gate.set()
-    loaded = future.result(timeout=120)
-    assert engine.model(str(tiny_folder)) is loaded  # the first request finds it loaded
-    missing = engine.preload(str(tmp_path / "nowhere"))
-    with pytest.raises(ValueError, match="nowhere"):
-        missing.result(timeout=60)
-    assert str(tmp_path / "nowhere") not in engine._models
-    with pytest.raises(ValueError, match="nowhere"):
-        engine.model(str(tmp_path / "nowhere"))
-
-
-def test_own_thread_engine_computes_on_one_thread_and_stops_when_the_caller_does(tiny_folder):
-    """The studio's engine: loads and forwards run on its own thread whichever thread asks; the
-    clip is the inline engine's; errors come back to the caller; a caller that stops listening
-    frees the thread within a step."""
-    import threading
-
-    inline = _frames(Engine(), tiny_folder)
-    engine = Engine(RuntimeOptions(own_thread=True))
-    transformer = engine.model(str(tiny_folder)).students[2][0].transformer
-    threads = set()
-    hook = transformer.register_forward_hook(lambda *a: threads.add(threading.get_ident()))
-    try:
-        callers = [threading.Thread(target=lambda: _frames(engine, tiny_folder)) for _ in range(2)]
-        for t in callers:
-            t.start()
-            t.join()
-        clip = _frames(engine, tiny_folder)
-    finally:
-        hook.remove()
-    assert len(threads) == 1 and threading.get_ident() not in threads
-    assert np.array_equal(clip.frames, inline.frames)
-    assert engine.run(threading.get_ident) in threads
-    with pytest.raises(ZeroDivisionError):
-        engine.run(lambda: 1 / 0)
-    bad = list(engine.generate(GenerateRequest(prompt="x", model=str(tiny_folder), seed=0, frames=999)))
-    assert isinstance(bad[-1], Failed) and "999" in bad[-1].message
-
-    forwards = []
-    hook = transformer.register_forward_hook(lambda *a: forwards.append(1))
-    try:
-        events = engine.generate(GenerateRequest(prompt="x", model=str(tiny_folder), role="teacher", steps=200, seed=0))
-        next(events)  # the first step's progress
-        events.close()  # the caller goes away
-        engine.run(lambda: None)  # waits for the thread: the clip was cancelled, not finished
-    finally:
-        hook.remove()
-    assert len(forwards) < 20
+def test_an_in_process_engine_loads_on_its_first_request(tiny_folder):
+    engine = Engine()
+    assert engine.preload(str(tiny_folder)) is None and not engine._models
+    assert engine.call(lambda e, name: e.model(name), str(tiny_folder)) is engine.model(str(tiny_folder))
 
 
 def test_chunked_frame_decode_matches_one_call():

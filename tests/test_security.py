@@ -1,4 +1,4 @@
-"""RELIABILITY.md rows 1, 2 and 5: the file route, string paths posing as files, pickle files."""
+"""docs/ARCHITECTURE.md §6, faults 1, 2 and 5: the file route, string paths posing as files, pickle files."""
 
 import os
 import pickle

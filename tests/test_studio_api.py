@@ -74,6 +74,16 @@ def test_side_by_side_and_pair_choice(client):
     assert "teacher" in out[4] and "the student's end-to-end time" in out[4]
     assert "student 4 steps" in out[2]  # the student's result survives the teacher phase
     assert "preferred over" in client.predict(api_name="/prefer_teacher")
+    both = client.predict(api_name="/export_pair")  # one mp4: the student beside the teacher, captioned
+    from engine.export import read_mp4
+
+    frames = read_mp4(both)
+    assert frames.shape[2] == 2 * 256 and frames.shape[1] > 256  # two clips enlarged to 256 px, a caption bar
+    # a student-only clip replaces the pair: its ratings and A/B start empty, never the old teacher clip's
+    out = client.predict(MODEL[0], "a blue square", *ARGS, False, api_name="/generate")
+    assert out[-2] is None and out[-1] == "" and out[4] == ""  # stars, the rating line, the teacher status
+    with pytest.raises(Exception, match="make a side-by-side pair first"):
+        client.predict(api_name="/prefer_teacher")
 
 
 def test_bad_input_is_a_clear_error_and_writes_nothing(client, studio):
@@ -95,22 +105,28 @@ def test_an_empty_seed_box_draws_a_random_seed_each_clip(client, studio):
 
 def test_library_open_reuse_rerun_delete(client, studio):
     client.predict(MODEL[0], "a green triangle", *ARGS, False, api_name="/generate")
-    table = client.predict("green", "", api_name="/library")
+    client.predict(api_name="/thumb_up")
+    client.predict(4, api_name="/stars")  # both ratings shown, not the last one only
+    gallery, table, *_ = client.predict("green", "", "", "", "", api_name="/library")
     rows = table["data"]
-    assert rows and rows[0][5] == "a green triangle"
+    assert rows and rows[0][7] == "a green triangle" and rows[0][8] == "thumb up, 4 stars"
+    assert gallery[0]["caption"].startswith(f"#{rows[0][0]} · student 4") and gallery[0]["image"]["path"].endswith(".png")
+    assert [r[0] for r in client.predict("green", "", "", "", "thumb up", api_name="/library")[1]["data"]] == [rows[0][0]]
+    assert client.predict("green", "", "", "", "thumb down", api_name="/library")[1]["data"] == []
+    assert client.predict("green", "teacher", "", "", "", api_name="/library")[1]["data"] == []
     gen_id = rows[0][0]
     video, settings = client.predict(gen_id, api_name="/open_clip")
     assert settings["seed"] == 3 and settings["prompt"] == "a green triangle"
     reused = client.predict(gen_id, api_name="/reuse")
     assert reused[0] == MODEL[0] and reused[1] == "a green triangle"
     assert reused[3] == "student 4 steps" and reused[4] == "3"  # the seed box is text
-    _, meta, message, _ = client.predict(gen_id, "green", "", api_name="/rerun")
+    _, meta, message, _, _ = client.predict(gen_id, "green", "", "", "", "", api_name="/rerun")
     assert meta["seed"] == 3 and "re-ran" in message
     path = Path(settings and sqlite3.connect(studio[1] / "studio.db").execute(
         "select path from generations where id = ?", [gen_id]).fetchone()[0])
-    assert path.exists()
-    _, _, message, table = client.predict(gen_id, "green", "", api_name="/delete")
-    assert "deleted" in message and not path.exists()
+    assert path.exists() and Path(str(path) + ".png").exists()
+    _, _, message, _, table = client.predict(gen_id, "green", "", "", "", "", api_name="/delete")
+    assert "deleted" in message and not path.exists() and not Path(str(path) + ".png").exists()
     assert gen_id not in [r[0] for r in table["data"]]
 
 
@@ -130,7 +146,7 @@ def test_id_boxes_may_be_empty_and_bad_text_is_named(client):
     with pytest.raises(Exception, match="'4.5'"):
         client.predict("4.5", api_name="/open_clip")
     with pytest.raises(Exception, match="no clip with id 9999"):
-        client.predict("9999", "", "", api_name="/delete")
+        client.predict("9999", "", "", "", "", "", api_name="/delete")
 
 
 def test_system_reports_model_and_device(client, tiny_folder):
@@ -201,18 +217,19 @@ def test_before_after_grid_compares_an_adapter_on_fixed_prompts(client, studio, 
         client.predict("", 1.0, api_name="/tune_before_after")
 
 
-def test_the_tune_plot_names_every_curve_from_its_first_frame(rushes_home):
-    """The plot keeps the curves and colours of the first frame it draws: each is there from the start."""
-    import math
-
-    from studio.tune import CURVES, _plot_rows
+def test_the_tune_plot_draws_generator_updates_with_every_curve_its_legend_names(rushes_home):
+    """The plot keeps the curves of the first frame it draws: the reward model's warm-up (reward
+    only) is left out, so the first frame and every one after carry all three curves."""
+    from studio.tune import CURVES, _plot_rows, status_text
 
     session = Session("test", engine=studio_engine())
-    run = session.store.create_run("tune", {"steps": 3})
+    run = session.store.create_run("tune", {"steps": 3, "lrm_warmup": 2, "reward": "colourfulness", "out": "x"})
     assert _plot_rows(session, run) is None and _plot_rows(session, None) is None  # nothing to draw yet
-    session.store.log_metrics(run, 1, {"reward": 0.5, "lrm_fit_loss": 0.1})  # before the LRM warm-up ends
+    for update in (1, 2):  # the warm-up: the reward model fits alone
+        session.store.log_metrics(run, update, {"reward": 0.5, "lrm_fit_loss": 0.1})
+    assert _plot_rows(session, run) is None
+    session.store.log_metrics(run, 3, {"reward": 0.6, "lrm_reward": 0.2, "loss": -0.2, "ft_loss": -0.2})
     frame = _plot_rows(session, run)
-    assert list(frame["metric"][:3]) == list(CURVES) and all(math.isnan(v) for v in frame["value"][:3])
-    assert frame["metric"].tolist()[3:] == ["reward"] and frame["value"].tolist()[3:] == [0.5]
-    session.store.log_metrics(run, 2, {"reward": 0.6, "lrm_reward": 0.2, "loss": -0.2})
-    assert list(_plot_rows(session, run)["metric"][:3]) == list(CURVES)  # same order, same colours
+    assert sorted(frame["metric"]) == sorted(CURVES) and set(frame["step"]) == {1}  # generator update 1
+    session.store.update_run(run, status="running", phase="tuning", phase_step=1, phase_total=3, step=1, eta_s=4.2)
+    assert status_text(session.store.run(run)) == f"run {run}: **running** · tuning 1/3 · tuning step 1/3 · ETA 4 s"

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import TRAIN_PROMPTS
 from engine import checkpoint, loading
 from engine.events import Failed, Progress, Result
 from engine.reward import builtin
@@ -40,11 +41,11 @@ def test_builtin_rewards_move_the_right_way():
     redder[..., 0], redder[..., 1:] = 230, 0
     assert palette(redder) > palette(CLIP)
     spec, caption = sample_clip("public-eval", 0)
-    assert builtin.toyworld_semantic(render(spec), caption) == 1.0
-    assert builtin.toyworld_semantic(np.zeros_like(CLIP), caption) == 0.0
-    assert builtin.toyworld_soft(render(spec), caption) == 1.0
-    assert builtin.toyworld_soft(np.zeros_like(CLIP), caption) == 0.0
-    assert builtin.toyworld_soft(render(spec), "a sunset over the sea") == 0.0  # names no toyworld object
+    assert builtin.get("toyworld-semantic")(render(spec), caption) == 1.0
+    assert builtin.get("toyworld-semantic")(np.zeros_like(CLIP), caption) == 0.0
+    assert builtin.get("toyworld-soft")(render(spec), caption) == 1.0
+    assert builtin.get("toyworld-soft")(np.zeros_like(CLIP), caption) == 0.0
+    assert builtin.get("toyworld-soft")(render(spec), "a sunset over the sea") == 0.0  # names no toyworld object
 
 
 @pytest.mark.parametrize("body, named", [
@@ -92,26 +93,26 @@ def test_target_modules_that_match_no_layer_are_named(tiny_folder, tmp_path):
                         loading.load(str(tiny_folder)), tmp_path / "b"))
     trained = {n.split(".lora_")[0] for n, p in events[-1].value.transformer.named_parameters() if p.requires_grad}
     assert trained and all(n.endswith(("attn1.to_q", "ffn.net.2")) for n in trained)
-    again = Tuner(_cfg(tiny_folder, target_modules=["attn2.to_k"]), events[-1].value.loaded, tmp_path / "c")
+    again = Tuner(_cfg(tiny_folder, target_modules=["attn2.to_k"]), events[-1].value.loaded, tmp_path / "c", TRAIN_PROMPTS)
     assert again.lora_params  # layers peft already wrapped still match by name
 
 
 @pytest.mark.parametrize("replay", [0, 4])
 def test_tune_moves_only_the_lora_and_resumes(tiny_folder, tmp_path, replay):
-    events = list(train(_cfg(tiny_folder, lrm_replay=replay, reward_norm=bool(replay)), loading.load(str(tiny_folder)), tmp_path / "a"))
+    events = list(train(_cfg(tiny_folder, lrm_replay=replay, reward_norm=bool(replay)), loading.load(str(tiny_folder)), tmp_path / "a", TRAIN_PROMPTS))
     assert isinstance(events[-1], Result)
     tuner = events[-1].value
     lora = [n for n, p in tuner.transformer.named_parameters() if p.requires_grad]
     assert lora and all("lora_" in n for n in lora)
     assert any("ffn" in n for n in lora) and not any("attn2" in n for n in lora)  # default: leave the prompt's path
     assert {"reward", "lrm_fit_loss", "reg", "loss"} <= set(events[-1 - 1].metrics)
-    gen = train(_cfg(tiny_folder, lrm_replay=replay, reward_norm=bool(replay)), loading.load(str(tiny_folder)), tmp_path / "b")
+    gen = train(_cfg(tiny_folder, lrm_replay=replay, reward_norm=bool(replay)), loading.load(str(tiny_folder)), tmp_path / "b", TRAIN_PROMPTS)
     for event in gen:
-        if isinstance(event, Progress) and event.step == 3:  # step 2's checkpoint is written by now
-            break
+        if isinstance(event, Progress) and event.stage == "tuning" and event.step == 3:
+            break  # update 4 (1 warm-up + 3 tuning) is reported, its checkpoint not yet written; update 2's is
     gen.close()
-    rest = list(train(_cfg(tiny_folder, lrm_replay=replay, reward_norm=bool(replay)), loading.load(str(tiny_folder)), tmp_path / "b"))
-    assert [e.step for e in rest if isinstance(e, Progress)] == [3, 4]
+    rest = list(train(_cfg(tiny_folder, lrm_replay=replay, reward_norm=bool(replay)), loading.load(str(tiny_folder)), tmp_path / "b", TRAIN_PROMPTS))
+    assert [(e.stage, e.step) for e in rest if isinstance(e, Progress)] == [("tuning", 2), ("tuning", 3), ("tuning", 4)]
     a, b = checkpoint.latest(tmp_path / "a"), checkpoint.latest(tmp_path / "b")
     for key in a[1]["lora"]:
         assert torch.allclose(a[1]["lora"][key], b[1]["lora"][key], atol=1e-5), key
@@ -136,7 +137,7 @@ def test_running_reward_statistics_match_the_whole_history():
 def test_reward_norm_divides_the_lrm_term_by_the_running_sd(tiny_folder):
     from engine.tune.trainer import Tuner
 
-    tuner = Tuner(_cfg(tiny_folder, reward_norm=True), loading.load(str(tiny_folder)), Path("unused"))
+    tuner = Tuner(_cfg(tiny_folder, reward_norm=True), loading.load(str(tiny_folder)), Path("unused"), TRAIN_PROMPTS)
     tuner.update()  # warm-up: the LRM fits, no L_FT yet
     logs = tuner.update()
     n, _, m2 = tuner.reward_stats.tolist()
@@ -150,7 +151,7 @@ def test_lrm_refits_on_replayed_samples(tiny_folder, monkeypatch):
     from engine.tune.trainer import Tuner
 
     cfg = _cfg(tiny_folder, lrm_replay=3, lrm_replay_batch=2, lrm_warmup=10)
-    tuner = Tuner(cfg, loading.load(str(tiny_folder)), Path("unused"))
+    tuner = Tuner(cfg, loading.load(str(tiny_folder)), Path("unused"), TRAIN_PROMPTS)
     sizes = []
     fit = tuner.lrm.forward
     monkeypatch.setattr(tuner.lrm, "forward", lambda x, text=None, each=False: sizes.append(len(x)) or fit(x, text, each))
@@ -166,7 +167,7 @@ def test_lrm_refits_on_replayed_samples(tiny_folder, monkeypatch):
 
 def test_vsd_regulariser_trains_a_fake_score_and_resumes_exactly(tiny_folder, tmp_path):
     cfg = _cfg(tiny_folder, reg="vsd", steps=3, checkpoint_every=1)
-    events = list(train(cfg, loading.load(str(tiny_folder)), tmp_path / "a"))
+    events = list(train(cfg, loading.load(str(tiny_folder)), tmp_path / "a", TRAIN_PROMPTS))
     assert isinstance(events[-1], Result)
     last = events[-2].metrics
     assert {"reg", "fake_loss", "vsd_grad_norm"} <= set(last) and all(map(math.isfinite, last.values()))
@@ -174,12 +175,12 @@ def test_vsd_regulariser_trains_a_fake_score_and_resumes_exactly(tiny_folder, tm
     teacher = loading.load(str(tiny_folder)).teacher.transformer.state_dict()
     moved = [k for k, v in tuner.fake.transformer.state_dict().items() if not torch.equal(v, teacher[k])]
     assert moved  # the fake score learnt from the tuned student's samples
-    gen = train(cfg, loading.load(str(tiny_folder)), tmp_path / "b")
+    gen = train(cfg, loading.load(str(tiny_folder)), tmp_path / "b", TRAIN_PROMPTS)
     for event in gen:
         if isinstance(event, Progress) and event.step == 2:
             break
     gen.close()
-    rest = list(train(cfg, loading.load(str(tiny_folder)), tmp_path / "b"))
+    rest = list(train(cfg, loading.load(str(tiny_folder)), tmp_path / "b", TRAIN_PROMPTS))
     assert [e.step for e in rest if isinstance(e, Progress)] == [2, 3]  # reported, not yet checkpointed: redone
     a, b = checkpoint.latest(tmp_path / "a")[1], checkpoint.latest(tmp_path / "b")[1]
     for key in a["lora"]:
@@ -192,7 +193,7 @@ def test_bad_reward_stops_the_run_without_an_optimizer_step(tiny_folder, tmp_pat
     path = tmp_path / "bad.py"
     path.write_text("def reward(f, p):\n    return float('nan')\n")
     loaded = loading.load(str(tiny_folder))
-    events = list(train(_cfg(tiny_folder, reward="custom", reward_file=str(path)), loaded, tmp_path / "w"))
+    events = list(train(_cfg(tiny_folder, reward="custom", reward_file=str(path)), loaded, tmp_path / "w", TRAIN_PROMPTS))
     assert isinstance(events[-1], Failed) and "non-finite" in events[-1].message
     assert checkpoint.latest(tmp_path / "w") is None
 
@@ -271,3 +272,52 @@ def test_background_job_cancel_and_resume(tiny_folder, rushes_home, tmp_path):
     assert store.run(run_id)["step"] > stopped_at
     jobs.cancel(store, run_id)
     psutil.Process(store.run(run_id)["pid"]).wait(timeout=60)
+
+
+def test_steps_count_generator_updates_after_a_warm_up_phase_and_a_cancel_resumes_where_it_stopped(tiny_folder,
+                                                                                                       tmp_path):
+    """5 steps asked = 5 LoRA updates, after the reward model's own 2-update warm-up, each phase
+    counted apart; a cancel checkpoints first, so resuming goes on from the next update."""
+    cfg = _cfg(tiny_folder, steps=5, lrm_warmup=2, checkpoint_every=100)
+    calls = []
+    events = list(train(cfg, loading.load(str(tiny_folder)), tmp_path / "w", TRAIN_PROMPTS,
+                        should_stop=lambda: len(calls.append(1) or calls) > 4))
+    shown = [(e.stage, e.step, e.total) for e in events if isinstance(e, Progress)]
+    assert shown == [("fitting the reward model", 1, 2), ("fitting the reward model", 2, 2), ("tuning", 1, 5),
+                     ("tuning", 2, 5)]
+    assert isinstance(events[-1], Failed) and events[-1].kind == "cancelled"
+    assert checkpoint.latest(tmp_path / "w")[0] == 4  # saved on the way out
+    rest = list(train(cfg, loading.load(str(tiny_folder)), tmp_path / "w", TRAIN_PROMPTS))
+    assert [(e.stage, e.step) for e in rest if isinstance(e, Progress)] == [("tuning", 3), ("tuning", 4), ("tuning", 5)]
+    assert all(e.eta_s >= 0 for e in rest if isinstance(e, Progress)) and rest[-2].eta_s == 0
+    assert "loss" in rest[-2].metrics and "loss" not in events[0].metrics  # the LoRA moves in the tuning phase only
+
+
+def test_a_tune_logs_its_phases_and_says_when_the_reward_did_not_move(tiny_folder, rushes_home, tmp_path):
+    from engine.tune.run import outcome, run_tune
+
+    events = list(run_tune(_cfg(tiny_folder, steps=2, lrm_warmup=1), tmp_path / "adapter", eval_prompts=1))
+    assert isinstance(events[-1], Result) and events[-1].value["message"].startswith("reward ")
+    row = Store(rushes_home / "studio.db").runs(kind="tune")[0]
+    assert row["status"] == "done" and row["phase"] == "done" and row["step"] == 2
+    assert outcome(0.38, 0.38).endswith("(more steps or a higher learning rate may)") and "unchanged" in outcome(0.38, 0.38)
+    assert outcome(0.38, 0.41) == "reward 0.38 -> 0.41" and "not measured" in outcome(None, None)
+
+
+def test_a_tune_takes_the_models_own_student_and_a_teacher_alone_is_refused_with_the_way_out(tmp_path):
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from conftest import tiny_transformer, tiny_vae
+    from engine.folder import ModelInfo, write_pipeline
+
+    info = ModelInfo(name="fast", shift=3.0, frames=5, height=32, width=32, world="toyworld")
+    three = write_pipeline(tmp_path / "fast", tiny_transformer(), tiny_vae(), FlowMatchEulerDiscreteScheduler(shift=3.0),
+                           info, {3: (tiny_transformer(seed=3), [1000, 757, 522])})  # FastWan's step list
+    events = list(train(_cfg(three, steps=1, student_steps=None), loading.load(str(three)), tmp_path / "w",
+                        TRAIN_PROMPTS))
+    assert isinstance(events[-1], Result) and events[-1].value.student_steps == 3
+    assert events[-1].value.timesteps == [1000, 757, 522]
+    teacher = write_pipeline(tmp_path / "teacher", tiny_transformer(), tiny_vae(),
+                             FlowMatchEulerDiscreteScheduler(shift=3.0), ModelInfo(name="bare", world="toyworld"))
+    with pytest.raises(ValueError, match="'bare' is a teacher with no distilled student.*rushes distill --model bare"):
+        list(train(_cfg(teacher, student_steps=None), loading.load(str(teacher)), tmp_path / "x", TRAIN_PROMPTS))

@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable, Generator
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
@@ -31,7 +30,6 @@ from engine import schedule
 from engine.events import Progress
 from engine.model import FlowModel
 from engine.sampling import run_to_end, teacher_sample
-from engine.toyworld.render import sample_clip
 
 PAIRS_FILE = "pairs.safetensors"
 
@@ -42,20 +40,16 @@ def regression_loss(x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor
     return loss, {"reg_loss": loss.item()}
 
 
-def pair_captions(count: int, seed: int) -> list[str]:
-    """`count` train-split captions drawn from `seed` (the same arguments give the same list)."""
-    indices = np.random.default_rng([seed, 7]).integers(2**31, size=count)
-    return [sample_clip("train", int(i))[1] for i in indices]
-
-
-def make_pairs(teacher: FlowModel, text, latent_shape: tuple[int, ...], count: int, steps: int,
+def make_pairs(teacher: FlowModel, text, captions: list[str], latent_shape: tuple[int, ...], count: int, steps: int,
                guidance: float, shift: float, seed: int, batch: int = 8,
                amp: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
                ) -> Generator[Progress, None, dict]:
     """Yields Progress (stage "pairs", `elapsed_s` in its metrics) after each batch; returns
     {"noise", "target" [N, *latent_shape], "states" [N, L, D] float16, "captions"} from the
-    teacher's `steps`-step Euler ODE with CFG `guidance` (the same arguments give the same pairs)."""
-    captions = pair_captions(count, seed)
+    teacher's `steps`-step Euler ODE with CFG `guidance` from `count` noises drawn from `seed`, one
+    per caption (the same arguments give the same pairs)."""
+    if len(captions) != count:
+        raise ValueError(f"make_pairs needs one caption per pair: {len(captions)} captions for {count} pairs")
     gen = torch.Generator().manual_seed(seed)
     noise = torch.randn((count, *latent_shape), generator=gen)
     sigmas = schedule.teacher_sigmas(steps, shift)

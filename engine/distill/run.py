@@ -14,19 +14,20 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from engine import loading, paths
+from engine import data, loading, paths
 from engine.distill.config import DistillConfig
 from engine.distill.export import add_student, add_student_lora
-from engine.distill.trainer import train
+from engine.distill.trainer import check_data, train
 from engine.events import Failed, Progress, Result
 from engine.store import Store
 
 
-def run_dir(cfg: DistillConfig, model: str, teacher: str = "") -> Path:
-    """Same settings and teacher, same folder; `steps` is left out so a finished run can be
-    extended. `teacher` is the teacher weights' fingerprint (`weights_fingerprint`)."""
+def run_dir(cfg: DistillConfig, model: str, teacher: str = "", source: str = "") -> Path:
+    """Same settings, teacher and data, same folder; `steps` is left out so a finished run can be
+    extended. `teacher` is the teacher weights' fingerprint (`weights_fingerprint`), `source` the
+    data source's name (engine/data.py)."""
     settings = {k: v for k, v in cfg.run_settings().items() if k != "steps"}
-    key = hashlib.sha1(json.dumps([settings, str(model), teacher], sort_keys=True).encode()).hexdigest()[:10]
+    key = hashlib.sha1(json.dumps([settings, str(model), teacher, source], sort_keys=True).encode()).hexdigest()[:10]
     return paths.runs() / f"distill-{key}"
 
 
@@ -61,23 +62,26 @@ def starting_weights(folder: Path, info: loading.ModelInfo, cfg: DistillConfig) 
     return f"{teacher}+{start}"
 
 
-def run_distillation(cfg: DistillConfig, model: str, out: str | Path, resume: bool = True,
+def run_distillation(cfg: DistillConfig, model: str, out: str | Path, source: data.DataSource, resume: bool = True,
                      lora_rank: int | None = None) -> Iterator[str]:
-    """Train, log and export; yields printable lines. Raises ValueError on failure.
+    """Train on `source`'s prompts and clips, log and export; yields printable lines. Raises
+    ValueError on failure.
 
     With `lora_rank`, the student (which must start from the `cfg.init_student`-step student)
     is exported as a LoRA of that rank on the network it started from, not as a whole network.
     """
     if lora_rank is not None and (cfg.init_student is None or lora_rank < 1):
         raise ValueError(f"a LoRA export (rank {lora_rank}) needs init_student set and a rank >= 1")
+    check_data(cfg, source)  # before the model loads
     began = time.perf_counter()
     loaded = loading.load(model)
     store = Store(paths.database())
-    work = run_dir(cfg, model, starting_weights(loaded.folder, loaded.info, cfg))
-    run_id = store.create_run("distill", cfg.to_dict() | {"model": str(model), "out": str(out)}, status="running")
+    work = run_dir(cfg, model, starting_weights(loaded.folder, loaded.info, cfg), source.name)
+    run_id = store.create_run("distill", cfg.to_dict() | {"model": str(model), "out": str(out), "data": source.name},
+                              status="running")
     store.update_run(run_id, pid=os.getpid(), checkpoint=str(work))
     try:
-        for event in train(cfg, loaded, work, resume=resume,
+        for event in train(cfg, loaded, work, source, resume=resume,
                            on_metrics=lambda step, logs: store.log_metrics(run_id, step, logs)):
             if isinstance(event, Progress) and event.stage == "pairs":
                 took = (f" made in {event.metrics['elapsed_s']:.0f} s" if event.step == event.total

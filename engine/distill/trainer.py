@@ -1,6 +1,6 @@
 """The DOLLAR distillation loop: model-agnostic, under accelerate (DDP/FSDP on N processes).
 
-Per generator update (DESIGN.md §3):
+Per generator update (docs/ARCHITECTURE.md §5.3-5.5):
  1. generator input: backward simulation (the student runs k listed steps from noise under
     no_grad) or real latents noised to listed level k; with `w_reg`, the noise and captions are
     those of the run's teacher ODE pairs (engine/distill/regression.py);
@@ -16,6 +16,10 @@ Per generator update (DESIGN.md §3):
     (engine/reward/pixel.py; the LRM cannot learn a prompt-dependent reward at this budget);
  4. the latent reward model fits the pixel reward of decoded real and student latents;
  5. the EMA target follows the student.
+The prompts and real clips come from the data source the caller passes (engine/data.py): the
+toyworld bake passes the renderer's, `rushes distill --prompts FILE [--videos DIR]` the user's.
+Without real clips the terms that need them (CD on noised real clips, the GAN's real side,
+generator input "real") are refused, and the LRM fits the student's samples alone.
 Checkpoints are atomic; a non-finite loss skips the step, `max_nonfinite` in a row stop the
 run as diverged with nothing saved; `should_stop()` is checked between updates.
 """
@@ -23,7 +27,6 @@ run as diverged with nothing saved; `should_stop()` is checked between updates.
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -31,13 +34,14 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 
-from engine import checkpoint, schedule
+from engine import checkpoint, loop, schedule
 from engine.distill import cd as cd_mod
 from engine.distill import dmd
 from engine.distill import gan as gan_mod
 from engine.distill import regression as reg_mod
 from engine.distill.config import DistillConfig
 from engine.distill.flow_matching import sample_levels
+from engine.data import DataSource
 from engine.events import Failed, Progress, Result
 from engine.loading import LoadedModel
 from engine.model import FlowModel, add_noise
@@ -46,7 +50,6 @@ from engine.reward import pixel
 from engine.reward.lrm import LatentRewardModel, lrm_fit_loss, reward_loss
 from engine.runtime import bf16_autocast
 from engine.sampling import backward_simulation, frame_shared_noise
-from engine.toyworld.latents import LatentPool
 
 
 class Diverged(Exception):
@@ -54,8 +57,9 @@ class Diverged(Exception):
 
 
 class DollarTrainer:
-    def __init__(self, cfg: DistillConfig, loaded: LoadedModel, work: Path, accelerator: Accelerator | None = None):
-        self.cfg, self.loaded, self.work = cfg, loaded, work
+    def __init__(self, cfg: DistillConfig, loaded: LoadedModel, work: Path, data: DataSource,
+                 accelerator: Accelerator | None = None):
+        self.cfg, self.loaded, self.work, self.data = cfg, loaded, work, data
         self.acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         self.teacher = loaded.teacher
@@ -85,12 +89,16 @@ class DollarTrainer:
         self.px_reward = pixel.get(cfg.px_reward) if cfg.use_px else None
         if cfg.use_px:  # L_px's gradient passes through the decoder; it must not collect one
             loaded.codec.vae.requires_grad_(False)
-        self.timesteps = schedule.default_student_timesteps(cfg.student_steps)
+        self.timesteps = cfg.student_timesteps()
         self.sigmas = schedule.student_sigmas(self.timesteps, loaded.info.shift).tolist()
         self.grid = schedule.teacher_sigmas(cfg.cd_grid, loaded.info.shift).tolist()
         rank = self.acc.process_index
-        self.pool = LatentPool(loaded.codec, loaded.text, capacity=cfg.pool_capacity,
-                               seed=cfg.seed * 1000 + rank, frames=cfg.frames, size=cfg.size)
+        self.pool = data.pool(loaded.codec, loaded.text, capacity=cfg.pool_capacity,
+                              seed=cfg.seed * 1000 + rank, frames=cfg.frames, size=cfg.size)
+        if self.pool is None:
+            check_data(cfg, data)
+        self.train_prompts = data.prompts("train") if self.pool is None else []
+        self.latent_shape = tuple(loaded.codec.latent_shape(cfg.frames, cfg.size, cfg.size))
         self.initial_clips = 4 * cfg.batch  # encoded before the first update
         self.uncond = loaded.text.encode([""])
         self.pairs: dict | None = None  # teacher ODE pairs, made or loaded by `prepare_pairs` when w_reg > 0
@@ -131,7 +139,8 @@ class DollarTrainer:
 
     def fill_pool(self) -> None:
         """The pool as it was at `self.step` (the same clips a run without a break would hold)."""
-        self.pool.fast_forward(self.initial_clips + self.step * self.cfg.new_clips_per_step)
+        if self.pool is not None:
+            self.pool.fast_forward(self.initial_clips + self.step * self.cfg.new_clips_per_step)
 
     def pair_settings(self) -> dict:
         """What the run's teacher ODE pairs are made with (stored beside them, checked on load)."""
@@ -139,17 +148,17 @@ class DollarTrainer:
         return {"count": cfg.reg_pairs, "seed": cfg.seed, "shift": info.shift,
                 "steps": cfg.reg_steps or info.teacher_steps,
                 "guidance": info.guidance if cfg.reg_guidance is None else cfg.reg_guidance,
-                "latent_shape": list(self.pool.latents.shape[1:])}
+                "latent_shape": list(self.latent_shape)}
 
     def prepare_pairs(self) -> Iterator[Progress]:
         """Make the teacher ODE pairs (main process, saved atomically) or load the run's saved ones;
-        yields Progress per batch made. Needs the pool filled (it gives the latent shape)."""
+        yields Progress per batch made; the captions are `reg_pairs` train prompts of the data source."""
         path, settings = self.work / reg_mod.PAIRS_FILE, self.pair_settings()
         if self.acc.is_main_process:
             self.pairs = reg_mod.load_pairs(path, settings)
             if self.pairs is None:
                 self.pairs = yield from reg_mod.make_pairs(
-                    self.teacher, self.loaded.text, tuple(settings["latent_shape"]), settings["count"],
+                    self.teacher, self.loaded.text, self.data.prompts("train", settings["count"], self.cfg.seed), tuple(settings["latent_shape"]), settings["count"],
                     settings["steps"], settings["guidance"], settings["shift"], self.cfg.seed, amp=self._amp)
                 self.work.mkdir(parents=True, exist_ok=True)
                 reg_mod.save_pairs(path, self.pairs, settings)
@@ -158,14 +167,25 @@ class DollarTrainer:
             self.pairs = reg_mod.load_pairs(path, settings)
 
     # --- pieces of one update ------------------------------------------------------------
-    def _generator_input(self, real: torch.Tensor, text: torch.Tensor, gen: torch.Generator,
+    def _batch(self, rng: np.random.Generator):
+        """(real latents or None, caption states [B, L, D], captions) of this update: a pool
+        batch, or without real clips `batch` of the source's train prompts."""
+        device = self.acc.device
+        if self.pool is None:
+            captions = [self.train_prompts[i] for i in rng.integers(len(self.train_prompts), size=self.cfg.batch)]
+            return None, self.loaded.text.encode(captions).float().to(device), captions
+        self.pool.add(self.cfg.new_clips_per_step)
+        real, states, captions = self.pool.batch(self.cfg.batch, rng)
+        return real.to(device), states.to(device), captions
+
+    def _generator_input(self, real: torch.Tensor | None, text: torch.Tensor, gen: torch.Generator,
                          noise: torch.Tensor | None = None):
         """(x_t at listed level k, level s_k [B], k) for the generator's training pass; `noise`
-        (the pairs') replaces a fresh draw."""
-        b = real.shape[0]
+        (the pairs') replaces a fresh draw; `real` is None without real clips."""
+        b = text.shape[0]
         k = int(torch.randint(len(self.sigmas), (1,), generator=gen))  # same k on every rank
         if noise is None:
-            noise = torch.randn(real.shape, generator=gen).to(real.device)
+            noise = torch.randn((b, *self.latent_shape), generator=gen).to(self.acc.device)
         if self.cfg.generator_input == "real":
             x_t = add_noise(real, noise, self.sigmas[k])
         else:  # the student's own starting noise, as its sampler draws it
@@ -233,11 +253,9 @@ class DollarTrainer:
     def update(self) -> dict:
         cfg = self.cfg
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step)
-        self.pool.add(cfg.new_clips_per_step)
         rng = np.random.default_rng([cfg.seed, self.acc.process_index, self.step])
-        real, states, captions = self.pool.batch(cfg.batch, rng)
-        real, text = real.to(self.acc.device), states.to(self.acc.device)
-        b = real.shape[0]
+        real, text, captions = self._batch(rng)
+        b = text.shape[0]
         uncond = self.uncond.expand(b, -1, -1)
         # the generator's own captions: the pool's, or the pairs' when it starts from their noise
         g_text, g_captions, noise, target = text, captions, None, None
@@ -287,12 +305,15 @@ class DollarTrainer:
             loss, logs = loss + cfg.w_px * l_px, logs | plogs
         self._apply(loss, "generator", self.opt_student)
         logs["generator_loss"] = loss.item()
-        if cfg.use_lrm:
-            both = torch.cat([real, x.detach()])
-            targets = self._pixel_rewards(both, captions + g_captions)
-            fit, llogs = lrm_fit_loss(self.lrm_ddp(both, torch.cat([text, g_text]), each=True), targets)
+        if cfg.use_lrm:  # on real and student latents, or the student's alone without real clips
+            r = 0 if real is None else b
+            both = x.detach() if real is None else torch.cat([real, x.detach()])
+            targets = self._pixel_rewards(both, (captions if r else []) + g_captions)
+            fit, llogs = lrm_fit_loss(self.lrm_ddp(both, g_text if real is None else torch.cat([text, g_text]),
+                                                   each=True), targets)
             self._apply(fit, "lrm", self.opt_lrm)
-            logs |= llogs | {"reward_student": targets[b:].mean().item(), "reward_real": targets[:b].mean().item()}
+            logs |= llogs | {"reward_student": targets[r:].mean().item()} | (
+                {"reward_real": targets[:r].mean().item()} if r else {})
         with torch.no_grad():
             for e, p in zip(self.ema.parameters(), self.acc.unwrap_model(self.student_ddp).parameters()):
                 e.lerp_(p, 1 - cfg.ema_decay)
@@ -300,12 +321,22 @@ class DollarTrainer:
         return logs
 
 
-def train(cfg: DistillConfig, loaded: LoadedModel, work: Path, resume: bool = True,
+def check_data(cfg: DistillConfig, data: DataSource) -> None:
+    """ValueError naming the settings on in `cfg` that draw on real clips when `data` has none."""
+    needs = ([f"method {cfg.method!r} (consistency distillation noises real clips; --method vsd+lrm has no CD)"]
+             if cfg.use_cd else []) + ([f"w_gan={cfg.w_gan} (the discriminator's real side)"] if cfg.use_gan else []
+                                       ) + (["generator_input='real'"] if cfg.generator_input == "real" else [])
+    if needs and not data.has_clips:
+        raise ValueError(f"{'; '.join(needs)}: these need real clips, and data source {data.name!r} has none; "
+                         f"give a folder of clips with captions (--videos DIR) or turn them off")
+
+
+def train(cfg: DistillConfig, loaded: LoadedModel, work: Path, data: DataSource, resume: bool = True,
           should_stop: Callable[[], bool] = lambda: False,
           on_metrics: Callable[[int, dict], None] | None = None,
           accelerator: Accelerator | None = None) -> Iterator:
     """Run (or continue) a distillation; yields Progress, then Result(trainer) or Failed."""
-    trainer = DollarTrainer(cfg, loaded, work, accelerator)
+    trainer = DollarTrainer(cfg, loaded, work, data, accelerator)
     if resume:
         trainer.resume()
     if trainer.step > cfg.steps:  # the folder is shared by every step count: never export more than asked
@@ -319,32 +350,33 @@ def train(cfg: DistillConfig, loaded: LoadedModel, work: Path, resume: bool = Tr
                 yield Failed("cancelled", kind="cancelled")
                 return
             yield event
-    began, start, nonfinite = time.perf_counter(), trainer.step, 0
-    while trainer.step < cfg.steps:
-        if should_stop():
-            yield Failed("cancelled", kind="cancelled")
-            return
+    acc = trainer.acc
+
+    def save(done: int, logs: dict) -> bool:
+        """On the main process (the others wait for it): the checkpoint, unless the student went non-finite."""
+        ok = True
+        if acc.is_main_process:
+            state = trainer.state()
+            ok = all(torch.isfinite(t).all() for t in state["student"].values())
+            if ok:
+                checkpoint.save(work, done, state, logs)
+        acc.wait_for_everyone()
+        return ok
+
+    def step(i: int) -> dict:
         try:
             logs = trainer.update()
-            nonfinite = 0
-        except Diverged as err:
-            nonfinite += 1
-            trainer.step += 1
-            if nonfinite >= cfg.max_nonfinite:
-                yield Failed(f"diverged: {err} ({nonfinite} steps in a row); nothing saved", kind="diverged")
-                return
-            continue
-        if on_metrics and trainer.acc.is_main_process:
+        except Diverged:
+            trainer.step += 1  # a skipped update still counts, as a run without a break would
+            raise
+        if on_metrics and acc.is_main_process:
             on_metrics(trainer.step, logs)
-        if trainer.step % cfg.checkpoint_every == 0 or trainer.step == cfg.steps:
-            if trainer.acc.is_main_process:
-                state = trainer.state()
-                if not all(torch.isfinite(t).all() for k, t in state["student"].items()):
-                    yield Failed("diverged: non-finite student weights; nothing saved", kind="diverged")
-                    return
-                checkpoint.save(work, trainer.step, state, logs)
-            trainer.acc.wait_for_everyone()
-        rate = (trainer.step - start) / (time.perf_counter() - began)
-        yield Progress(stage="distill", step=trainer.step, total=cfg.steps, metrics=logs,
-                       eta_s=(cfg.steps - trainer.step) / max(rate, 1e-9))
+        return logs
+
+    for event in loop.run(step, start=trainer.step, total=cfg.steps, save=save, checkpoint_every=cfg.checkpoint_every,
+                          phase=loop.one_phase("distill", cfg.steps), should_stop=should_stop, skip=(Diverged,),
+                          max_skipped=cfg.max_nonfinite):
+        yield event
+        if isinstance(event, Failed):
+            return
     yield Result(trainer)

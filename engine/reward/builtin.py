@@ -11,6 +11,8 @@ import io
 import numpy as np
 from PIL import Image
 
+from engine import plugins
+
 
 def _luma(frames: np.ndarray) -> np.ndarray:
     f = frames.astype(np.float32)
@@ -91,47 +93,14 @@ def palette_reward(reference: np.ndarray):
     return palette
 
 
-def caption_spec(prompt: str):
-    """A ClipSpec of the toyworld objects the caption asks for (what the judge scores against:
-    positions and background do not enter it); None when it names none."""
-    from engine.toyworld.parse import parse_caption
-    from engine.toyworld.render import ClipSpec, ObjectSpec
-
-    triples = parse_caption(prompt)
-    if not triples:
-        return None
-    return ClipSpec("black", tuple(ObjectSpec(s, c, m, 0.5, 0.5, 0.1) for c, s, m in triples))
-
-
-def _judged(frames: np.ndarray, prompt: str, graded: bool) -> float:
-    """Mean of the judge's aspects (`judge.soft_score` when `graded`, else `judge.score`) against
-    the toyworld objects the caption asks for; 0 when it names none."""
-    from engine.toyworld import judge
-
-    spec = caption_spec(prompt)
-    if spec is None:
-        return 0.0
-    return float(np.mean(list((judge.soft_score if graded else judge.score)(frames, spec).values())))
-
-
-def toyworld_semantic(frames: np.ndarray, prompt: str) -> float:
-    """MiniBench's judge against the caption: mean of colour, shape, motion and count accuracy."""
-    return _judged(frames, prompt, graded=False)
-
-
-def toyworld_soft(frames: np.ndarray, prompt: str) -> float:
-    """The judge's aspects graded instead of 0/1 (`judge.soft_score`): a reward a latent reward
-    model can regress, where the 0/1 judge gives it little to fit."""
-    return _judged(frames, prompt, graded=True)
-
-
+# by name; model-family plug-ins add their own (engine/plugins.py: toyworld's judge rewards)
 REWARDS = {"colourfulness": colourfulness, "brightness": brightness, "contrast": contrast,
            "sharpness": sharpness, "motion": motion, "smoothness": smoothness,
-           "compressibility": compressibility, "toyworld-semantic": toyworld_semantic,
-           "toyworld-soft": toyworld_soft}
+           "compressibility": compressibility}
 
 
 def get(name: str):
+    plugins.load()
     if name not in REWARDS:
         raise ValueError(f"unknown reward {name!r}; built-ins: {', '.join(sorted(REWARDS))}")
     return REWARDS[name]

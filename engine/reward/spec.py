@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine import plugins
 from engine.reward import builtin, models
 from engine.reward.custom import CustomReward, RewardError
 
@@ -70,4 +71,8 @@ def _finite(name: str, batch: Scorer) -> Scorer:
     return score
 
 
-NAMES = sorted(builtin.REWARDS) + ["palette", "custom", "ratings", *models.MODEL_REWARDS]
+def names() -> list[str]:
+    """Every reward a run can name: the built-ins and the plug-ins' (engine/plugins.py), then the
+    kinds that need more (a reference, a file, ratings, model weights)."""
+    plugins.load()
+    return sorted(builtin.REWARDS) + ["palette", "custom", "ratings", *models.MODEL_REWARDS]

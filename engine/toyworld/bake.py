@@ -22,6 +22,7 @@ from pathlib import Path
 
 from engine import paths
 from engine.store import Store
+from engine.toyworld.data import ToyworldData
 
 STAGES = ("vae", "teacher", "students")
 # The 4-step network is distilled by the full DOLLAR recipe (VSD + consistency distillation +
@@ -154,13 +155,13 @@ def _students(resume: bool, roles: tuple[int, ...] = STUDENT_ROLES) -> Iterator:
 
     if FEWER_STEPS_FROM in roles:
         cfg = DistillConfig(**STUDENT_SETTINGS | {"student_steps": FEWER_STEPS_FROM})
-        yield from run_distillation(cfg, "toyworld", paths.TOYWORLD, resume=resume)
+        yield from run_distillation(cfg, "toyworld", paths.TOYWORLD, ToyworldData(), resume=resume)
     for steps in (s for s in STUDENT_ROLES[1:] if s in roles):
         recipe = FEWER_STEP_STUDENTS.get(steps)
         if isinstance(recipe, list):
             yield from _soup(steps, recipe, resume, rank=SOUP_LORA_RANK)
         elif recipe is not None:
-            yield from run_distillation(_fewer_step_config(steps, recipe), "toyworld", paths.TOYWORLD,
+            yield from run_distillation(_fewer_step_config(steps, recipe), "toyworld", paths.TOYWORLD, ToyworldData(),
                                         resume=resume, lora_rank=STUDENT_LORA_RANK)
         else:
             alias_student(paths.TOYWORLD, steps, FEWER_STEPS_FROM, default_student_timesteps(steps),
@@ -198,7 +199,7 @@ def _soup(steps: int, recipes: list[dict], resume: bool, rank: int, with_base: b
         marker = {"recipe": recipe, "from": starting_weights(paths.TOYWORLD, info, cfg)}
         if not (resume and _holds(done, marker)):
             done.unlink(missing_ok=True)
-            yield from run_distillation(cfg, "toyworld", folder, resume=resume, lora_rank=part_rank)
+            yield from run_distillation(cfg, "toyworld", folder, ToyworldData(), resume=resume, lora_rank=part_rank)
             done.write_text(json.dumps(marker))
         folders.append(folder)
     records = [STUDENT_SETTINGS | r | ({"lora_rank": part_rank} if part_rank else {}) for r in recipes]
@@ -236,7 +237,7 @@ def export_only(stage: str) -> Iterator[str]:
 def bake(stage: str = "all", resume: bool = True, students: tuple[int, ...] | None = None,
          stop: Callable[[], bool] | None = None) -> Iterator[str]:
     """Run one stage or all; yields one printable line per progress report. `students` limits
-    the students stage to those roles (step counts); `stop()`, asked after every teacher step,
+    the students stage to those roles (step counts); `stop()`, asked before every teacher step,
     ends the teacher stage cleanly (and the bake after it)."""
     stages = STAGES if stage == "all" else (stage,)
     unknown = [s for s in stages if s not in STAGES]

@@ -1,4 +1,4 @@
-"""Procedural renderer of captioned toyworld clips (DESIGN.md §5), deterministic by seed.
+"""Procedural renderer of captioned toyworld clips (docs/ARCHITECTURE.md §5.7), deterministic by seed.
 
 A clip is described by a `ClipSpec` (background plus one or two `ObjectSpec`s); `render`
 turns it into uint8 frames [T, H, W, 3] with anti-aliased edges (coverage from a signed

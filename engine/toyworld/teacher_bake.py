@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,19 +35,21 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
 
-from engine import checkpoint, paths
+from engine import checkpoint, loop, paths
 from engine.codec import VideoCodec
 from engine.distill.flow_matching import flow_matching_loss, sample_levels
-from engine.events import Progress
+from engine.events import Failed, Progress
 from engine.folder import ModelInfo, write_pipeline
 from engine.model import CONTEXT_KEY, POSITION_KEY, FlowModel, add_noise, frame_context, position_channels, widen_inputs
 from engine.runtime import bf16_autocast
 from engine.schedule import warmup_cosine
 from engine.textenc import TextEncoder, load_minilm
+from engine.toyworld import world
 from engine.toyworld.latents import LatentPool
 
 TOYWORLD_INFO = ModelInfo(name="toyworld", shift=3.0, guidance=5.0, teacher_steps=50, frames=17,
-                          height=64, width=64, max_frames=33, max_side=128, fps=8, text_max_length=32)
+                          height=64, width=64, max_frames=33, max_side=128, fps=8, text_max_length=32,
+                          world="toyworld", vocabulary=world.vocabulary())
 
 
 @dataclass(frozen=True)
@@ -248,8 +249,9 @@ def train(cfg: TeacherBakeConfig, work: Path, out: Path, resume: bool = True, st
           stop: Callable[[], bool] | None = None,
           evaluate: Callable[[Path, int], dict[str, float]] | None = None) -> Iterator[Progress]:
     """Train or continue the teacher; checkpoints under `work`, exports pipelines to `out`, and
-    (with `state`) snapshots to commit there. `stop()` is asked after every step: when it says
-    yes, the run checkpoints, snapshots and returns. `evaluate(out, step)` scores each
+    (with `state`) snapshots to commit there, in the training-loop shell (engine/loop.py).
+    `stop()` is asked before every step: when it says yes, the run checkpoints, snapshots and
+    returns. `evaluate(out, step)` scores each
     `eval_every`-th export; its metrics come as a Progress of stage "teacher-eval"."""
     if not resume and state is not None and checkpoint.snapshot_step(state) is not None:
         raise FileExistsError(f"{state} holds a teacher snapshot at step {checkpoint.snapshot_step(state)}; "
@@ -266,45 +268,56 @@ def train(cfg: TeacherBakeConfig, work: Path, out: Path, resume: bool = True, st
     codec = VideoCodec(vae)
     pool = _pool(cfg, codec, text, start)
     empty = text.encode([""])[0]  # [L, D]
-    began, loss_avg = time.perf_counter(), None
-    for step in range(start, cfg.steps):
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # fixed per step: exact resume
-        if _motions(cfg, step) != pool.motions:  # the curriculum widens the world: a new pool
-            pool = _pool(cfg, codec, text, step)
-        pool.train_words = _train_words(cfg, step)
+    loss_avg = None
+
+    def step(i: int) -> dict:
+        nonlocal pool, loss_avg
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + i)  # fixed per step: exact resume
+        if _motions(cfg, i) != pool.motions:  # the curriculum widens the world: a new pool
+            pool = _pool(cfg, codec, text, i)
+        pool.train_words = _train_words(cfg, i)
         pool.add(cfg.new_clips_per_step)
-        x0, states, drop, sigma, eps = _batch(cfg, pool, step, gen)
+        x0, states, drop, sigma, eps = _batch(cfg, pool, i, gen)
         states[drop] = empty
         x_t = add_noise(x0, eps, sigma)
         for group in opt.param_groups:
-            group["lr"] = _lr(cfg, step, rewarm_from)
+            group["lr"] = _lr(cfg, i, rewarm_from)
         with bf16_autocast("cpu", cfg.autocast_bf16):
             v = flow.velocity(x_t, sigma, states)
         loss, _ = flow_matching_loss(v, x0, eps)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"teacher loss is {loss.item()} at step {step}; not saving")
+            raise FloatingPointError(f"teacher loss is {loss.item()} at step {i}; not saving")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        _ema_update(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
+        _ema_update(ema, model, min(cfg.ema_decay, (1 + i) / (10 + i)))
         loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()
-        done = step + 1
-        stopping = stop is not None and stop()
-        if done % cfg.checkpoint_every == 0 or done == cfg.steps or stopping:
-            checkpoint.save(work, done, {"model": model.state_dict(), "ema": ema.state_dict(),
-                                         "opt": opt.state_dict()}, {"loss": loss_avg})
-            rate = (done - start) / (time.perf_counter() - began)
-            yield Progress(stage="teacher", step=done, total=cfg.steps, metrics={"loss": loss_avg},
-                           eta_s=(cfg.steps - done) / max(rate, 1e-9))
-        if state is not None and (done % cfg.snapshot_every == 0 or done == cfg.steps or stopping):
+        return {"loss": loss_avg}
+
+    def save(done: int, metrics: dict) -> bool:
+        checkpoint.save(work, done, {"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict()},
+                        metrics)
+        return True
+
+    def after(done: int, metrics: dict) -> Iterator[Progress]:
+        if state is not None and (done % cfg.snapshot_every == 0 or done == cfg.steps):
             snapshot(cfg, state, done, model, ema, loss_avg)
-        if stopping:
-            return
         if done % cfg.export_every == 0 or done == cfg.steps:
             export(ema, vae, out, {"step": done, "loss": loss_avg, "of": cfg.steps})
         if evaluate is not None and (done % cfg.eval_every == 0 or done == cfg.steps):
             yield Progress(stage="teacher-eval", step=done, total=cfg.steps, metrics=evaluate(out, done))
+
+    def on_stop(done: int) -> None:
+        if state is not None:
+            snapshot(cfg, state, done, model, ema, loss_avg)
+
+    for event in loop.run(step, start=start, total=cfg.steps, save=save, checkpoint_every=cfg.checkpoint_every,
+                          phase=loop.one_phase("teacher", cfg.steps), should_stop=stop or (lambda: False),
+                          report_every=cfg.checkpoint_every, after=after, on_stop=on_stop):
+        if isinstance(event, Failed):  # a stop: checkpointed and snapshotted; the caller sees the step reached
+            return
+        yield event
 
 
 def export_latest(work: Path, out: Path, state: Path | None = None, cfg: TeacherBakeConfig = TeacherBakeConfig(),

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import shutil
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL
 
-from engine import checkpoint
+from engine import checkpoint, loop
 from engine.events import Progress
 from engine.schedule import warmup_cosine
 from engine.toyworld.render import render, sample_clip
@@ -102,12 +101,14 @@ def train(cfg: VaeBakeConfig, work: Path, resume: bool = True) -> Iterator[Progr
         vae.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
     vae.train()
-    began, loss_avg = time.perf_counter(), None
     end = min(cfg.steps, cfg.stop_at)
-    for step in range(start, end):
+    loss_avg = None
+
+    def step(i: int) -> dict:
+        nonlocal loss_avg
         for group in opt.param_groups:
-            group["lr"] = learning_rate(cfg, step)
-        x = frame_batch(np.random.default_rng([cfg.seed, step]), cfg.batch_frames)  # fixed per step: exact resume
+            group["lr"] = learning_rate(cfg, i)
+        x = frame_batch(np.random.default_rng([cfg.seed, i]), cfg.batch_frames)  # fixed per step: exact resume
         posterior = vae.encode(x).latent_dist
         recon = vae.decode(posterior.mode()).sample
         loss = torch.nn.functional.mse_loss(recon, x) + cfg.kl_weight * posterior.kl().mean()
@@ -116,15 +117,17 @@ def train(cfg: VaeBakeConfig, work: Path, resume: bool = True) -> Iterator[Progr
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         opt.step()
         loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()
-        done = step + 1
-        if done % cfg.checkpoint_every == 0 or done == end:
-            metrics = {"loss": loss_avg}
-            if done % (cfg.checkpoint_every * 4) == 0 or done == end:
-                metrics["psnr"] = psnr(vae, 8)
-            checkpoint.save(work, done, {"model": vae.state_dict(), "opt": opt.state_dict()}, metrics)
-            rate = (done - start) / (time.perf_counter() - began)
-            yield Progress(stage="vae", step=done, total=end, metrics=metrics,
-                           eta_s=(end - done) / max(rate, 1e-9))
+        metrics = {"loss": loss_avg}
+        if (i + 1) % (cfg.checkpoint_every * 4) == 0 or i + 1 == end:
+            metrics["psnr"] = psnr(vae, 8)
+        return metrics
+
+    def save(done: int, metrics: dict) -> bool:
+        checkpoint.save(work, done, {"model": vae.state_dict(), "opt": opt.state_dict()}, metrics)
+        return True
+
+    yield from loop.run(step, start=start, total=end, save=save, checkpoint_every=cfg.checkpoint_every,
+                        phase=loop.one_phase("vae", end), report_every=cfg.checkpoint_every)
 
 
 def export(work: Path, out: Path, cfg: VaeBakeConfig) -> dict:

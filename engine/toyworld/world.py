@@ -1,6 +1,6 @@
 """The toyworld vocabulary: shapes, colours, motions, backgrounds and their words.
 
-DESIGN.md §5 fixes the palette (sRGB) and the motions. Words are split into the ones seen in
+docs/ARCHITECTURE.md §5.7 fixes the palette (sRGB) and the motions. Words are split into the ones seen in
 training and the paraphrases kept back for the `public-heldout` split, so that the held-out
 split measures generalisation to unseen wording as well as unseen combinations.
 """
@@ -121,3 +121,20 @@ def heldout_combos() -> set[tuple[str, str, str]]:
                 if (ci + 3 * si + mi) % 8 == 0:
                     held.add((colour, shape, motion))
     return held
+
+
+def vocabulary() -> dict[str, list[str]]:
+    """The words the embedded model knows, by kind (every word the captions of any split use, so
+    MiniBench's parser reads them), and example prompts: what a model folder's rushes.json carries
+    for the Create tab and the README."""
+    def words(table, extra=None):
+        return [w for key, (seen, unseen) in table.items() for w in seen + unseen + (extra or {}).get(key, [])]
+
+    return {"colours": words(COLOUR_WORDS, TRAIN_ONLY_WORDS["colour"]),
+            "shapes": words(SHAPE_WORDS, TRAIN_ONLY_WORDS["shape"]),
+            "motions": words(MOTION_WORDS, TRAIN_ONLY_WORDS["motion"]),
+            "backgrounds": words(BACKGROUND_WORDS),
+            "examples": ["a red circle moving right on a black background",
+                         "a yellow square falling on a navy background",
+                         "a video of a cyan triangle growing on a forest-green background",
+                         "a blue ball bouncing and a white box moving left on a grey backdrop"]}

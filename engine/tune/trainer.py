@@ -1,11 +1,12 @@
-"""Latent-reward LoRA tuning of a few-step student (DESIGN.md §4; DOLLAR §3.3).
+"""Latent-reward LoRA tuning of a few-step student (docs/ARCHITECTURE.md §5.6; DOLLAR §3.3).
 
 Per update: prompts -> the student (LoRA on TuneConfig.target_modules) makes latents x by
 backward simulation (k listed steps under no_grad, the next with grad); the pixel reward of
 decode(x) (no grad: any reward works, differentiable or not) trains the latent reward model,
 each update on the current batch, optionally plus `lrm_replay_batch` samples replayed from the
 last `lrm_replay` (off by default: it measured worse; no extra decode or reward call);
-after `lrm_warmup` updates the LoRA minimises
+after `lrm_warmup` updates (the warm-up: `train` counts them apart from the `steps` generator
+updates) the LoRA minimises
 
     L = -reward_scale * mean R_lrm(x) + reg_weight * regulariser
 
@@ -24,7 +25,6 @@ kept during reward tuning, so the samples stay on the teacher's distribution). A
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -33,9 +33,9 @@ import torch
 from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 
-from engine import checkpoint, schedule
+from engine import checkpoint, loop, schedule
 from engine.distill import dmd
-from engine.events import Failed, Progress, Result
+from engine.events import Failed, Result
 from engine.loading import LoadedModel
 from engine.model import FlowModel
 from engine.reward.custom import RewardError
@@ -45,12 +45,6 @@ from engine.sampling import backward_simulation, frame_shared_noise
 from engine.tune.config import TuneConfig
 
 ADAPTER = "tune"
-
-
-def default_prompts(n: int = 512) -> list[str]:
-    from engine.toyworld.render import sample_clip
-
-    return [sample_clip("train", i)[1] for i in range(n)]
 
 
 def check_target_modules(transformer: torch.nn.Module, targets: list[str], model: str) -> None:
@@ -65,10 +59,17 @@ def check_target_modules(transformer: torch.nn.Module, targets: list[str], model
 
 
 class Tuner:
-    def __init__(self, cfg: TuneConfig, loaded: LoadedModel, work: Path):
+    def __init__(self, cfg: TuneConfig, loaded: LoadedModel, work: Path, prompts: list[str] = ()):
+        """`prompts`: what the tune draws from when `cfg.prompts` is empty (the caller's data
+        source's train split, engine/data.py)."""
         self.cfg, self.loaded, self.work = cfg, loaded, work
+        self.prompts = list(cfg.prompts) or list(prompts)
+        if not self.prompts:
+            raise ValueError("the tune has no prompts: give some (--prompts FILE or the settings' prompts) "
+                             "or tune a model whose world has its own (rushes.json 'world')")
         torch.manual_seed(cfg.seed)
-        flow, self.timesteps = loaded.student(cfg.student_steps)
+        self.student_steps = cfg.student_steps or loaded.default_student_steps()
+        flow, self.timesteps = loaded.student(self.student_steps)
         self.transformer = flow.transformer
         self.transformer.requires_grad_(False)
         if ADAPTER in getattr(self.transformer, "peft_config", {}):
@@ -88,7 +89,7 @@ class Tuner:
             from engine.store import Store
 
             self.lrm, self.ratings_fit = fit_ratings_model(Store(paths.database()), loaded, seed=cfg.seed,
-                                                           student_steps=cfg.student_steps,
+                                                           student_steps=self.student_steps,
                                                            views=cfg.ratings_views, use_text=cfg.ratings_text)
             self.score = None
         else:
@@ -105,7 +106,6 @@ class Tuner:
             self.uncond = loaded.text.encode([""])
         self.opt = torch.optim.AdamW(self.lora_params, lr=cfg.lr, weight_decay=0.0)
         self.opt_lrm = torch.optim.AdamW(self.lrm.parameters(), lr=cfg.lrm_lr)
-        self.prompts = list(cfg.prompts) or default_prompts()
         self.sigmas = schedule.student_sigmas(self.timesteps, loaded.info.shift).tolist()
         info = loaded.info
         self.latent_shape = loaded.codec.latent_shape(info.frames, info.height, info.width)
@@ -147,7 +147,7 @@ class Tuner:
         text = self.loaded.text.encode(prompts)
         k = int(torch.randint(len(self.sigmas), (1,), generator=gen))
         noise = torch.randn((b, *self.latent_shape), generator=gen).to(self.device)
-        noise = frame_shared_noise(noise, self.loaded.noise_frame_share(self.cfg.student_steps), gen)
+        noise = frame_shared_noise(noise, self.loaded.noise_frame_share(self.student_steps), gen)
         x_t = backward_simulation(self.flow, noise, self.sigmas, k, text, gen)
         return x_t, torch.full((b,), self.sigmas[k], device=self.device), text
 
@@ -174,7 +174,7 @@ class Tuner:
             logs["reward"] = rewards.mean().item()
         if cfg.reward_norm:
             self.reward_stats = running_stats(self.reward_stats, rewards)
-        if self.step >= cfg.lrm_warmup or self.score is None:
+        if self.step >= cfg.warmup_updates:
             self.lrm.requires_grad_(False)
             term, rlogs = reward_loss(self.lrm(x, text))
             self.lrm.requires_grad_(self.score is not None)
@@ -252,39 +252,50 @@ def running_stats(stats: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
                          m2 + float(((v - batch_mean) ** 2).sum()) + delta**2 * n * m / total], dtype=torch.float64)
 
 
-def train(cfg: TuneConfig, loaded: LoadedModel, work: Path, resume: bool = True,
+PHASES = {"warmup": "fitting the reward model", "tune": "tuning"}  # Progress.stage of each update
+
+
+def train(cfg: TuneConfig, loaded: LoadedModel, work: Path, prompts: list[str] = (), resume: bool = True,
           should_stop: Callable[[], bool] = lambda: False) -> Iterator:
-    """Run or continue a tune; yields Progress, then Result(tuner) or Failed."""
-    tuner = Tuner(cfg, loaded, work)
+    """Run or continue a tune in the training-loop shell (engine/loop.py); yields Progress, then
+    Result(tuner) or Failed.
+
+    A tune makes `cfg.warmup_updates` updates that fit the latent reward model alone (stage
+    "fitting the reward model", step k of the warm-up), then `cfg.steps` generator updates (stage
+    "tuning", step n of steps), so every step asked for moves the weights. A reward that fails
+    ends the run with no optimizer step taken on it; a cancel checkpoints first."""
+    tuner = Tuner(cfg, loaded, work, prompts)
+    warmup = cfg.warmup_updates
     if resume:
         tuner.resume()
-    began, start, bad = time.perf_counter(), tuner.step, 0
-    while tuner.step < cfg.steps:
-        if should_stop():
-            yield Failed("cancelled", kind="cancelled")
-            return
+
+    def save(done: int, logs: dict) -> bool:
+        state = tuner.state()
+        if not all(torch.isfinite(t).all() for t in state["lora"].values()):
+            return False
+        checkpoint.save(work, done, state, logs)
+        return True
+
+    def phase(done: int) -> loop.Phase:
+        if done <= warmup:
+            return loop.Phase(PHASES["warmup"], done, warmup)
+        return loop.Phase(PHASES["tune"], done - warmup, cfg.steps)
+
+    def step(i: int) -> dict:
         try:
-            logs = tuner.update()
-            bad = 0
-        except RewardError as err:
-            yield Failed(str(err), kind="error")  # no optimizer step was taken on this reward
-            return
-        except FloatingPointError as err:
-            bad += 1
-            tuner.step += 1
-            if bad >= cfg.max_nonfinite:
-                yield Failed(f"diverged: {err} ({bad} steps in a row); nothing saved", kind="diverged")
+            return tuner.update()
+        except FloatingPointError:
+            tuner.step += 1  # a skipped update still counts, as a run without a break would
+            raise
+
+    try:
+        for event in loop.run(step, start=tuner.step, total=warmup + cfg.steps, save=save,
+                              checkpoint_every=cfg.checkpoint_every, phase=phase, should_stop=should_stop,
+                              skip=(FloatingPointError,), max_skipped=cfg.max_nonfinite):
+            yield event
+            if isinstance(event, Failed):
                 return
-            continue
-        rate = (tuner.step - start) / (time.perf_counter() - began)
-        # report (the caller logs it) before checkpointing: a kill in between repeats this step
-        # on resume instead of leaving it unlogged
-        yield Progress(stage="tune", step=tuner.step, total=cfg.steps, metrics=logs,
-                       eta_s=(cfg.steps - tuner.step) / max(rate, 1e-9))
-        if tuner.step % cfg.checkpoint_every == 0 or tuner.step == cfg.steps:
-            state = tuner.state()
-            if not all(torch.isfinite(t).all() for t in state["lora"].values()):
-                yield Failed("diverged: non-finite LoRA weights; nothing saved", kind="diverged")
-                return
-            checkpoint.save(work, tuner.step, state, logs)
+    except RewardError as err:
+        yield Failed(str(err), kind="error")  # no optimizer step was taken on this reward
+        return
     yield Result(tuner)
