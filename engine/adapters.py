@@ -2,7 +2,9 @@
 
 An adapter is a folder holding `pytorch_lora_weights.safetensors` (keys `transformer.<module>.
 lora_A.weight` / `lora_B.weight`, as `WanPipeline.save_lora_weights` writes them) or that file
-itself. `read` refuses a bad header, truncated data, keys or shapes that do not fit the base
+itself. The layouts people share for Wan2.1 (the original Wan repository's
+`diffusion_model.blocks.N.self_attn.q.lora_down.weight`, and the others diffusers knows) are
+converted by diffusers' own `WanPipeline.lora_state_dict` first. `read` refuses a bad header, truncated data, keys or shapes that do not fit the base
 transformer and non-finite values, so a refused load leaves the pipeline exactly as it was.
 """
 
@@ -68,6 +70,8 @@ def read(path: str | Path, transformer) -> tuple[dict[str, torch.Tensor], dict]:
             state[key] = f.get_tensor(key)
     if not state:
         raise ValueError(f"LoRA file holds no tensors: {p}")
+    if not all(k.startswith(PREFIX) for k in state):  # another layout: diffusers converts it
+        state = _converted(p)
     modules = dict(transformer.named_modules())
     for key, value in state.items():
         if not key.startswith(PREFIX) or ".lora_" not in key:
@@ -82,6 +86,18 @@ def read(path: str | Path, transformer) -> tuple[dict[str, torch.Tensor], dict]:
         if not torch.isfinite(value).all():
             raise ValueError(f"LoRA holds non-finite values in {key}")
     return state, metadata
+
+
+def _converted(path: Path) -> dict[str, torch.Tensor]:
+    """A LoRA in a layout other than diffusers' (e.g. the Wan repository's), converted by diffusers."""
+    from diffusers import WanPipeline
+
+    try:
+        state = WanPipeline.lora_state_dict(str(path))
+    except (ValueError, KeyError, RuntimeError, IndexError) as err:
+        raise ValueError(f"LoRA {path.name} is in a layout diffusers cannot convert for Wan: {err}") from None
+    state = state[0] if isinstance(state, tuple) else state
+    return {k: v for k, v in state.items()}
 
 
 @contextlib.contextmanager

@@ -29,7 +29,9 @@ def _add_generate(sub) -> None:
     p.add_argument("--model", default="toyworld", help="built-in name or pipeline folder (default toyworld)")
     p.add_argument("--role", default="auto", choices=["auto", "student", "teacher"],
                    help="student: few steps, no CFG; teacher: many steps with CFG; auto: student if the model has one")
-    p.add_argument("--solver", default="euler", choices=["euler", "unipc"], help="teacher ODE solver")
+    p.add_argument("--solver", default=None, choices=["euler", "unipc"],
+                   help="teacher ODE solver (default: the checkpoint's own scheduler's: unipc for Wan2.1, euler for "
+                        "toyworld)")
     for knob in knobs.GENERATE.values():
         flag = "--" + knob.name.replace("_", "-")
         p.add_argument(flag, type=knob.type, default=knob.default, help=knob.help)

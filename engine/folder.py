@@ -35,6 +35,7 @@ class ModelInfo:
     text_max_length: int = 32  # tokens fed to cross-attention
     kind: str = "teacher"  # "teacher": full model; "student": the folder's transformer is distilled
     student_timesteps: list[int] = field(default_factory=list)  # for kind == "student"
+    solver: str = "euler"  # the teacher's ODE solver by default: the checkpoint's scheduler's ("unipc" for Wan2.1)
     world: str = ""  # the data plug-in whose prompts and clips it was trained on (engine/data.py), e.g. "toyworld"
     # the words it knows, by kind ({"colours": [...], ..., "examples": [...]}), shown in the Create tab
     vocabulary: dict[str, list[str]] = field(default_factory=dict)
@@ -52,8 +53,17 @@ def read_info(folder: Path) -> ModelInfo:
     text_index = json.loads((folder / "model_index.json").read_text()).get("text_encoder", [None])
     if text_index and text_index[0]:  # a real checkpoint with its own encoder (e.g. UMT5)
         info = ModelInfo(name=folder.name, text_max_length=512, frames=81, height=480, width=832,
-                         fps=16, guidance=5.0, shift=_scheduler_shift(folder))
+                         fps=16, guidance=5.0, shift=_scheduler_shift(folder), solver=_scheduler_solver(folder))
     return info
+
+
+SOLVER_OF = {"UniPCMultistepScheduler": "unipc", "FlowMatchEulerDiscreteScheduler": "euler"}
+
+
+def _scheduler_solver(folder: Path) -> str:
+    """The engine's solver for the scheduler class the checkpoint ships (Wan2.1: UniPC); Euler for others."""
+    entry = json.loads((folder / "model_index.json").read_text()).get("scheduler") or [None, None]
+    return SOLVER_OF.get(entry[1], "euler")
 
 
 def _scheduler_shift(folder: Path) -> float:

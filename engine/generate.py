@@ -124,7 +124,7 @@ class Engine:
             steps = req.steps or info.teacher_steps
             guidance = info.guidance if req.guidance is None else req.guidance
             flow = loaded.teacher
-            s.update(steps=steps, guidance=guidance, solver=req.solver)
+            s.update(steps=steps, guidance=guidance, solver=req.solver or info.solver)
         size = s["frames"], s["height"], s["width"]
         check_positions(flow.transformer, loaded.codec.latent_shape(*size), *size)
         return s
@@ -149,8 +149,15 @@ class Engine:
             est, free = self.estimate(req)
             yield Failed(memory.oom_message(self.settings(req, loaded), est.describe(free), self.device), kind="oom")
 
+    def _now(self) -> float:
+        """A timestamp after the device's queued work is done (CUDA runs asynchronously: without the
+        sync a stage's time would land in the next one's)."""
+        if torch.device(self.device).type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
     def _generate(self, req: GenerateRequest, cancel) -> Iterator:
-        t0 = time.perf_counter()
+        t0 = self._now()
         precheck(req)  # 1. check inputs before any compute or load
         loaded = self.model(req.model)  # 2. model (cached after the first request)
         s = self.settings(req, loaded)
@@ -158,12 +165,12 @@ class Engine:
         flow = loaded.student(s["steps"])[0] if student else loaded.teacher
         opts, device = self.options, self.device
         with adapters.applied(flow.transformer, req.lora, req.lora_scale):
-            t_text = time.perf_counter()  # 3. text
+            t_text = self._now()  # 3. text
             with runtime.placed(loaded.text.encoder, opts):
                 text = loaded.text.encode([req.prompt]).to(device)
                 uncond = None if student else loaded.text.encode([req.negative]).to(device)
             with runtime.placed(flow.transformer, opts):  # previews decode wherever the VAE sits
-                t_denoise = time.perf_counter()
+                t_denoise = self._now()
                 generator = torch.Generator().manual_seed(s["seed"])  # 4. noise
                 shape = (1, *loaded.codec.latent_shape(s["frames"], s["height"], s["width"]))
                 noise = noise_like(shape, generator, device)
@@ -178,10 +185,10 @@ class Engine:
                     steps = teacher_sample(flow, noise, sigmas, text, uncond, s["guidance"], s["solver"],
                                            loaded.info.shift)
                 latents = yield from self._drive(steps, s["steps"], loaded, req.preview, cancel)
-                t_decode = time.perf_counter()
+                t_decode = self._now()
             with runtime.placed(loaded.codec.vae, opts):
                 frames = loaded.codec.decode(latents)[0]  # 6. decode
-            t_end = time.perf_counter()
+            t_end = self._now()
         s["nfe"] = flow.nfe - nfe0
         s["timings"] = {"text_encode_s": t_denoise - t_text, "denoise_s": t_decode - t_denoise,
                         "decode_s": t_end - t_decode, "total_s": t_end - t0}

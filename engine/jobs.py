@@ -1,9 +1,13 @@
 """Background jobs: a tune runs in its own spawned process, so it survives a closed browser
 tab and never blocks the studio; status, metrics and checkpoints live in the store.
 
-Cancel = set the run's status to "cancelling" (the trainer polls it between steps). A run
-whose process died (kill -9, reboot) is found by `sweep_interrupted` and marked interrupted;
-`resume` starts it again from its last complete checkpoint.
+Tunes run one at a time: each loads its own copy of the model (the studio's engine keeps its
+own for previews), so two at once would hold three copies. A tune started while another runs
+waits, "queued" with its place in line in its message, and starts when the runs before it end.
+
+Cancel = set the run's status to "cancelling" (the trainer polls it between steps; a queued run
+stops waiting). A run whose process died (kill -9, reboot) is found by `sweep_interrupted` and
+marked interrupted; `resume` starts it again from its last complete checkpoint.
 """
 
 from __future__ import annotations
@@ -20,10 +24,52 @@ from engine.tune.config import TuneConfig
 ACTIVE = ("queued", "running", "cancelling")
 
 
+QUEUE_POLL_S = 1.0
+
+
+def wait_turn(store: Store, run_id: int, poll_s: float = QUEUE_POLL_S) -> bool:
+    """Wait while earlier tunes are queued or running (this run "queued", its place in its
+    message); False when the run was cancelled while it waited."""
+    import time
+
+    while True:
+        sweep_interrupted(store)
+        if store.run(run_id)["status"] == "cancelling":
+            store.update_run(run_id, status="cancelled", message="cancelled while queued")
+            return False
+        ahead = _ahead(store, run_id)
+        if not ahead:
+            store.update_run(run_id, status="running", message="")
+            if not _ahead(store, run_id, claimed=True):  # two that started at once: the earlier run goes first
+                return True
+            ahead = _ahead(store, run_id, claimed=True)
+        store.update_run(run_id, status="queued", message=f"queued: {len(ahead)} tune(s) ahead (run "
+                                                           f"{', '.join(map(str, sorted(ahead)))})")
+        time.sleep(poll_s)
+
+
+def _ahead(store: Store, run_id: int, claimed: bool = False) -> list[int]:
+    """The tunes this one waits for: any other running (or cancelling) one, and queued ones with a
+    smaller id; once it has `claimed` its turn, only running ones with a smaller id."""
+    out = []
+    for r in store.runs(kind="tune", statuses=ACTIVE):
+        if r["id"] == run_id:
+            continue
+        if claimed:
+            if r["status"] != "queued" and r["id"] < run_id:
+                out.append(r["id"])
+        elif r["status"] != "queued" or r["id"] < run_id:
+            out.append(r["id"])
+    return out
+
+
 def _tune_main(run_id: int, cfg: dict, out: str, home: str) -> None:
     os.environ["RUSHES_HOME"] = home
+    from engine import paths
     from engine.tune.run import run_tune
 
+    if not wait_turn(Store(paths.database()), run_id):
+        return
     for _ in run_tune(TuneConfig.from_dict(cfg), out, run_id=run_id):
         pass
 

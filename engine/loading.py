@@ -42,6 +42,7 @@ def resolve(model: str | Path) -> tuple[Path, registry.Entry | None]:
         return folder, None
     entries = registry.load_registry()
     if name in entries:
+        registry.check_ready(entries[name])  # before anything is downloaded or loaded
         return registry.materialise(entries[name]), entries[name]
     raise ValueError(f"unknown model {name!r}: give a pipeline folder, a name from "
                      f"{registry.registry_path()}, or one of {sorted(BUILTIN)}")
@@ -117,13 +118,15 @@ def _index_class(root: Path, component: str) -> str | None:
     return entry[1] if entry and entry[0] else None
 
 
-def _load_text(folder: Path, info: ModelInfo, device) -> TextEncoder:
+def _load_text(folder: Path, info: ModelInfo, device, dtype: torch.dtype = torch.float32) -> TextEncoder:
+    """The folder's own text encoder in the model's dtype (UMT5-XXL is ~23 GB in float32, ~11 GB in
+    bf16; transformers would otherwise pick its own default), or MiniLM (float32, small) without one."""
     text_cls = _index_class(folder, "text_encoder")
     if text_cls and (folder / "text_encoder").is_dir():
         import transformers
 
         encoder = getattr(transformers, text_cls).from_pretrained(
-            folder / "text_encoder", use_safetensors=True, local_files_only=True).to(device).eval()
+            folder / "text_encoder", use_safetensors=True, local_files_only=True, torch_dtype=dtype).to(device).eval()
         tokenizer = transformers.AutoTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
     else:
         encoder, tokenizer = load_minilm(device)
@@ -157,7 +160,7 @@ def load(model: str | Path, device: str = "cpu", dtype: torch.dtype = torch.floa
     vae = vae_cls.from_pretrained(folder / "vae", torch_dtype=dtype, use_safetensors=True).to(device)
     codec = VideoCodec(vae, decode_dtype=decode_dtype)
     transformer = _load_transformer(folder / "transformer", dtype, device)
-    loaded = LoadedModel(folder, info, _load_text(folder, info, device), codec, FlowModel(transformer, codec))
+    loaded = LoadedModel(folder, info, _load_text(folder, info, device, dtype), codec, FlowModel(transformer, codec))
     if entry is not None and entry.lora:
         _fuse_lora(transformer, entry.lora)
     if info.kind == "student":

@@ -184,7 +184,8 @@ class FlowModel:
         x_in = network_inputs(x_t.to(self.device, self.dtype), self.transformer)
         out = self.transformer(
             hidden_states=x_in,
-            timestep=(sigma * 1000).to(self.device, self.dtype),
+            # float32 as diffusers' own pipelines pass it: in bf16, 757 would reach the network as 756
+            timestep=(sigma * 1000).to(self.device, torch.float32),
             encoder_hidden_states=text.to(self.device, self.dtype),
             return_dict=False,
         )[0]

@@ -57,7 +57,9 @@ class Entry:
     shift: float | None = None  # None: the scheduler config's
     guidance: float = 5.0
     dtype: str = "float32"
-    lora: str = ""  # step-distillation LoRA applied to the transformer (role = student)
+    # step-distillation LoRA applied to the transformer (role = student); None: none. An empty string is a preset
+    # waiting for its file (the teacher + LoRA preset): refused when the model is picked (`check_ready`)
+    lora: str | None = None
 
     def __post_init__(self):
         if self.role not in ("teacher", "student"):
@@ -66,6 +68,16 @@ class Entry:
             raise ValueError(f"model {self.name!r}: a student needs its timesteps list")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"model {self.name!r}: dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+
+
+def check_ready(entry: Entry) -> None:
+    """ValueError naming the field to fill when an entry cannot run as it stands: a student preset
+    whose step-distillation LoRA is still empty would run the undistilled teacher at a student's
+    few steps and call it a student."""
+    if entry.lora is not None and not entry.lora.strip():
+        raise ValueError(f"model {entry.name!r} is a teacher plus a step-distillation LoRA, and its lora is empty: "
+                         f"set lora = \"/path/to/the_lora.safetensors\" under [models.\"{entry.name}\"] in "
+                         f"{registry_path()}")
 
 
 def registry_path() -> Path:

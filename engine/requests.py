@@ -22,7 +22,7 @@ class GenerateRequest:
     height: int | None = None
     width: int | None = None
     guidance: float | None = None  # None: the model's default (teacher only)
-    solver: str = "euler"  # teacher ODE solver
+    solver: str | None = None  # teacher ODE solver, "euler" or "unipc"; None: the checkpoint's own scheduler's
     lora: str | None = None  # adapter folder or file (diffusers LoRA, safetensors)
     lora_scale: float = 1.0
     preview: bool = False  # yield Preview events with a cheap look at each step
@@ -35,7 +35,7 @@ class GenerateRequest:
             raise ValueError(f"model must name a model or a folder, got {self.model!r}")
         if self.role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}, got {self.role!r}")
-        if self.solver not in SOLVERS:
+        if self.solver is not None and self.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
         for name in ("steps", "seed", "frames", "height", "width", "guidance", "lora_scale"):
             knobs.check(name, getattr(self, name))

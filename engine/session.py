@@ -153,7 +153,7 @@ class Session:
         return GenerateRequest(prompt=s["prompt"], negative=s.get("negative", ""), model=s.get("model_ref") or s["model"],
                                role=s["role"], steps=s["steps"], seed=s["seed"], frames=s["frames"],
                                height=s["height"], width=s["width"], guidance=s.get("guidance"),
-                               solver=s.get("solver") or "euler", lora=s.get("lora"),
+                               solver=s.get("solver"), lora=s.get("lora"),
                                lora_scale=s.get("lora_scale") or 1.0)
 
     def delete(self, generation_id: int) -> None:

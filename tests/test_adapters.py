@@ -58,3 +58,29 @@ def test_bad_adapters_refused_and_model_unchanged(tiny_folder, tmp_path):
         event = _frames(engine, tiny_folder, lora=str(bad))
         assert isinstance(event, Failed) and named in event.message, event
     assert np.array_equal(before, _frames(engine, tiny_folder).value.frames)
+
+
+WAN_NAMES = {"attn1.to_q": "self_attn.q", "attn1.to_k": "self_attn.k", "attn1.to_v": "self_attn.v",
+             "attn1.to_out.0": "self_attn.o", "attn2.to_q": "cross_attn.q", "attn2.to_k": "cross_attn.k",
+             "attn2.to_v": "cross_attn.v", "attn2.to_out.0": "cross_attn.o"}
+
+
+def test_a_lora_in_the_wan_repositorys_layout_is_converted_by_diffusers_and_acts_the_same(tiny_folder, tmp_path):
+    """What people share for Wan2.1: `diffusion_model.blocks.N.self_attn.q.lora_down.weight` keys."""
+    engine = Engine()
+    ours = _write_lora(tmp_path / "diffusers", tiny_transformer(seed=2))
+    wan = {}
+    for key, value in load_file(ours / "pytorch_lora_weights.safetensors").items():
+        module, part = key.removeprefix("transformer.").split(".lora_")
+        block, rest = module.split(".", 2)[1], module.split(".", 2)[2]
+        down_up = "lora_down" if part.startswith("A") else "lora_up"
+        wan[f"diffusion_model.blocks.{block}.{WAN_NAMES[rest]}.{down_up}.weight"] = value
+    (tmp_path / "wan").mkdir()
+    save_file(wan, tmp_path / "wan" / "community_lora.safetensors")
+    a = _frames(engine, tiny_folder, lora=str(ours)).value.frames
+    b = _frames(engine, tiny_folder, lora=str(tmp_path / "wan" / "community_lora.safetensors"))
+    assert isinstance(b, Result), b
+    assert np.abs(a.astype(int) - b.value.frames.astype(int)).max() <= 1
+    save_file({"diffusion_model.nonsense.lora_down.weight": torch.zeros(2, 2)}, tmp_path / "bad.safetensors")
+    refused = _frames(engine, tiny_folder, lora=str(tmp_path / "bad.safetensors"))
+    assert isinstance(refused, Failed) and "bad.safetensors" in refused.message

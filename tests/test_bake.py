@@ -11,15 +11,15 @@ from engine.toyworld import teacher_bake, vae_bake
 def _run(gen, stop_at=None):
     for event in gen:
         if stop_at and isinstance(event, Progress) and event.step == stop_at:
-            gen.close()  # as a kill right after the checkpoint
+            gen.close()  # as a kill after the update's report, before its checkpoint (engine/loop.py's order)
             return
 
 
 def test_vae_stage_resumes_to_the_same_weights(tmp_path):
-    cfg = vae_bake.VaeBakeConfig(steps=4, stop_at=4, checkpoint_every=2, batch_frames=4, warmup=1)
+    cfg = vae_bake.VaeBakeConfig(steps=4, stop_at=4, checkpoint_every=1, batch_frames=4, warmup=1)
     _run(vae_bake.train(cfg, tmp_path / "whole"))
-    _run(vae_bake.train(cfg, tmp_path / "split"), stop_at=2)
-    assert checkpoint.latest(tmp_path / "split")[0] == 2
+    _run(vae_bake.train(cfg, tmp_path / "split"), stop_at=3)
+    assert checkpoint.latest(tmp_path / "split")[0] == 2  # update 3 was reported, not saved: the resume redoes it
     _run(vae_bake.train(cfg, tmp_path / "split"))
     a, b = checkpoint.latest(tmp_path / "whole"), checkpoint.latest(tmp_path / "split")
     assert a[0] == b[0] == 4
@@ -28,8 +28,8 @@ def test_vae_stage_resumes_to_the_same_weights(tmp_path):
 
 
 def _teacher_resumes_exactly(cfg, tmp_path, stop_at: int) -> None:
-    """A teacher run into a/ in one go and one into b/ killed after step `stop_at` and resumed end
-    with the same EMA weights."""
+    """A teacher run into a/ in one go and one into b/ killed after step `stop_at`'s report (so
+    resumed from the checkpoint before it) end with the same EMA weights."""
     vae = vae_bake.make_vae()
     for name in ("a", "b"):
         vae.save_pretrained(tmp_path / name / "vae", safe_serialization=True)

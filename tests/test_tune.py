@@ -321,3 +321,22 @@ def test_a_tune_takes_the_models_own_student_and_a_teacher_alone_is_refused_with
                              FlowMatchEulerDiscreteScheduler(shift=3.0), ModelInfo(name="bare", world="toyworld"))
     with pytest.raises(ValueError, match="'bare' is a teacher with no distilled student.*rushes distill --model bare"):
         list(train(_cfg(teacher, student_steps=None), loading.load(str(teacher)), tmp_path / "x", TRAIN_PROMPTS))
+
+
+def test_tunes_take_turns_and_a_queued_one_says_its_place(tiny_folder, rushes_home, tmp_path):
+    from engine import jobs, paths
+
+    store = Store(paths.database())
+    first = jobs.start_tune(store, _cfg(tiny_folder, steps=30, checkpoint_every=100), tmp_path / "a")
+    deadline = time.time() + 120
+    while time.time() < deadline and store.run(first)["status"] != "running":
+        time.sleep(0.2)
+    second = jobs.start_tune(store, _cfg(tiny_folder, steps=2), tmp_path / "b")
+    both_running, said = False, set()
+    while time.time() < deadline + 240 and {store.run(i)["status"] for i in (first, second)} - {"done"}:
+        statuses = [store.run(i)["status"] for i in (first, second)]
+        both_running |= statuses == ["running", "running"]
+        said.add(store.run(second)["message"] or "")
+        time.sleep(0.2)
+    assert [store.run(i)["status"] for i in (first, second)] == ["done", "done"]
+    assert not both_running and f"queued: 1 tune(s) ahead (run {first})" in said
