@@ -79,6 +79,10 @@ def check_tune(engine, cfg: TuneConfig, store: Store) -> None:
     ratings for "my ratings" (a one-step fit), a student the model lacks. Runs on `engine`
     (`engine.call(check_tune, cfg, store)`), where the model is loaded."""
     loaded = engine.model(cfg.model)
+    if not cfg.prompts:  # the model's world gives them, or the user must
+        from engine import data
+
+        data.for_model(loaded.info)
     steps = cfg.student_steps or loaded.default_student_steps()  # a teacher without a student: refused here
     loaded.student(steps)
     if cfg.reward == "ratings":

@@ -201,11 +201,15 @@ class Session:
         `steps`: the student the adapter was tuned on (its adapter.json), else the model's own."""
         if not adapter or not Path(adapter).exists():
             raise ValueError(f"no adapter at {adapter!r}")
-        record = Path(adapter) / "adapter.json"
-        if steps is None and record.exists():
-            steps = json.loads(record.read_text()).get("student_steps")
-        if prompts is None:  # the held-out prompts of the model's world (engine/data.py)
-            prompts = data.for_model(read_info(loading.resolve(model)[0])).prompts("heldout", 3)
+        meta = Path(adapter) / "adapter.json"
+        record = json.loads(meta.read_text()) if meta.exists() else {}
+        if steps is None:
+            steps = record.get("student_steps")
+        if prompts is None:  # the held-out prompts of the model's world (engine/data.py), else the tune's own
+            info = read_info(loading.resolve(model)[0])
+            prompts = data.for_model(info).prompts("heldout", 3) if info.world else record.get("heldout_prompts")
+            if not prompts:
+                raise ValueError(f"model {info.name!r} has no held-out prompts of its own and the adapter names none")
         grid = []
         for prompt in prompts:
             for seed in seeds:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import re
+
 import gradio as gr
 import numpy as np
 
@@ -18,9 +20,26 @@ from engine.session import Session
 from engine.worker import EngineGone
 from studio.fields import whole_number, whole_number_box
 
-PRESETS = {"student 1 step": ("student", 1), "student 2 steps": ("student", 2),
-           "student 4 steps": ("student", 4), "teacher 50 steps": ("teacher", 50),
-           "teacher 20 steps": ("teacher", 20)}
+TEACHER_PRESETS = (50, 20)  # teacher step counts offered beside the model's students
+PRESET = re.compile(r"^(student|teacher) (\d+) steps?$")
+
+
+def preset_name(role: str, steps: int) -> str:
+    return f"{role} {steps} step" + ("s" if steps != 1 else "")
+
+
+def presets(students: list[int]) -> list[str]:
+    """The Steps choices for a model: each student it has (1/2/4 for toyworld, 3 for FastWan), then
+    the teacher at 50 and 20 steps."""
+    return [preset_name("student", n) for n in sorted(students)] + [preset_name("teacher", n) for n in TEACHER_PRESETS]
+
+
+def parse_preset(text: str) -> tuple[str, int]:
+    """"student 4 steps" -> ("student", 4); gr.Error naming anything else."""
+    match = PRESET.match(str(text or ""))
+    if not match:
+        raise gr.Error(f"steps preset must look like 'student 4 steps' or 'teacher 50 steps', got {text!r}")
+    return match.group(1), int(match.group(2))
 GPU = {"concurrency_id": "gpu", "concurrency_limit": 1}
 
 
@@ -51,7 +70,7 @@ def _given(value) -> int | None:
 
 
 def build_request(model, prompt, negative, preset, seed, frames, size, adapter, scale) -> GenerateRequest:
-    role, steps = PRESETS[preset]
+    role, steps = parse_preset(preset)
     seed = parse_seed(seed)
     try:
         req = GenerateRequest(
@@ -103,9 +122,11 @@ def render(session: Session, model: str, page: gr.Blocks) -> dict:
                     gr.Markdown(vocabulary.describe(d["vocabulary"]), elem_id="vocabulary-words")
                     gr.Examples(d["vocabulary"].get("examples", []), [prompt], label="Example prompts")
             negative = gr.Textbox(label="Negative prompt (teacher only)", value="")
-            default = "student 4 steps" if 4 in d["students"] else "teacher 20 steps"
-            preset = gr.Radio(list(PRESETS), value=default, label="Steps", elem_id="preset",
-                              info="students: 1/2/4 steps, no CFG; teacher: many steps with CFG")
+            choices = presets(d["students"])
+            default = preset_name("student", 4 if 4 in d["students"] else min(d["students"])) if d["students"] \
+                else "teacher 20 steps"
+            preset = gr.Radio(choices, value=default, label="Steps", elem_id="preset",
+                              info="students: the model's distilled few-step ones, no CFG; teacher: many steps with CFG")
             with gr.Row():
                 seed = whole_number_box("Seed (empty = random)", "seed", "random", info=knobs.GENERATE["seed"].help)
                 frames = gr.Slider(1, d["max_frames"], value=d["frames"], step=1, label="Frames", info=knobs.GENERATE["frames"].help)
@@ -203,6 +224,13 @@ def render(session: Session, model: str, page: gr.Blocks) -> dict:
     for component in (prompt, picker):
         component.change(warn_unknown, [picker, prompt], [unknown], api_name=False, show_progress="hidden")
     page.load(warn_unknown, [picker, prompt], [unknown], api_name=False, show_progress="hidden")
+
+    def model_presets(model_, preset_):
+        """The Steps choices of the model picked (its own students), keeping the choice where it fits."""
+        choices = presets(session.model_defaults(model_)["students"])
+        return gr.update(choices=choices, value=preset_ if preset_ in choices else choices[0])
+
+    picker.change(model_presets, [picker, preset], [preset], api_name=False, show_progress="hidden")
 
     def memory_estimate(model_, preset_, frames_, size_):
         return estimate_text(session, model_, preset_, frames_, size_)

@@ -10,7 +10,7 @@ import gradio as gr
 
 from engine.session import Session
 from engine.store import Store
-from studio.create import GPU, PRESETS, run_request
+from studio.create import GPU, preset_name, run_request
 from studio.fields import whole_number, whole_number_box
 
 COLUMNS = ["id", "when", "model", "role", "steps", "seed", "adapter", "prompt", "ratings", "total_s"]
@@ -113,8 +113,7 @@ def render(session: Session, create: dict, tabs: gr.Tabs, tab: gr.Tab) -> None:
     def reuse_settings(gen_id):
         gen_id = row_for(gen_id)["id"]
         req = session.request_for(gen_id)
-        preset = next((k for k, v in PRESETS.items() if v == (req.role, req.steps)),
-                      "teacher 50 steps" if req.role == "teacher" else "student 4 steps")
+        preset = preset_name(req.role, req.steps or (50 if req.role == "teacher" else 4))
         seed = "" if req.seed is None else str(req.seed)  # the seed box is text
         return (req.model, req.prompt, req.negative, preset, seed, req.frames, req.height, req.lora or "",
                 req.lora_scale, gr.Tabs(selected="create"))

@@ -101,6 +101,8 @@ def render(session: Session, model: str, adapter_picker: gr.Dropdown, allow_cust
                 lr = gr.Number(value=s["lr"].default, label="Learning rate", info=f"{s['lr'].help}, e.g. 1e-3")
             reg = gr.Radio(list(s["reg"].choices), value=s["reg"].default, label="Regulariser", elem_id="tune-reg",
                            info=f"keeps the student near where it started; {s['reg'].help}")
+            prompts = gr.Textbox(label="Prompts (one a line)", lines=3, elem_id="tune-prompts",
+                                 info=f"{s['prompts'].help}; a model without a world of its own needs them")
             name = gr.Textbox(label="Adapter name", value="my-adapter", elem_id="tune-name")
             with gr.Row():
                 start = gr.Button("Start tune", variant="primary", elem_id="tune-start")
@@ -115,15 +117,16 @@ def render(session: Session, model: str, adapter_picker: gr.Dropdown, allow_cust
             runs = gr.Dataframe(headers=["run", "status", "step", "reward", "message"], value=[],
                                 interactive=False, label="Tune runs", elem_id="tune-runs")
     with gr.Row():
-        compare_adapter = gr.Dropdown(adapter_choices(session), value="", label="Adapter",
-                                      info="a saved adapter to compare with the plain student", elem_id="tune-compare-adapter")
+        compare_adapter = gr.Dropdown(adapter_choices(session), value="", label="Adapter", allow_custom_value=True,
+                                      info="a saved adapter, or the path of any LoRA, to compare with the plain student",
+                                      elem_id="tune-compare-adapter")
         compare_scale = gr.Slider(0, 2, value=1.0, step=0.1, label="Adapter scale")
         compare = gr.Button("Before / after", elem_id="tune-compare")
     grid = gr.Gallery(label="Before / after on fixed held-out prompts (seed 0): left the student, right with the adapter",
                       columns=2, height=420, elem_id="tune-grid")
     timer = gr.Timer(2.0)
 
-    def start_run(reward_, reference_, file_, steps_, rank_, lr_, name_, reg_="base"):
+    def start_run(reward_, reference_, file_, steps_, rank_, lr_, name_, reg_="base", prompts_=""):
         if reward_ == "custom" and not allow_custom:
             raise gr.Error("custom-code rewards are disabled while the studio is served beyond this machine")
         safe = "".join(c for c in (name_ or "adapter") if c.isalnum() or c in "-_") or "adapter"
@@ -131,14 +134,15 @@ def render(session: Session, model: str, adapter_picker: gr.Dropdown, allow_cust
         try:
             cfg = TuneConfig(model=model, reward=reward_, reference=reference_, reward_file=file_,
                              steps=int(steps_), rank=int(rank_), alpha=float(rank_), lr=float(lr_),
-                             reg=reg_ or "base", device=session.engine.options.device)  # where the studio runs
+                             reg=reg_ or "base", device=session.engine.options.device,  # where the studio runs
+                             prompts=[p.strip() for p in (prompts_ or "").splitlines() if p.strip()])
             session.engine.call(jobs.check_tune, cfg, session.store)  # where the model is loaded
         except (ValueError, EngineGone) as err:
             raise gr.Error(str(err)) from None
         new_id = jobs.start_tune(session.store, cfg, out)
         return str(new_id), f"started run {new_id} → {out.name}"
 
-    start.click(start_run, [reward, reference, reward_file, steps, rank, lr, name, reg], [run_id, status],
+    start.click(start_run, [reward, reference, reward_file, steps, rank, lr, name, reg, prompts], [run_id, status],
                 api_name="tune_start")
 
     def on_run(act, done: str):

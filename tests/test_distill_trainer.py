@@ -69,8 +69,8 @@ def test_resume_equals_uninterrupted(loaded, tmp_path):
     whole = list(train(cfg, loaded, tmp_path / "whole", TOYWORLD))
     assert isinstance(whole[-1], Result)
     first = train(cfg, loaded, tmp_path / "split", TOYWORLD)
-    for event in first:  # stop after the step-2 checkpoint, as a kill would
-        if isinstance(event, Progress) and event.step == 2:
+    for event in first:  # killed after update 3's report, before its checkpoint: update 2's is the last
+        if isinstance(event, Progress) and event.step == 3:
             break
     first.close()
     resumed = list(train(cfg, loaded, tmp_path / "split", TOYWORLD))

@@ -117,7 +117,8 @@ def run_tune(cfg: TuneConfig, out: str | Path, run_id: int | None = None, eval_p
                 tuner = event.value
                 phase("saving the adapter", eta_s=None)
                 meta = {"reward": tuner.spec.describe(), "base_model": str(cfg.model), "student_steps": cfg.student_steps,
-                        "steps": tuner.step - warmup, "rank": cfg.rank, "run_id": run_id}
+                        "steps": tuner.step - warmup, "rank": cfg.rank, "run_id": run_id,
+                        "heldout_prompts": held[:3]}  # what a before/after shows where the model has no world
                 path = save_adapter(tuner.transformer, ADAPTER, cfg.rank, cfg.alpha, Path(out), meta)
                 tuner.transformer.delete_adapters([ADAPTER])
                 after = true_reward(cfg, str(path), held, on_clip=lambda d, t: phase("measuring the reward after", d, t)
