@@ -62,7 +62,12 @@ class Session:
             path = Path(out) if out else unique_output(paths.outputs(), clip.meta["seed"])
             try:
                 write_clip(clip.frames, clip.fps, path, clip.meta)
-                write_thumbnail(clip.frames, path)
+                try:
+                    write_thumbnail(clip.frames, path)
+                except OSError:  # all or nothing: no clip on disk that no row names
+                    for own in (path, path.with_name(path.name + ".json"), thumbnail_path(path)):
+                        own.unlink(missing_ok=True)
+                    raise
             except OSError as err:
                 yield Failed(f"could not write {path}: {err.strerror or err}")
                 return

@@ -101,7 +101,7 @@ def render(session: Session, model: str, adapter_picker: gr.Dropdown, allow_cust
                 lr = gr.Number(value=s["lr"].default, label="Learning rate", info=f"{s['lr'].help}, e.g. 1e-3")
             reg = gr.Radio(list(s["reg"].choices), value=s["reg"].default, label="Regulariser", elem_id="tune-reg",
                            info=f"keeps the student near where it started; {s['reg'].help}")
-            prompts = gr.Textbox(label="Prompts (one a line)", lines=3, elem_id="tune-prompts",
+            prompts = gr.Textbox(label="Prompts (one a line)", value="", lines=3, elem_id="tune-prompts",
                                  info=f"{s['prompts'].help}; a model without a world of its own needs them")
             name = gr.Textbox(label="Adapter name", value="my-adapter", elem_id="tune-name")
             with gr.Row():

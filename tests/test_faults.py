@@ -46,7 +46,7 @@ def test_kill_9_during_a_tune_then_resume_to_the_end(tiny_folder, rushes_home, t
     assert row["status"] == "done" and row["step"] == 8, row
     assert (tmp_path / "adapter" / "pytorch_lora_weights.safetensors").exists()
     steps = [m["step"] for m in store.metrics(run_id, "reward")]
-    assert max(steps) == 8 and set(range(1, 9)) <= set(steps)  # every step logged, some twice
+    assert max(steps) == 9 and set(range(1, 10)) <= set(steps)  # every update (1 warm-up + 8) logged, some twice
 
 
 def test_kill_9_during_export_leaves_no_partial_file_at_the_final_path(tmp_path):
@@ -137,7 +137,7 @@ def test_disk_full_is_a_clean_error_and_the_studio_keeps_serving(tiny_folder, tm
     assert report["integrity"] == "ok" and report["rows_after_full"] == 0
     assert "device" in report["system"]
     assert report["after_free"] > 0 and report["rows_after_free"] == 1
-    assert report["files_after_free"] == [".json", ".mp4"]
+    assert report["files_after_free"] == [".json", ".mp4", ".png"]  # the clip, its sidecar, its thumbnail
 
 
 def test_kill_9_during_distillation_then_resume_matches_an_uninterrupted_run(tiny_folder, tmp_path):

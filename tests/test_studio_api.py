@@ -110,7 +110,7 @@ def test_library_open_reuse_rerun_delete(client, studio):
     gallery, table, *_ = client.predict("green", "", "", "", "", api_name="/library")
     rows = table["data"]
     assert rows and rows[0][7] == "a green triangle" and rows[0][8] == "thumb up, 4 stars"
-    assert gallery[0]["caption"].startswith(f"#{rows[0][0]} · student 4") and gallery[0]["image"]["path"].endswith(".png")
+    assert gallery[0]["caption"].startswith(f"#{rows[0][0]} · student 4") and gallery[0]["image"].endswith(".png")
     assert [r[0] for r in client.predict("green", "", "", "", "thumb up", api_name="/library")[1]["data"]] == [rows[0][0]]
     assert client.predict("green", "", "", "", "thumb down", api_name="/library")[1]["data"] == []
     assert client.predict("green", "teacher", "", "", "", api_name="/library")[1]["data"] == []

@@ -327,16 +327,20 @@ def test_tunes_take_turns_and_a_queued_one_says_its_place(tiny_folder, rushes_ho
     from engine import jobs, paths
 
     store = Store(paths.database())
-    first = jobs.start_tune(store, _cfg(tiny_folder, steps=30, checkpoint_every=100), tmp_path / "a")
+    first = jobs.start_tune(store, _cfg(tiny_folder, steps=4000, checkpoint_every=1000), tmp_path / "a")
     deadline = time.time() + 120
     while time.time() < deadline and store.run(first)["status"] != "running":
         time.sleep(0.2)
     second = jobs.start_tune(store, _cfg(tiny_folder, steps=2), tmp_path / "b")
     both_running, said = False, set()
-    while time.time() < deadline + 240 and {store.run(i)["status"] for i in (first, second)} - {"done"}:
-        statuses = [store.run(i)["status"] for i in (first, second)]
-        both_running |= statuses == ["running", "running"]
+    while time.time() < deadline + 120 and f"queued: 1 tune(s) ahead (run {first})" not in said:
         said.add(store.run(second)["message"] or "")
+        both_running |= [store.run(i)["status"] for i in (first, second)] == ["running", "running"]
         time.sleep(0.2)
-    assert [store.run(i)["status"] for i in (first, second)] == ["done", "done"]
-    assert not both_running and f"queued: 1 tune(s) ahead (run {first})" in said
+    assert f"queued: 1 tune(s) ahead (run {first})" in said and store.run(second)["status"] == "queued"
+    jobs.cancel(store, first)  # the one ahead ends: the queued one goes
+    while time.time() < deadline + 400 and store.run(second)["status"] != "done":
+        both_running |= [store.run(i)["status"] for i in (first, second)] == ["running", "running"]
+        time.sleep(0.2)
+    assert store.run(first)["status"] == "cancelled" and store.run(second)["status"] == "done"
+    assert not both_running
