@@ -98,7 +98,8 @@ def render(session: Session, model: str, adapter_picker: gr.Dropdown, allow_cust
                                   elem_id="tune-steps", info=f"{s['steps'].help} ({s['lrm_warmup'].default} updates)")
                 rank = gr.Slider(s["rank"].low, UI_MAX_RANK, value=s["rank"].default, step=1, label="LoRA rank",
                                  info=s["rank"].help)
-                lr = gr.Number(value=s["lr"].default, label="Learning rate", info=f"{s['lr'].help}, e.g. 1e-3")
+                lr = gr.Number(value=s["lr"].default, label="Learning rate", info=f"{s['lr'].help}, e.g. 1e-3",
+                               elem_id="tune-lr")
             reg = gr.Radio(list(s["reg"].choices), value=s["reg"].default, label="Regulariser", elem_id="tune-reg",
                            info=f"keeps the student near where it started; {s['reg'].help}")
             prompts = gr.Textbox(label="Prompts (one a line)", value="", lines=3, elem_id="tune-prompts",
