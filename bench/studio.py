@@ -80,19 +80,36 @@ def main() -> None:
                 shots = Path(args.screenshots)
                 shots.mkdir(parents=True, exist_ok=True)
                 page.locator("#live input").uncheck()
+                for prompt in ("a cyan triangle growing on a forest-green background",
+                               "a white box moving left on a charcoal background"):
+                    page.locator("#prompt textarea").fill(prompt)
+                    page.locator("#generate").click()
+                    page.wait_for_function("(p) => document.querySelector('#status').innerText.includes('total')",
+                                           arg=prompt, timeout=120000)
+                    page.wait_for_timeout(1000)
+                page.locator("#prompt textarea").fill("a yellow square falling on a navy background")
                 page.locator("#compare input").check()
                 page.locator("#generate").click()
                 page.wait_for_function("() => document.querySelector('#teacher-status').innerText.includes('total')",
                                        timeout=300000)
+                page.locator("#thumb-up").click()
+                page.locator("#stars").get_by_text("4", exact=True).click()
+                page.locator("#vocabulary").get_by_text("Words this model knows").click()
                 page.wait_for_timeout(1500)
                 page.screenshot(path=str(shots / "create.png"), full_page=True)
-                for tab in ("Tune", "Library", "System"):
-                    page.get_by_role("tab", name=tab).click()
-                    if tab == "Library":
-                        page.locator("#lib-refresh").click()
-                    if tab == "System":
-                        page.locator("#system-refresh").click()
-                    page.wait_for_timeout(2500)
+                page.get_by_role("tab", name="Tune").click()
+                steps = page.locator("#tune-steps input[type=number]")
+                steps.fill("10")
+                steps.press("Enter")
+                page.locator("#tune-name textarea").fill("vivid")
+                page.locator("#tune-start").click()
+                page.wait_for_function("() => /done/.test(document.querySelector('#tune-status').innerText)",
+                                       timeout=600000)
+                page.wait_for_timeout(2500)
+                page.screenshot(path=str(shots / "tune.png"), full_page=True)
+                for tab in ("Library", "System"):
+                    page.get_by_role("tab", name=tab).click()  # each fills when opened
+                    page.wait_for_timeout(3000)
                     page.screenshot(path=str(shots / f"{tab.lower()}.png"), full_page=True)
             browser.close()
     finally:
