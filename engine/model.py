@@ -89,16 +89,18 @@ def frame_neighbours(x: torch.Tensor, k: int) -> torch.Tensor:
     return torch.cat([padded[:, :, k + o:k + o + t] for o in range(-k, k + 1) if o], dim=1)
 
 
-def network_inputs(x: torch.Tensor, transformer) -> torch.Tensor:
+def network_inputs(x: torch.Tensor, transformer, frame_times: torch.Tensor | None = None) -> torch.Tensor:
     """What the network reads for latents x [B, C, T, h, w]: x, then its position channels, then
-    its frame context (each only where its config asks for them)."""
-    wide = with_positions(x, position_channels(transformer))
+    its frame context (each only where its config asks for them). `frame_times` [T]: the frame-time
+    channel's values when x is part of a longer clip (a stream's chunk), instead of -1 .. 1 over x."""
+    wide = with_positions(x, position_channels(transformer), frame_times)
     k = frame_context(transformer)
     return torch.cat([wide, frame_neighbours(x, k)], dim=1) if k else wide
 
 
-def with_positions(x: torch.Tensor, count: int) -> torch.Tensor:
-    """x [B, C, T, h, w] with `count` (0 or 3) channels appended: frame time, row, column in [-1, 1]."""
+def with_positions(x: torch.Tensor, count: int, frame_times: torch.Tensor | None = None) -> torch.Tensor:
+    """x [B, C, T, h, w] with `count` (0 or 3) channels appended: frame time, row, column in [-1, 1]
+    (the frame time's values given by `frame_times` [T] where x is part of a longer clip)."""
     if count == 0:
         return x
     if count != 3:
@@ -108,7 +110,10 @@ def with_positions(x: torch.Tensor, count: int) -> torch.Tensor:
     def ramp(n: int) -> torch.Tensor:
         return torch.linspace(-1.0, 1.0, n, device=x.device, dtype=x.dtype) if n > 1 else x.new_zeros(1)
 
-    grids = torch.meshgrid(ramp(t), ramp(h), ramp(w), indexing="ij")  # 3 x [T, h, w]
+    if frame_times is not None and frame_times.shape != (t,):
+        raise ValueError(f"frame_times must hold one value per frame ({t}), got shape {tuple(frame_times.shape)}")
+    times = ramp(t) if frame_times is None else frame_times.to(x.device, x.dtype)
+    grids = torch.meshgrid(times, ramp(h), ramp(w), indexing="ij")  # 3 x [T, h, w]
     return torch.cat([x, torch.stack(grids)[None].expand(b, -1, -1, -1, -1)], dim=1)
 
 

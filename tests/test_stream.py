@@ -1,0 +1,118 @@
+"""Causal streaming on a tiny random Wan transformer: the KV-cached chunk-by-chunk forward equals
+the block-causal forward over the whole clip, the rolling window with its sink stays flat, and
+bad windows are refused."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from diffusers import WanTransformer3DModel
+
+from engine.model import widen_inputs
+from engine.stream.cache import KVCache, Window
+from engine.stream.causal import CausalWan, block_causal_mask
+from tests.conftest import tiny_transformer
+
+TEXT = 384
+
+
+def _clip(frames: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(1, 4, frames, 4, 4, generator=g)
+
+
+def _text(seed: int = 0) -> torch.Tensor:
+    return torch.randn(1, 6, TEXT, generator=torch.Generator().manual_seed(100 + seed))
+
+
+def _stream(causal: CausalWan, clip: torch.Tensor, text: torch.Tensor) -> tuple[list[torch.Tensor], KVCache]:
+    """Each chunk of a clean clip run in turn at noise level 0 and written to the cache."""
+    cache, outs, c = causal.new_cache(), [], causal.window.chunk
+    zero = torch.zeros(1)
+    with torch.no_grad():
+        for i in range(clip.shape[2] // c):
+            outs.append(causal.chunk_velocity(clip[:, :, i * c:(i + 1) * c], zero, text, cache, write=True))
+    return outs, cache
+
+
+@pytest.mark.parametrize("positions", [0, 3])
+def test_chunk_by_chunk_with_the_cache_equals_the_block_causal_clip(positions):
+    net = tiny_transformer()
+    if positions:
+        net = widen_inputs(net, positions)
+        torch.nn.init.normal_(net.patch_embedding.weight, std=0.2)  # the new channels matter
+    causal = CausalWan(net.eval(), Window(chunk=2, sink=1, recent=2))
+    clip, text = _clip(8), _text()
+    chunks, cache = _stream(causal, clip, text)
+    with torch.no_grad():
+        whole = causal.clip_velocity(clip, torch.zeros(1), text)
+    assert cache.kept == 3 and cache.written == 4
+    torch.testing.assert_close(torch.cat(chunks, dim=2), whole, atol=2e-5, rtol=1e-4)
+    # and the causal forward is not the bidirectional one: the first chunk cannot see the later ones
+    with torch.no_grad():
+        both_ways = net(hidden_states=torch.cat([clip, torch.zeros(1, positions, 8, 4, 4)], 1) if positions else clip,
+                        timestep=torch.zeros(1), encoder_hidden_states=text, return_dict=False)[0]
+    assert (both_ways[:, :, :2] - whole[:, :, :2]).abs().max() > 1e-3
+
+
+def test_the_rolling_window_keeps_the_sink_and_the_recent_chunks_at_flat_memory():
+    # one block: a cached chunk's keys and values then depend on its own latents only, so what
+    # the last chunk sees can be rebuilt as a short clip of the chunks the window kept
+    torch.manual_seed(0)
+    net = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=4,
+                                out_channels=4, text_dim=TEXT, freq_dim=32, ffn_dim=32, num_layers=1,
+                                rope_max_seq_len=32)
+    causal = CausalWan(net.eval(), Window(chunk=2, sink=1, recent=1))
+    clip, text = _clip(14, seed=1), _text(1)
+    chunks, cache = _stream(causal, clip, text)
+    assert cache.kept == 2 and cache.written == 7
+    sizes = []
+    probe = causal.new_cache()
+    with torch.no_grad():
+        for i in range(7):
+            causal.chunk_velocity(clip[:, :, 2 * i:2 * i + 2], torch.zeros(1), text, probe, write=True)
+            sizes.append(probe.nbytes())
+    assert sizes[1:] == [sizes[1]] * 6  # full after the sink and one recent chunk, then flat
+    # the last chunk saw exactly the sink (chunk 0) and the chunk before it, in slots 0, 1, 2
+    seen = torch.cat([clip[:, :, 0:2], clip[:, :, 10:12], clip[:, :, 12:14]], dim=2)
+    with torch.no_grad():
+        alone = causal.clip_velocity(seen, torch.zeros(1), text)
+    torch.testing.assert_close(chunks[-1], alone[:, :, 4:6], atol=2e-5, rtol=1e-4)
+
+
+def test_a_new_prompt_changes_only_what_comes_after_it():
+    causal = CausalWan(tiny_transformer().eval(), Window(chunk=2, sink=1, recent=2))
+    clip = _clip(6, seed=2)
+    same, _ = _stream(causal, clip, _text(0))
+    cache, outs = causal.new_cache(), []
+    with torch.no_grad():
+        for i, text in enumerate((_text(0), _text(0), _text(5))):
+            outs.append(causal.chunk_velocity(clip[:, :, 2 * i:2 * i + 2], torch.zeros(1), text, cache, write=True))
+    torch.testing.assert_close(outs[:2], same[:2])
+    assert (outs[2] - same[2]).abs().max() > 1e-3
+
+
+def test_block_causal_mask_and_window_slots():
+    mask = block_causal_mask(3, 2)
+    assert mask.tolist()[0] == [True, True, False, False, False, False]
+    assert mask.tolist()[5] == [True] * 6
+    w = Window(chunk=4, sink=1, recent=2)
+    assert (w.slots, w.frames) == (4, 16)
+    assert [w.slot(i) for i in range(6)] == [0, 1, 2, 3, 3, 3]
+    assert torch.equal(torch.cat([w.frame_times(s) for s in range(4)]), torch.linspace(-1, 1, 16))
+
+
+@pytest.mark.parametrize("field, value", [("chunk", 0), ("sink", -1), ("recent", 1.5)])
+def test_a_bad_window_is_refused_naming_the_field(field, value):
+    with pytest.raises(ValueError, match=rf"window {field} .* got {value}"):
+        Window(**{field: value})
+
+
+def test_what_cannot_stream_is_refused():
+    causal = CausalWan(tiny_transformer(), Window(chunk=2, sink=1, recent=1))
+    with pytest.raises(ValueError, match="a chunk has 2 latent frames, got 3"):
+        causal.chunk_velocity(_clip(3), torch.zeros(1), _text(), causal.new_cache())
+    with pytest.raises(ValueError, match="multiple of 2 latent frames up to 6, got 8"):
+        causal.clip_velocity(_clip(8), torch.zeros(1), _text())
+    with pytest.raises(ValueError, match="neighbouring frames"):
+        CausalWan(widen_inputs(tiny_transformer(), 0, context=1), Window())
