@@ -116,3 +116,27 @@ def test_what_cannot_stream_is_refused():
         causal.clip_velocity(_clip(8), torch.zeros(1), _text())
     with pytest.raises(ValueError, match="neighbouring frames"):
         CausalWan(widen_inputs(tiny_transformer(), 0, context=1), Window())
+
+
+def test_the_sampler_streams_chunks_deterministically_and_stops_when_told():
+    from engine.stream.sampler import stream_chunks
+
+    causal = CausalWan(tiny_transformer().eval(), Window(chunk=2, sink=1, recent=1))
+    texts = {0: _text(0), 3: _text(4)}  # a switch at chunk 3
+
+    def text_for(i):
+        return texts[max(k for k in texts if k <= i)]
+
+    def run(**kw):
+        return [x for _, x in stream_chunks(causal, [1.0, 0.5], text_for, (4, 4, 4), torch.Generator().manual_seed(7),
+                                            **kw)]
+
+    first, again = run(chunks=6), run(chunks=6)
+    assert len(first) == 6 and all(x.shape == (1, 4, 2, 4, 4) for x in first)
+    torch.testing.assert_close(first, again)
+    asked = []
+    stopped = run(stop=lambda: asked.append(1) or len(asked) > 4)
+    assert len(stopped) == 4
+    torch.testing.assert_close(stopped, first[:4])
+    with pytest.raises(ValueError, match=r"levels must lie in \(0, 1\], got \[1.5\]"):
+        next(stream_chunks(causal, [1.5], text_for, (4, 4, 4), torch.Generator()))
