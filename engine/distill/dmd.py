@@ -48,11 +48,12 @@ def fake_score_updates(fake: FlowModel, x: torch.Tensor, text: torch.Tensor, shi
 
 def vsd_term(x: torch.Tensor, teacher: FlowModel, fake: FlowModel, text: torch.Tensor, uncond: torch.Tensor,
              guidance: float, shift: float, gen: torch.Generator, min_level: float = 0.02,
-             max_level: float = 0.98) -> tuple[torch.Tensor, dict]:
-    """L_VSD of the generator sample x (carrying its gradient) at a random clamped level."""
+             max_level: float = 0.98, weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """L_VSD of the generator sample x (carrying its gradient) at a random clamped level;
+    `weights` [B]: each sample's weight (Re-DMD, vsd.reward_weights), None for equal ones."""
     level = sample_levels(x.shape[0], shift, gen).clamp(min_level, max_level)
     x_noisy = add_noise(x.detach(), torch.randn(x.shape, generator=gen).to(x.device), level)
     with torch.no_grad():
         x0_real = teacher.predict_x0(x_noisy, level, text, uncond, guidance)
         x0_fake = fake.predict_x0(x_noisy, level, text)
-    return vsd_loss(x, x0_real, x0_fake)
+    return vsd_loss(x, x0_real, x0_fake, weights)

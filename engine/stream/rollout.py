@@ -1,0 +1,42 @@
+"""The causal student's training rollout (Self-Forcing, Huang et al. 2025): a clip made the way a
+stream makes it, so training sees the student's own context, not the teacher's.
+
+Chunk after chunk, each from its slice of the given noise: the student's steps over the cache of
+the chunks this rollout already made, stopped at step `exit_step` (the same for every chunk of
+one rollout; the trainer draws it), whose x0 estimate is the chunk. Only that last forward keeps
+its graph, the earlier steps run without one (Self-Forcing's gradient truncation), and the chunk
+joins the cache clean and detached, so memory grows with one forward per chunk, not with the
+number of steps. The clip is the chunks side by side: the generator sample that the DMD terms
+(engine/distill/dmd.py) and the regression to teacher ODE pairs score.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from engine.model import add_noise
+from engine.sampling import noise_like
+from engine.stream.causal import CausalWan
+
+
+def rollout(causal: CausalWan, noise: torch.Tensor, sigmas: list[float], text: torch.Tensor, exit_step: int,
+            generator: torch.Generator) -> torch.Tensor:
+    """x0 [B, C, T, h, w] (float32, with gradient through each chunk's last forward) from noise
+    [B, C, T, h, w], T a multiple of the window's chunk; text [B, L, D] for every chunk."""
+    chunk, frames = causal.window.chunk, noise.shape[2]
+    if frames % chunk:
+        raise ValueError(f"a rollout has a multiple of {chunk} latent frames, got {frames}")
+    if not 0 <= exit_step < len(sigmas):
+        raise ValueError(f"exit step {exit_step} is outside the student's {len(sigmas)} steps")
+    b, cache, made = noise.shape[0], causal.new_cache(), []
+    for i in range(frames // chunk):
+        x = add_noise(torch.zeros_like(noise[:, :, :chunk]), noise[:, :, i * chunk:(i + 1) * chunk], sigmas[0])
+        with torch.no_grad():
+            for k in range(exit_step):
+                x0 = causal.chunk_x0(x, torch.full((b,), sigmas[k]), text, cache)
+                x = add_noise(x0, noise_like(tuple(x0.shape), generator, x0.device), sigmas[k + 1])
+        x0 = causal.chunk_x0(x, torch.full((b,), sigmas[exit_step]), text, cache)
+        with torch.no_grad():
+            causal.chunk_velocity(x0.detach(), torch.zeros(b), text, cache, write=True)
+        made.append(x0)
+    return torch.cat(made, dim=2)
