@@ -4,6 +4,7 @@
     rushes history --json
     rushes bake toyworld --stage vae --resume
     rushes eval --role teacher --split public-heldout --json
+    rushes stream --prompt "a red circle moving right" --switch "4:a blue square rising" --seconds 8 --json
     rushes serve --port 7860
 
 Bad values exit with status 2 and one line naming the value; nothing is written.
@@ -166,6 +167,63 @@ def _distill(args) -> int:
     return 0
 
 
+def _switches(values: list[str]) -> tuple[tuple[float, str], ...]:
+    out = []
+    for value in values:
+        at, sep, prompt = value.partition(":")
+        try:
+            seconds = float(at)
+        except ValueError:
+            seconds = None
+        if not sep or seconds is None:
+            raise ValueError(f"--switch takes SECONDS:PROMPT, e.g. 4:a blue square rising, got {value!r}")
+        out.append((seconds, prompt.strip()))
+    return tuple(out)
+
+
+def _stream(args) -> int:
+    from engine.events import Failed, Result
+    from engine.generate import Engine
+    from engine.session import Session
+    from engine.stream.play import StreamRequest
+
+    req = StreamRequest(prompt=args.prompt, seconds=args.seconds, switches=_switches(args.switch), seed=args.seed,
+                        model=args.model).validate()  # before the model loads
+    if args.out is not None and not args.out.endswith((".mp4", ".gif")):
+        raise ValueError(f"--out must end in .mp4 or .gif, got {args.out!r}")
+    session = Session("cli", engine=Engine(_runtime(args)))
+    for event in session.stream(req, out=args.out, stop=_stop_on_signal()):
+        if isinstance(event, Failed):
+            print(f"error: {event.message}", file=sys.stderr)
+            return ERROR_EXIT
+        if isinstance(event, Result):
+            saved = event.value
+            numbers = saved.clip.meta["stream"]
+            summary = {"path": str(saved.path), "generation_id": saved.generation_id} | numbers
+            print(json.dumps(summary) if args.json else
+                  f"wrote {saved.path}: {numbers['frames']} frames, first chunk {numbers['first_chunk_s']:.2f} s, "
+                  f"{numbers['realtime_factor']}x real time")
+    return 0
+
+
+def _distill_stream(args) -> int:
+    from dataclasses import replace
+
+    from engine import data, loading, paths, settings
+    from engine.folder import read_info
+    from engine.stream.config import CausalConfig
+    from engine.stream.run import run_causal_distillation
+
+    cfg = CausalConfig.from_file(args.config) if args.config else CausalConfig()
+    cfg = replace(cfg, **settings.from_flags(args, CausalConfig))
+    source = data.for_model(read_info(loading.resolve(args.model)[0]), args.prompts, None)
+    out = args.out or str(paths.home() / "models" / f"{args.model}-causal")
+    for line in run_causal_distillation(cfg, args.model, out, source, init_student=args.init_student,
+                                        lora_rank=args.lora_rank, resume=args.resume, should_stop=_stop_on_signal()):
+        print(line, flush=True)
+    return 0
+
+
 def _soup(args) -> int:
     import json
 
@@ -237,6 +295,7 @@ def parser() -> argparse.ArgumentParser:
     from engine import settings
     from engine.distill.config import DistillConfig
     from engine.reward.spec import names as reward_names
+    from engine.stream.config import CausalConfig
     from engine.tune.config import TuneConfig
 
     top = argparse.ArgumentParser(prog="rushes", description="few-step video generation studio")
@@ -273,6 +332,34 @@ def parser() -> argparse.ArgumentParser:
                    help="save the student as a LoRA of this rank on the --init-student network (a few MB)")
     d.add_argument("--out", default=None, help="pipeline folder to write (the teacher plus this student)")
     d.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
+    st = sub.add_parser("stream", help="play an endless clip chunk by chunk with the model's causal student",
+                        description="Example: rushes stream --prompt 'a red circle moving right on a black background' "
+                                    "--switch '4:a blue square rising on a navy background' --seconds 8 --out s.mp4 "
+                                    "--json")
+    st.add_argument("--prompt", required=True, help="what the stream shows from the start")
+    st.add_argument("--switch", action="append", default=[], metavar="SECONDS:PROMPT",
+                    help="from this second on, this prompt (repeatable)")
+    st.add_argument("--seconds", type=float, default=10.0, help="length of video to make (default 10)")
+    st.add_argument("--seed", type=int, default=0, help="seed of the stream's noise (default 0)")
+    st.add_argument("--model", default="toyworld", help="model name or folder with a causal student")
+    st.add_argument("--out", default=None, help="file to write (.mp4 or .gif; default: the outputs folder)")
+    st.add_argument("--json", action="store_true",
+                    help="print path, frames, fps, first_chunk_s, chunk_s (median), realtime_factor")
+    _add_runtime(st)
+    ds = sub.add_parser("distill-stream", help="distil a causal student that streams (CausVid init + Self-Forcing DMD)",
+                        description="Example: rushes distill-stream --model toyworld --init-student 4 --lora-rank 16 "
+                                    "--out ~/models/toyworld-causal")
+    ds.add_argument("--config", default=None, help="JSON file of CausalConfig fields (unknown keys are refused)")
+    ds.add_argument("--model", default="toyworld", help="teacher pipeline (name or folder)")
+    ds.add_argument("--prompts", default=None, help="your prompts: one a line (.txt), or .jsonl / .csv with a "
+                    "'prompt' field (default: the model's own world)")
+    ds.add_argument("--init-student", type=int, default=None,
+                    help="start from the model's n-step student's network (default: the teacher's)")
+    ds.add_argument("--lora-rank", type=int, default=None,
+                    help="save the causal student as a LoRA of this rank on the --init-student network")
+    settings.add_flags(ds, CausalConfig)  # the rest from the causal distillation's settings table
+    ds.add_argument("--out", default=None, help="pipeline folder to write (the teacher plus the causal student)")
+    ds.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
     so = sub.add_parser("soup", help="average students distilled from one network into one student (a model soup)",
                         description="Example: rushes soup --steps 1 --lora-rank 16 --out ~/models/toyworld-soup "
                                     "~/models/s1-gan ~/models/s1-soft ~/models/s1-cls")
@@ -322,7 +409,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     handlers = {"generate": _generate, "history": _history, "bake": _bake, "eval": _eval, "distill": _distill,
-                "soup": _soup, "tune": _tune,
+                "soup": _soup, "tune": _tune, "stream": _stream, "distill-stream": _distill_stream,
                 "serve": _serve}
     try:
         return handlers[args.command](args)

@@ -39,6 +39,8 @@ class ModelInfo:
     world: str = ""  # the data plug-in whose prompts and clips it was trained on (engine/data.py), e.g. "toyworld"
     # the words it knows, by kind ({"colours": [...], ..., "examples": [...]}), shown in the Create tab
     vocabulary: dict[str, list[str]] = field(default_factory=dict)
+    # a causal student that streams (engine/stream): {"folder", "lora"?, "timesteps", "chunk", "sink", "recent"}
+    stream: dict = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelInfo":

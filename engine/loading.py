@@ -79,6 +79,7 @@ class LoadedModel:
     codec: VideoCodec
     teacher: FlowModel
     students: dict[int, tuple[FlowModel, list[int]]] = field(default_factory=dict)
+    stream: tuple | None = None  # (network, rushes.json entry) of the folder's causal student (engine/stream), if any
 
     def student(self, steps: int) -> tuple[FlowModel, list[int]]:
         """The distilled transformer for `steps` steps and its timestep list."""
@@ -172,7 +173,20 @@ def load(model: str | Path, device: str = "cpu", dtype: torch.dtype = torch.floa
         if student_entry.get("lora"):  # a student stored as a LoRA on another student's network
             _fuse_lora(network, folder / student_entry["lora"])
         loaded.students[int(steps)] = (FlowModel(network, codec), list(student_entry["timesteps"]))
+    if info.stream:
+        loaded.stream = _load_stream(folder, info.stream, dtype, device)
     return loaded
+
+
+def _load_stream(folder: Path, entry: dict, dtype: torch.dtype, device) -> tuple:
+    """(network, entry) of a rushes.json `stream` entry; engine/stream/play.py runs it causally."""
+    missing = [k for k in ("folder", "timesteps", "chunk", "sink", "recent") if k not in entry]
+    if missing:
+        raise ValueError(f"{folder / 'rushes.json'}: the stream entry lacks {', '.join(missing)}")
+    network = _load_transformer(folder / entry["folder"], dtype, device)
+    if entry.get("lora"):
+        _fuse_lora(network, folder / entry["lora"])
+    return network, dict(entry)
 
 
 def _fuse_lora(transformer, path: str | Path) -> None:

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from engine import data, loading, paths
 from engine.events import Failed, Result
 from engine.export import read_mp4, sweep_partials, thumbnail_path, write_clip, write_thumbnail
@@ -73,6 +75,48 @@ class Session:
                 return
             gen_id = self.store.log_generation(self.id, clip.meta, str(path.resolve()))
             yield Result(SavedClip(clip, path, gen_id))
+
+    def stream(self, req, out: str | Path | None = None, stop=lambda: False, prompt_now=None) -> Iterator:
+        """A stream (engine/stream/play.py `StreamRequest`): each `StreamChunk` as it is made,
+        then Result(SavedClip) once it ends (its length made, or `stop()`): the whole stream
+        written as one clip and logged with role "stream", its prompts and timings in the row."""
+        from engine.stream.play import causal_student, play, summary
+
+        req = req.validate()
+        if out is not None and Path(out).suffix not in (".mp4", ".gif"):
+            yield Failed(f"output must end in .mp4 or .gif, got {Path(out).name}")
+            return
+        loaded = self.engine.model(req.model)
+        chunks = []
+        for chunk in play(loaded, req, stop, prompt_now):
+            chunks.append(chunk)
+            yield chunk
+        if not chunks:
+            yield Failed("the stream was stopped before its first chunk; nothing to save", kind="cancelled")
+            return
+        frames, numbers = np.concatenate([c.frames for c in chunks]), summary(chunks, loaded.info.fps)
+        causal, timesteps = causal_student(loaded)
+        window = causal.window
+        meta = {"prompt": req.prompt, "model": req.model, "role": "stream", "steps": len(timesteps),
+                "seed": req.seed, "frames": len(frames), "height": frames.shape[1], "width": frames.shape[2],
+                "timesteps": timesteps, "switches": [list(s) for s in req.switches],
+                "window": {"chunk": window.chunk, "sink": window.sink, "recent": window.recent},
+                "nfe": (len(timesteps) + 1) * len(chunks), "stream": numbers,
+                "timings": {"total_s": chunks[-1].since_play_s,
+                            "decode_s": round(sum(c.decode_s for c in chunks), 4),
+                            "denoise_s": round(sum(c.made_s for c in chunks), 4)}}
+        clip = Clip(frames, loaded.info.fps, meta)
+        path = Path(out) if out else unique_output(paths.outputs(), req.seed)
+        try:
+            write_clip(frames, clip.fps, path, meta)
+            write_thumbnail(frames, path)
+        except OSError as err:
+            for own in (path, path.with_name(path.name + ".json"), thumbnail_path(path)):
+                own.unlink(missing_ok=True)
+            yield Failed(f"could not write {path}: {err.strerror or err}")
+            return
+        gen_id = self.store.log_generation(self.id, meta, str(path.resolve()))
+        yield Result(SavedClip(clip, path, gen_id))
 
     def model_names(self, current: str) -> list[str]:
         """Models the studio can offer: the embedded one, registry entries, the one in use."""

@@ -4,6 +4,7 @@ bad windows are refused."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from diffusers import WanTransformer3DModel
@@ -189,3 +190,107 @@ def test_bad_causal_settings_are_refused_naming_them(settings, match):
 
     with pytest.raises(ValueError, match=match):
         CausalConfig(**settings)
+
+
+def _causal_folder(tiny_folder, tmp_path, rank):
+    """A copy of the tiny folder with a causal student (the 2-step network, slightly moved) added."""
+    import shutil
+
+    from engine.stream.export import add_causal_student
+
+    folder = tmp_path / "with-stream"
+    shutil.copytree(tiny_folder, folder)
+    net = tiny_transformer(seed=4)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    entry = add_causal_student(folder, net, Window(chunk=2, sink=1, recent=1), [1000, 500], base_steps=4, rank=rank,
+                               record={"method": "test"})
+    return folder, entry
+
+
+@pytest.mark.parametrize("rank", [None, 4])
+def test_a_folder_with_a_causal_student_streams_with_switches_and_reports_its_timings(tiny_folder, tmp_path, rank):
+    from engine import loading
+    from engine.stream.play import StreamRequest, play, summary
+
+    folder, entry = _causal_folder(tiny_folder, tmp_path, rank)
+    assert (entry.get("lora") is not None) == (rank is not None)
+    loaded = loading.load(str(folder))
+    assert loaded.stream is not None and loaded.stream[1]["timesteps"] == [1000, 500]
+    req = StreamRequest(prompt="a red circle moving left", seconds=1.5, switches=((1.0, "a blue square rising"),),
+                        model=str(folder)).validate()
+    chunks = list(play(loaded, req))
+    fps = loaded.info.fps  # 8: 12 frames in chunks of 2
+    assert len(chunks) == 6 and sum(len(c.frames) for c in chunks) == 12
+    assert all(c.frames.shape[1:] == (32, 32, 3) and c.frames.dtype == np.uint8 for c in chunks)
+    assert [c.prompt for c in chunks] == ["a red circle moving left"] * 4 + ["a blue square rising"] * 2
+    s = summary(chunks, fps)
+    assert s["frames"] == 12 and s["seconds"] == 1.5 and s["chunks"] == 6
+    assert 0 < s["first_chunk_s"] <= chunks[-1].since_play_s and s["chunk_s"] > 0 and s["realtime_factor"] > 0
+    assert s["prompts"] == ["a red circle moving left", "a blue square rising"]
+    again = np.concatenate([c.frames for c in play(loaded, req)])
+    assert np.array_equal(again, np.concatenate([c.frames for c in chunks]))  # a seed gives the same stream
+
+
+def test_streaming_until_stopped_and_the_refusals(tiny_folder, tmp_path):
+    from engine import loading
+    from engine.stream.play import StreamRequest, play
+
+    loaded = loading.load(str(tiny_folder))
+    with pytest.raises(ValueError, match="has no causal student to stream with"):
+        next(play(loaded, StreamRequest(prompt="a red circle")))
+    folder, _ = _causal_folder(tiny_folder, tmp_path, None)
+    loaded = loading.load(str(folder))
+    made = []
+    for chunk in play(loaded, StreamRequest(prompt="a red circle", seconds=None), stop=lambda: len(made) >= 5):
+        made.append(chunk)
+    assert len(made) == 5
+    for bad, match in [({"seconds": 0}, r"seconds must be in \(0, 3600\], got 0"),
+                       ({"switches": ((2.0, "a"), (1.0, "b"))}, "increasing, got 1.0 after 2"),
+                       ({"switches": ((12.0, "a"),)}, "not before the stream's end"),
+                       ({"prompt": "  "}, "prompt")]:
+        with pytest.raises(ValueError, match=match):
+            StreamRequest(**{"prompt": "a red circle"} | bad).validate()
+
+
+def test_replacing_the_network_under_a_causal_lora_drops_the_stale_stream_entry(tiny_folder, tmp_path):
+    import json
+
+    from engine.distill.export import add_student
+
+    folder, entry = _causal_folder(tiny_folder, tmp_path, 4)
+    assert (folder / entry["lora"]).exists()
+    add_student(folder, tiny_transformer(seed=9), 4, [1000, 750, 500, 250])
+    assert json.loads((folder / "rushes.json").read_text())["stream"] == {}
+    assert not (folder / entry["lora"]).exists()
+
+
+def test_the_command_line_distils_a_causal_student_and_streams_it(tiny_folder, tmp_path, capsys):
+    import json
+
+    from engine import paths
+    from engine.cli import main
+    from engine.store import Store
+
+    config = tmp_path / "causal.json"
+    config.write_text(json.dumps({"batch": 2, "pairs": 2, "pair_steps": 2, "fake_updates": 1}))
+    out = tmp_path / "with-causal"
+    assert main(["distill-stream", "--model", str(tiny_folder), "--config", str(config), "--init-student", "2",
+                 "--lora-rank", "4", "--chunk", "1", "--sink", "1", "--recent", "1", "--student-steps", "2",
+                 "--ode-steps", "1", "--dmd-steps", "1", "--out", str(out)]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["done"] and report["updates"] == 2 and report["stream"]["lora"] == "students/causal-lora"
+    clip = tmp_path / "stream.mp4"
+    assert main(["stream", "--model", str(out), "--prompt", "a red circle moving left", "--switch",
+                 "0.5:a blue square rising", "--seconds", "1", "--out", str(clip), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["frames"] == 8 and shown["fps"] == 8 and shown["path"] == str(clip) and clip.exists()
+    assert shown["prompts"] == ["a red circle moving left", "a blue square rising"]
+    assert shown["first_chunk_s"] > 0 and shown["chunk_s"] > 0 and shown["realtime_factor"] > 0
+    row = Store(paths.database()).generations(limit=1)[0]
+    assert row["role"] == "stream" and row["id"] == shown["generation_id"] and row["frames"] == 8
+    assert main(["stream", "--model", str(out), "--prompt", "a red circle", "--switch", "soon:a blue square"]) == 2
+    assert "--switch takes SECONDS:PROMPT" in capsys.readouterr().err
+    assert main(["stream", "--model", str(tiny_folder), "--prompt", "a red circle", "--seconds", "1"]) == 2
+    assert "has no causal student" in capsys.readouterr().err

@@ -27,14 +27,21 @@ def add_student(base: Path, student, steps: int, timesteps: list[int], out: Path
                 noise_frame_share: float = 0.0) -> Path:
     """Save `student` (a diffusers transformer) as the `steps`-step student of `out` (or `base`);
     a `noise_frame_share` it was trained with goes into its entry, so its sampler draws the same."""
-    out = _target(base, out)
+    out = target_folder(base, out)
     sub = Path("students") / f"{steps}step"
-    _write_folder(out / sub, lambda tmp: copy.deepcopy(student).to(dtype).save_pretrained(tmp, safe_serialization=True))
+    write_folder(out / sub, lambda tmp: copy.deepcopy(student).to(dtype).save_pretrained(tmp, safe_serialization=True))
     _set_entry(out, steps, {"folder": str(sub), "timesteps": list(timesteps)} | _noise(noise_frame_share))
     info = json.loads((out / "rushes.json").read_text())
     for other, entry in info["students"].items():  # a LoRA on the network just replaced is stale
         if entry.get("lora") and entry["folder"] == str(sub):
             _set_entry(out, int(other), None)
+    stream = info.get("stream", {})
+    if stream.get("lora") and stream["folder"] == str(sub):  # so is a causal student stored as one
+        info["stream"] = {}
+        tmp_info = out / ".rushes.json.tmp"
+        tmp_info.write_text(json.dumps(info, indent=2))
+        os.replace(tmp_info, out / "rushes.json")
+        shutil.rmtree(out / stream["lora"], ignore_errors=True)
     if record is not None:
         _record(out, steps, record)
     return out
@@ -45,15 +52,15 @@ def _noise(share: float) -> dict:
     return {"noise_frame_share": share} if share else {}
 
 
-def _target(base: Path, out: Path | None) -> Path:
+def target_folder(base: Path, out: Path | None) -> Path:
     """The folder a student is written into: `base` itself, or `out` replaced by a copy of `base`."""
     out = out or base
     if out.resolve() != base.resolve():
-        _write_folder(out, lambda tmp: shutil.copytree(base, tmp, dirs_exist_ok=True))
+        write_folder(out, lambda tmp: shutil.copytree(base, tmp, dirs_exist_ok=True))
     return out
 
 
-def _write_folder(final: Path, write) -> None:
+def write_folder(final: Path, write) -> None:
     """Fill a hidden sibling of `final` with `write(tmp)`, then put it in `final`'s place: a
     reader sees the old folder or the whole new one, never a half-written one."""
     tmp = final.with_name(f".{final.name}.tmp")
@@ -73,7 +80,7 @@ def add_student_lora(base: Path, student, steps: int, timesteps: list[int], base
     itself a LoRA on one, the new LoRA is taken against that network and so carries both changes."""
     import diffusers
 
-    folder = _target(base, out)
+    folder = target_folder(base, out)
     info = json.loads((folder / "rushes.json").read_text())
     source = info.get("students", {}).get(str(base_steps))
     if source is None:
@@ -81,7 +88,7 @@ def add_student_lora(base: Path, student, steps: int, timesteps: list[int], base
     base = diffusers.WanTransformer3DModel.from_pretrained(folder / source["folder"], use_safetensors=True)
     state, report = extract(base, student, rank)
     sub = Path("students") / f"{steps}step-lora"
-    _write_folder(folder / sub, lambda tmp: save_file(
+    write_folder(folder / sub, lambda tmp: save_file(
         {k: v.to(torch.bfloat16) for k, v in state.items()}, tmp / WEIGHTS_NAME,
         metadata={"rushes": json.dumps({"base_steps": base_steps} | report)}))
     _set_entry(folder, steps, {"folder": source["folder"], "lora": str(sub), "timesteps": list(timesteps)}
@@ -104,7 +111,7 @@ def _set_entry(folder: Path, steps: int, entry: dict | None) -> None:
     tmp_info = folder / ".rushes.json.tmp"
     tmp_info.write_text(json.dumps(info, indent=2))
     os.replace(tmp_info, info_path)
-    used = {e.get(k) for e in info["students"].values() for k in ("folder", "lora")}
+    used = {e.get(k) for e in [*info["students"].values(), info.get("stream", {})] for k in ("folder", "lora")}
     for key in ("folder", "lora"):
         if old.get(key) and old[key] not in used:
             shutil.rmtree(folder / old[key], ignore_errors=True)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -32,11 +33,13 @@ from engine.distill import dmd
 from engine.distill import regression as reg_mod
 from engine.distill.vsd import reward_weights
 from engine.events import Failed, Progress, Result
-from engine.loading import LoadedModel
 from engine.model import FlowModel
 from engine.stream.causal import CausalWan
 from engine.stream.config import CausalConfig
 from engine.stream.rollout import rollout
+
+if TYPE_CHECKING:
+    from engine.loading import LoadedModel
 
 PAIRS_FILE = "causal-pairs.safetensors"
 
