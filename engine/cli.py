@@ -114,6 +114,11 @@ def _history(args) -> int:
 def _stop_on_signal():
     """A stop flag raised by the first SIGTERM or Ctrl-C (the bake then checkpoints and returns);
     a second one interrupts at once."""
+    return _signal_event().is_set
+
+
+def _signal_event():
+    """The event behind `_stop_on_signal`."""
     import signal
     import threading
 
@@ -127,7 +132,7 @@ def _stop_on_signal():
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, ask)
-    return flag.is_set
+    return flag
 
 
 def _bake(args) -> int:
@@ -192,7 +197,7 @@ def _stream(args) -> int:
     if args.out is not None and not args.out.endswith((".mp4", ".gif")):
         raise ValueError(f"--out must end in .mp4 or .gif, got {args.out!r}")
     session = Session("cli", engine=Engine(_runtime(args)))
-    for event in session.stream(req, out=args.out, stop=_stop_on_signal()):
+    for event in session.stream(req, out=args.out, cancel=_signal_event()):
         if isinstance(event, Failed):
             print(f"error: {event.message}", file=sys.stderr)
             return ERROR_EXIT

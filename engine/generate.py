@@ -134,6 +134,18 @@ class Engine:
         caller's thread; `cancel` is checked between steps."""
         yield from self._events(req, cancel or threading.Event())
 
+    def stream(self, req, cancel: threading.Event | None = None, prompt_now=None) -> Iterator:
+        """A stream's chunks (engine/stream/play.py) until its length is made or `cancel` is set;
+        Failed(message) for a bad request or a model that cannot stream."""
+        from engine.stream.play import play
+
+        cancel = cancel or threading.Event()
+        try:
+            req = req.validate()
+            yield from play(self.model(req.model), req, cancel.is_set, prompt_now)
+        except (ValueError, FileNotFoundError) as err:
+            yield Failed(str(err))
+
     def _events(self, req: GenerateRequest, cancel) -> Iterator:
         try:
             yield from self._generate(req, cancel)

@@ -76,39 +76,41 @@ class Session:
             gen_id = self.store.log_generation(self.id, clip.meta, str(path.resolve()))
             yield Result(SavedClip(clip, path, gen_id))
 
-    def stream(self, req, out: str | Path | None = None, stop=lambda: False, prompt_now=None) -> Iterator:
-        """A stream (engine/stream/play.py `StreamRequest`): each `StreamChunk` as it is made,
-        then Result(SavedClip) once it ends (its length made, or `stop()`): the whole stream
-        written as one clip and logged with role "stream", its prompts and timings in the row."""
-        from engine.stream.play import causal_student, play, summary
+    def stream(self, req, out: str | Path | None = None, cancel: threading.Event | None = None,
+               prompt_now=None) -> Iterator:
+        """A stream (engine/stream/play.py `StreamRequest`) through the engine: each `StreamChunk`
+        as it is made, then Result(SavedClip) once it ends (its length made, or `cancel` set): the
+        whole stream written as one clip and logged with role "stream", its prompts and timings in
+        the row. `prompt_now()` (a live prompt box) steers it from the next chunk."""
+        from engine.stream.play import StreamChunk, summary
 
-        req = req.validate()
         if out is not None and Path(out).suffix not in (".mp4", ".gif"):
             yield Failed(f"output must end in .mp4 or .gif, got {Path(out).name}")
             return
-        loaded = self.engine.model(req.model)
         chunks = []
-        for chunk in play(loaded, req, stop, prompt_now):
-            chunks.append(chunk)
-            yield chunk
+        for event in self.engine.stream(req, cancel, prompt_now):
+            if isinstance(event, StreamChunk):
+                chunks.append(event)
+            yield event
+            if isinstance(event, Failed):
+                return
         if not chunks:
             yield Failed("the stream was stopped before its first chunk; nothing to save", kind="cancelled")
             return
-        frames, numbers = np.concatenate([c.frames for c in chunks]), summary(chunks, loaded.info.fps)
-        causal, timesteps = causal_student(loaded)
-        window = causal.window
-        meta = {"prompt": req.prompt, "model": req.model, "role": "stream", "steps": len(timesteps),
+        frames, fps = np.concatenate([c.frames for c in chunks]), chunks[0].meta["fps"]
+        numbers, facts = summary(chunks, fps), chunks[0].meta
+        meta = {"prompt": req.prompt, "model": req.model, "role": "stream", "steps": len(facts["timesteps"]),
                 "seed": req.seed, "frames": len(frames), "height": frames.shape[1], "width": frames.shape[2],
-                "timesteps": timesteps, "switches": [list(s) for s in req.switches],
-                "window": {"chunk": window.chunk, "sink": window.sink, "recent": window.recent},
-                "nfe": (len(timesteps) + 1) * len(chunks), "stream": numbers,
-                "timings": {"total_s": chunks[-1].since_play_s,
+                "timesteps": facts["timesteps"], "window": facts["window"],
+                "switches": [list(s) for s in req.switches], "nfe": (len(facts["timesteps"]) + 1) * len(chunks),
+                "stream": numbers,
+                "timings": {"total_s": round(chunks[-1].since_play_s, 4),
                             "decode_s": round(sum(c.decode_s for c in chunks), 4),
                             "denoise_s": round(sum(c.made_s for c in chunks), 4)}}
-        clip = Clip(frames, loaded.info.fps, meta)
+        clip = Clip(frames, fps, meta)
         path = Path(out) if out else unique_output(paths.outputs(), req.seed)
         try:
-            write_clip(frames, clip.fps, path, meta)
+            write_clip(frames, fps, path, meta)
             write_thumbnail(frames, path)
         except OSError as err:
             for own in (path, path.with_name(path.name + ".json"), thumbnail_path(path)):

@@ -17,7 +17,9 @@ Messages are pickles over a socket pair (plain pickle: tensors travel by value, 
 torch's shared-memory reductions). The studio sends `(id, kind, payload)`:
 - "call": `fn(engine, *args, **kwargs)`, for a module-level `fn`; one result or one error back;
 - "generate": a `GenerateRequest`; its events come back one by one;
-- "cancel": sets that generation's cancel flag.
+- "stream": a `StreamRequest`; its chunks come back one by one;
+- "cancel": sets that generation's or stream's cancel flag;
+- "steer": a stream's new prompt, from its next chunk on.
 The worker answers `(id, "item", event)` ..., then `(id, "return", value)` or `(id, "raise", err)`.
 
 This module imports nothing heavy at the top: the studio imports it before torch and gradio.
@@ -197,13 +199,24 @@ class EngineProcess:
     def generate(self, req, cancel: threading.Event | None = None) -> Iterator:
         """The engine's events for `req`, as `Engine.generate` yields them. A set `cancel`, or a
         caller that stops listening, cancels the clip in the worker between steps."""
-        rid, box = self._request("generate", req)
-        finished = False
+        yield from self._events("generate", req, cancel)
+
+    def stream(self, req, cancel: threading.Event | None = None, prompt_now: Callable | None = None) -> Iterator:
+        """A stream's chunks, as `Engine.stream` yields them; a set `cancel` ends it after the
+        chunk being made, and each new value of `prompt_now()` is sent to steer it."""
+        yield from self._events("stream", req, cancel, prompt_now)
+
+    def _events(self, kind: str, req, cancel: threading.Event | None, prompt_now: Callable | None = None) -> Iterator:
+        rid, box = self._request(kind, req)
+        finished, steered = False, None
         try:
             while True:
                 if cancel is not None and cancel.is_set():
                     self._cancel(rid)
                     cancel = None  # told once; the worker's Failed("cancelled") follows
+                if prompt_now is not None and (now := prompt_now()) and now != steered:
+                    self._cancel(rid, "steer", now)
+                    steered = now
                 try:
                     kind, value = box.get(timeout=0.05)
                 except queue.Empty:
@@ -224,11 +237,12 @@ class EngineProcess:
             if not finished:
                 self._cancel(rid)
 
-    def _cancel(self, rid: int) -> None:
+    def _cancel(self, rid: int, kind: str = "cancel", payload=None) -> None:
+        """Tell the worker about request `rid` in flight: cancel it, or steer a stream."""
         conn = self._conn
         if conn is not None:
             try:
-                _send(conn, self._send_lock, (rid, "cancel", None))
+                _send(conn, self._send_lock, (rid, kind, payload))
             except OSError:
                 pass
 
@@ -256,6 +270,7 @@ def serve(conn: Connection) -> None:
     """Answer the studio's messages until it closes the connection."""
     jobs: queue.SimpleQueue = queue.SimpleQueue()
     cancels: dict[int, threading.Event] = {}
+    steers: dict[int, str] = {}  # a stream's newest prompt from the studio
     lock = threading.Lock()
 
     def read():
@@ -269,6 +284,9 @@ def serve(conn: Connection) -> None:
             if kind == "cancel":
                 if rid in cancels:
                     cancels[rid].set()
+                continue
+            if kind == "steer":
+                steers[rid] = message[2]
                 continue
             cancels[rid] = threading.Event()
             jobs.put(message)
@@ -288,13 +306,15 @@ def serve(conn: Connection) -> None:
             continue
         try:
             answer = ("return", _answer(engine, failure, kind, payload, cancels[rid],
-                                        lambda event: _send(conn, lock, (rid, "item", event))))
+                                        lambda event: _send(conn, lock, (rid, "item", event)),
+                                        lambda: steers.get(rid)))
         except _Lost:
             return
         except BaseException as err:  # noqa: BLE001 - handed to the studio
             answer = ("raise", _portable(err))
         finally:
             cancels.pop(rid, None)
+            steers.pop(rid, None)
         try:
             _send(conn, lock, (rid, *answer))
         except OSError:
@@ -307,12 +327,15 @@ class _Lost(Exception):
     """The studio's end of the connection is gone."""
 
 
-def _answer(engine, failure, kind: str, payload, cancel: threading.Event, emit: Callable):
-    """Run one request; generation events go out through `emit` as they come."""
+def _answer(engine, failure, kind: str, payload, cancel: threading.Event, emit: Callable,
+            steer: Callable = lambda: None):
+    """Run one request; generation and stream events go out through `emit` as they come."""
     if engine is None:
         raise failure or RuntimeError("the engine was not set up")
-    if kind == "generate":
-        for event in engine.generate(payload, cancel):
+    if kind in ("generate", "stream"):
+        events = (engine.generate(payload, cancel) if kind == "generate"
+                  else engine.stream(payload, cancel, prompt_now=steer))
+        for event in events:
             try:
                 emit(event)
             except OSError as err:

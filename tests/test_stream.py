@@ -294,3 +294,28 @@ def test_the_command_line_distils_a_causal_student_and_streams_it(tiny_folder, t
     assert "--switch takes SECONDS:PROMPT" in capsys.readouterr().err
     assert main(["stream", "--model", str(tiny_folder), "--prompt", "a red circle", "--seconds", "1"]) == 2
     assert "has no causal student" in capsys.readouterr().err
+
+
+def test_the_studios_engine_process_streams_steers_and_stops(tiny_folder, tmp_path):
+    import threading
+
+    from engine.events import Failed
+    from engine.stream.play import StreamChunk, StreamRequest
+    from engine.worker import EngineProcess
+
+    folder, _ = _causal_folder(tiny_folder, tmp_path, None)
+    proc = EngineProcess()
+    try:
+        cancel, steer, seen = threading.Event(), [None], []
+        req = StreamRequest(prompt="a red circle moving left", seconds=None, model=str(folder))
+        for event in proc.stream(req, cancel, prompt_now=lambda: steer[0]):
+            assert isinstance(event, StreamChunk), event
+            seen.append(event.prompt)
+            steer[0] = "a blue square rising"  # typed while the first chunk plays
+            if seen[-1] == "a blue square rising" or len(seen) > 40:
+                cancel.set()
+        assert seen[0] == "a red circle moving left" and seen[-1] == "a blue square rising"
+        bad = list(proc.stream(StreamRequest(prompt="a red circle", model=str(tiny_folder))))
+        assert isinstance(bad[-1], Failed) and "has no causal student" in bad[-1].message
+    finally:
+        proc.close()

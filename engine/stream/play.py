@@ -79,7 +79,7 @@ class StreamChunk:
     made_s: float  # wall seconds to denoise it (and cache it)
     decode_s: float
     since_play_s: float  # wall seconds from play to this chunk decoded
-    timings: dict = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)  # the student's step list, window and fps
 
 
 def causal_student(loaded: LoadedModel) -> tuple[CausalWan, list[int]]:
@@ -113,6 +113,9 @@ def play(loaded: LoadedModel, req: StreamRequest, stop: Callable[[], bool] = lam
             encoded[prompt] = loaded.text.encode([prompt]).to(causal.dtype)
         return encoded[prompt]
 
+    window = causal.window
+    meta = {"timesteps": timesteps, "fps": fps,
+            "window": {"chunk": window.chunk, "sink": window.sink, "recent": window.recent}}
     generator = torch.Generator().manual_seed(req.seed)
     last = time.perf_counter()
     for index, latents in stream_chunks(causal, sigmas, text_for, (c, h, w), generator, chunks, stop):
@@ -122,7 +125,7 @@ def play(loaded: LoadedModel, req: StreamRequest, stop: Callable[[], bool] = lam
         if req.seconds is not None and index == chunks - 1:  # the last chunk cut to the asked length
             frames = frames[:max(1, round(req.seconds * fps) - index * frames_per_chunk)]
         yield StreamChunk(index, frames, prompts[index], index * frames_per_chunk / fps, made - last, done - made,
-                          done - began)
+                          done - began, meta)
         last = time.perf_counter()
 
 
