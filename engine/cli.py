@@ -190,7 +190,7 @@ def _stream(args) -> int:
     from engine.events import Failed, Result
     from engine.generate import Engine
     from engine.session import Session
-    from engine.stream.play import StreamRequest
+    from engine.requests import StreamRequest
 
     req = StreamRequest(prompt=args.prompt, seconds=args.seconds, switches=_switches(args.switch), seed=args.seed,
                         model=args.model).validate()  # before the model loads

@@ -37,3 +37,15 @@ class Result:
 class Failed:
     message: str  # one line for the user, naming the bad value or the fault
     kind: str = "error"  # "error", "cancelled", "diverged", "interrupted"
+
+
+@dataclass
+class StreamChunk:
+    index: int
+    frames: np.ndarray  # uint8 [n, H, W, 3]
+    prompt: str
+    start_s: float  # where the chunk starts in the stream's video time
+    made_s: float  # wall seconds to denoise it (and cache it)
+    decode_s: float
+    since_play_s: float  # wall seconds from play to this chunk decoded
+    meta: dict = field(default_factory=dict)  # the student's step list, window and fps

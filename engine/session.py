@@ -82,7 +82,8 @@ class Session:
         as it is made, then Result(SavedClip) once it ends (its length made, or `cancel` set): the
         whole stream written as one clip and logged with role "stream", its prompts and timings in
         the row. `prompt_now()` (a live prompt box) steers it from the next chunk."""
-        from engine.stream.play import StreamChunk, summary
+        from engine.events import StreamChunk
+        from engine.stream.play import summary
 
         if out is not None and Path(out).suffix not in (".mp4", ".gif"):
             yield Failed(f"output must end in .mp4 or .gif, got {Path(out).name}")
@@ -136,9 +137,11 @@ class Session:
         try:
             info, students = loading.model_facts(model)
         except (ValueError, FileNotFoundError):
-            return {"frames": 17, "size": 64, "max_frames": 33, "max_side": 128, "students": [], "vocabulary": {}}
+            return {"frames": 17, "size": 64, "max_frames": 33, "max_side": 128, "students": [], "vocabulary": {},
+                    "streams": False}
         return {"frames": info.frames, "size": info.height, "max_frames": info.max_frames,
-                "max_side": min(info.max_side, 1024), "students": students, "vocabulary": info.vocabulary}
+                "max_side": min(info.max_side, 1024), "students": students, "vocabulary": info.vocabulary,
+                "streams": bool(info.stream)}
 
     # --- ratings and the library ---------------------------------------------------------
     RATING_KINDS = {"thumb": (-1, 1), "stars": (1, 5), "pair": (1, 1)}

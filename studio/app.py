@@ -15,7 +15,7 @@ from studio import create, library, system, tune
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 QUEUE_SIZE = 32  # waiting requests beyond this are told the queue is full
 # small clips (toyworld's are 64 px) shown enlarged keep their pixels sharp instead of a smoothed blur
-CSS = "video, #preview img, #library-gallery img { image-rendering: pixelated; }"
+CSS = "video, #preview img, #library-gallery img, #stream-frame img { image-rendering: pixelated; }"
 
 
 def build(session: Session, model: str = "toyworld", exposed: bool = False) -> gr.Blocks:

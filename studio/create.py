@@ -18,6 +18,7 @@ from engine.events import Failed, Preview, Progress, Result
 from engine.requests import GenerateRequest
 from engine.session import Session
 from engine.worker import EngineGone
+from studio import stream
 from studio.fields import whole_number, whole_number_box
 
 TEACHER_PRESETS = (50, 20)  # teacher step counts offered beside the model's students
@@ -144,6 +145,7 @@ def render(session: Session, model: str, page: gr.Blocks) -> dict:
             # the model, which loads as the page is served. A callable value would do the same but
             # shows Gradio's timer in place of this line.
             estimate = gr.Markdown("Memory: estimating once the model has loaded", elem_id="memory-estimate")
+            stream_panel = stream.render(session, picker, prompt, seed, d["streams"])
         with gr.Column(scale=1):
             preview = gr.Image(label="Steps preview", height=110, elem_id="preview")
             with gr.Row():
@@ -226,11 +228,14 @@ def render(session: Session, model: str, page: gr.Blocks) -> dict:
     page.load(warn_unknown, [picker, prompt], [unknown], api_name=False, show_progress="hidden")
 
     def model_presets(model_, preset_):
-        """The Steps choices of the model picked (its own students), keeping the choice where it fits."""
-        choices = presets(session.model_defaults(model_)["students"])
-        return gr.update(choices=choices, value=preset_ if preset_ in choices else choices[0])
+        """The Steps choices of the model picked (its own students), keeping the choice where it fits,
+        and its Stream panel where it has a causal student."""
+        facts = session.model_defaults(model_)
+        choices = presets(facts["students"])
+        return (gr.update(choices=choices, value=preset_ if preset_ in choices else choices[0]),
+                gr.update(visible=facts["streams"]))
 
-    picker.change(model_presets, [picker, preset], [preset], api_name=False, show_progress="hidden")
+    picker.change(model_presets, [picker, preset], [preset, stream_panel], api_name=False, show_progress="hidden")
 
     def memory_estimate(model_, preset_, frames_, size_):
         return estimate_text(session, model_, preset_, frames_, size_)

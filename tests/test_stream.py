@@ -212,7 +212,8 @@ def _causal_folder(tiny_folder, tmp_path, rank):
 @pytest.mark.parametrize("rank", [None, 4])
 def test_a_folder_with_a_causal_student_streams_with_switches_and_reports_its_timings(tiny_folder, tmp_path, rank):
     from engine import loading
-    from engine.stream.play import StreamRequest, play, summary
+    from engine.requests import StreamRequest
+    from engine.stream.play import play, summary
 
     folder, entry = _causal_folder(tiny_folder, tmp_path, rank)
     assert (entry.get("lora") is not None) == (rank is not None)
@@ -235,7 +236,8 @@ def test_a_folder_with_a_causal_student_streams_with_switches_and_reports_its_ti
 
 def test_streaming_until_stopped_and_the_refusals(tiny_folder, tmp_path):
     from engine import loading
-    from engine.stream.play import StreamRequest, play
+    from engine.requests import StreamRequest
+    from engine.stream.play import play
 
     loaded = loading.load(str(tiny_folder))
     with pytest.raises(ValueError, match="has no causal student to stream with"):
@@ -300,7 +302,8 @@ def test_the_studios_engine_process_streams_steers_and_stops(tiny_folder, tmp_pa
     import threading
 
     from engine.events import Failed
-    from engine.stream.play import StreamChunk, StreamRequest
+    from engine.events import StreamChunk
+    from engine.requests import StreamRequest
     from engine.worker import EngineProcess
 
     folder, _ = _causal_folder(tiny_folder, tmp_path, None)
@@ -319,3 +322,47 @@ def test_the_studios_engine_process_streams_steers_and_stops(tiny_folder, tmp_pa
         assert isinstance(bad[-1], Failed) and "has no causal student" in bad[-1].message
     finally:
         proc.close()
+
+
+def test_the_studio_plays_a_stream_steers_it_by_the_prompt_box_and_saves_it(tiny_folder, tmp_path, rushes_home):
+    """In Debian's chromium: the Stream panel of a model with a causal student."""
+    import shutil as sh
+
+    from tests.test_studio_browser import CHROMIUM
+
+    if not sh.which("chromium"):
+        pytest.skip("Debian's chromium is not installed")
+    from playwright.sync_api import sync_playwright
+
+    from engine.session import Session
+    from studio.app import build, launch_kwargs, studio_engine
+
+    folder, _ = _causal_folder(tiny_folder, tmp_path, None)
+    session = Session("browser", engine=studio_engine())
+    demo = build(session, str(folder))
+    try:
+        _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **launch_kwargs())
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
+            page = browser.new_page()
+            page.goto(url)
+            page.locator("#stream").get_by_text("Stream: an endless clip").click()
+            page.locator("#prompt textarea").fill("a red circle moving left")
+            page.locator("#stream-play").click()
+            page.wait_for_function("() => (document.querySelector('#stream-status') || {}).innerText"
+                                   "?.includes('streaming')", timeout=60000)
+            assert page.locator("#stream-frame img").count() == 1
+            page.locator("#prompt textarea").fill("a blue square rising")
+            page.wait_for_function("() => document.querySelector('#stream-status').innerText"
+                                   ".includes('prompt: a blue square rising')", timeout=60000)
+            page.locator("#stream-stop").click()
+            page.wait_for_function("() => document.querySelector('#stream-status').innerText.includes('saved stream')",
+                                   timeout=60000)
+            status = page.locator("#stream-status").inner_text()
+            browser.close()
+        row = session.store.generations(limit=1)[0]
+        assert row["role"] == "stream" and f"clip {row['id']}" in status
+        assert "a red circle moving left" in status and "a blue square rising" in status
+    finally:
+        demo.close()
+        session.engine.close()

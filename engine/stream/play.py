@@ -19,68 +19,19 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 
-from engine import knobs, schedule
+from engine import schedule
+from engine.events import StreamChunk
+from engine.requests import StreamRequest
 from engine.stream.cache import Window
 from engine.stream.causal import CausalWan
 from engine.stream.sampler import stream_chunks
 
 if TYPE_CHECKING:
     from engine.loading import LoadedModel
-
-MAX_SECONDS = 3600.0  # one hour of video; "until stopped" has no length at all
-
-
-@dataclass(frozen=True)
-class StreamRequest:
-    prompt: str
-    seconds: float | None = 10.0  # None: until stopped
-    switches: tuple[tuple[float, str], ...] = ()  # (from this second on, this prompt)
-    seed: int = 0
-    model: str = "toyworld"
-
-    def validate(self) -> "StreamRequest":
-        knobs.check_prompt("prompt", self.prompt)
-        if self.seconds is not None and (not isinstance(self.seconds, (int, float)) or isinstance(self.seconds, bool)
-                                         or not 0 < self.seconds <= MAX_SECONDS):
-            raise ValueError(f"seconds must be in (0, {MAX_SECONDS:g}], got {self.seconds!r}")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2 ** 32:
-            raise ValueError(f"seed must be a whole number in [0, 2**32), got {self.seed!r}")
-        last = 0.0
-        for at, prompt in self.switches:
-            if not isinstance(at, (int, float)) or isinstance(at, bool) or at <= last:
-                raise ValueError(f"switch times must be > 0 and increasing, got {at!r} after {last:g}")
-            if self.seconds is not None and at >= self.seconds:
-                raise ValueError(f"switch at {at:g} s is not before the stream's end ({self.seconds:g} s)")
-            knobs.check_prompt(f"prompt of the switch at {at:g} s", prompt)
-            last = at
-        return self
-
-    def prompt_at(self, second: float) -> str:
-        """The prompt in force at this second of the stream."""
-        current = self.prompt
-        for at, prompt in self.switches:
-            if second >= at:
-                current = prompt
-        return current
-
-
-@dataclass
-class StreamChunk:
-    index: int
-    frames: np.ndarray  # uint8 [n, H, W, 3]
-    prompt: str
-    start_s: float  # where the chunk starts in the stream's video time
-    made_s: float  # wall seconds to denoise it (and cache it)
-    decode_s: float
-    since_play_s: float  # wall seconds from play to this chunk decoded
-    meta: dict = field(default_factory=dict)  # the student's step list, window and fps
-
 
 def causal_student(loaded: LoadedModel) -> tuple[CausalWan, list[int]]:
     """The loaded model's causal student, run causally in its window, and its step list."""
@@ -126,6 +77,10 @@ def play(loaded: LoadedModel, req: StreamRequest, stop: Callable[[], bool] = lam
             frames = frames[:max(1, round(req.seconds * fps) - index * frames_per_chunk)]
         yield StreamChunk(index, frames, prompts[index], index * frames_per_chunk / fps, made - last, done - made,
                           done - began, meta)
+        if req.pace is not None:  # the next chunk starts no earlier than `pace` seconds before it plays
+            start_next = (index + 1) * frames_per_chunk / fps - req.pace
+            while time.perf_counter() - began < start_next and not stop():
+                time.sleep(min(0.05, start_next - (time.perf_counter() - began)))
         last = time.perf_counter()
 
 
