@@ -14,6 +14,13 @@ there takes seconds; on the CPU a 1.3B init takes minutes).
     python bench/gpu.py --compile --students-only         # the compiled student rows
     python bench/gpu.py --tiny --device cpu               # a smoke run of the same code at toy size
     python bench/gpu.py --estimate-only                   # engine.memory's estimates alone (any machine)
+    python bench/gpu.py --stream                          # the causal student streaming, chunk by chunk
+
+`--stream`: the same random transformer run causally (engine/stream) in chunks of 3 latent frames
+(12 video frames, as Self-Forcing's), 4 student steps and one cache write per chunk, an attention
+window of the first chunk and the 5 before the current one (Self-Forcing's 21 latent frames); each
+chunk decoded alone by the Wan VAE. Prints the first chunk's time, the median chunk's once the
+window is full, frames per second and the real-time factor at Wan's 16 fps, and the peak memory.
 """
 
 from __future__ import annotations
@@ -89,6 +96,8 @@ def main() -> None:
     ap.add_argument("--students-only", action="store_true", help="only the student rows (e.g. with --compile)")
     ap.add_argument("--estimate-only", action="store_true",
                     help="print engine.memory's decode estimates for models built on the meta device (no compute)")
+    ap.add_argument("--stream", action="store_true", help="only the causal student's streaming rows")
+    ap.add_argument("--stream-chunks", type=int, default=14, help="chunks streamed with --stream (default 14)")
     ap.add_argument("--tune-only", type=int, nargs="*", metavar="FRAMES",
                     help="only the tune-step rows, at these clip lengths (the pixel step OOMs at 81 frames on 139 GB)")
     args = ap.parse_args()
@@ -98,7 +107,7 @@ def main() -> None:
     dtype = torch.bfloat16 if device.type in ("cuda", "meta") else torch.float32
     torch.manual_seed(0)
     cfg = TINY if args.tiny else WAN_1_3B
-    skip_text = args.students_only or args.tune_only or args.estimate_only
+    skip_text = args.students_only or args.tune_only or args.estimate_only or args.stream
     text_s = {1: 0.0, 2: 0.0} if skip_text else text_encoding(device, dtype, args)
     with torch.device(device):
         transformer = as_loaded(WanTransformer3DModel(**cfg), dtype)
@@ -122,6 +131,9 @@ def main() -> None:
     print(f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}; transformer "
           f"{params:.2f} B params ({dtype}); {frames}x{height}x{width}, latents {tuple(shape[1:])}; "
           f"compile {args.compile}; median of {args.repeats}\n")
+    if args.stream:
+        stream_rows(transformer, codec, text, device, args)
+        return
     if args.tune_only:
         for n in args.tune_only:
             print(f"tune step at {n}x{height}x{width}:")
@@ -158,6 +170,45 @@ def main() -> None:
         return
     memory_rows(flow, codec, frames, height, width, device, dtype, args)
     tune_steps(flow, codec, shape, text, device, args)
+
+
+def stream_rows(transformer, codec, text, device, args, fps: int = 16) -> None:
+    """The causal student streaming (see the module's docstring): per-chunk times, FPS, memory."""
+    from engine.stream.cache import Window
+    from engine.stream.causal import CausalWan
+    from engine.stream.sampler import stream_chunks
+
+    window = Window(chunk=3, sink=1, recent=5)
+    causal = CausalWan(transformer, window)
+    sigmas = schedule.student_sigmas(schedule.default_student_timesteps(4), 5.0).tolist()
+    c, _, h, w = codec.latent_shape(81, *((64, 64) if args.tiny else (480, 832)))
+    peak_reset(device)
+    made, decoded, frames = [], [], 0
+    sync(device)
+    start = last = time.perf_counter()
+    first = None
+    for _, x0 in stream_chunks(causal, sigmas, lambda i: text, (c, h, w), torch.Generator().manual_seed(0),
+                               args.stream_chunks):
+        sync(device)
+        t = time.perf_counter()
+        with torch.no_grad():
+            out = codec.decode(x0)
+        sync(device)
+        done = time.perf_counter()
+        made.append(t - last)
+        decoded.append(done - t)
+        frames += out.shape[1]
+        first = done - start if first is None else first
+        last = time.perf_counter()
+    steady = slice(window.slots, None) if len(made) > window.slots else slice(None)
+    chunk_s = statistics.median(m + d for m, d in zip(made[steady], decoded[steady]))
+    per_chunk = frames / len(made)
+    print(f"causal student, chunks of {window.chunk} latent frames ({per_chunk:.0f} video frames), 4 steps + 1 cache "
+          f"write each, window sink {window.sink} + {window.recent} recent chunks; {len(made)} chunks\n")
+    print("| first chunk s | median chunk s (window full) | of which decode s | frames per second | "
+          "real-time factor at 16 fps | peak GB |\n|---|---|---|---|---|---|")
+    print(f"| {first:.3f} | {chunk_s:.3f} | {statistics.median(decoded[steady]):.3f} | {per_chunk / chunk_s:.1f} | "
+          f"{per_chunk / fps / chunk_s:.2f} | {peak_gb(device):.1f} |")
 
 
 def text_encoding(device, dtype, args) -> dict[int, float]:
