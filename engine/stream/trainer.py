@@ -31,6 +31,7 @@ from engine import checkpoint, loop, schedule
 from engine.data import DataSource
 from engine.distill import dmd
 from engine.distill import regression as reg_mod
+from engine.distill.trainer import Diverged  # one kind of non-finite update for every trainer
 from engine.distill.vsd import reward_weights
 from engine.events import Failed, Progress, Result
 from engine.model import FlowModel
@@ -42,10 +43,6 @@ if TYPE_CHECKING:
     from engine.loading import LoadedModel
 
 PAIRS_FILE = "causal-pairs.safetensors"
-
-
-class Diverged(Exception):
-    pass
 
 
 class CausalTrainer:
