@@ -1,7 +1,8 @@
-"""The teacher bake's curve as a markdown table, from the committed `bake-state/teacher/curve.jsonl`
+"""The teacher bake's curve as a markdown table, from `bake-state/teacher/curve.jsonl` while a bake runs
+(the shipped v2 teacher's: docs/experiments/teacher-v2-curve.jsonl)
 (one line per evaluation the bake made: MiniBench by the judge, 50 steps with CFG, on both splits).
 
-    python bench/teacher_curve.py [--curve bake-state/teacher/curve.jsonl]
+    python bench/teacher_curve.py [--curve docs/experiments/teacher-v2-curve.jsonl]
 
 A step evaluated twice (a bake resumed from a snapshot older than its last evaluation) shows its
 newest line.

@@ -7,7 +7,8 @@ from pathlib import Path
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 TOYWORLD = ASSETS / "toyworld"
-BAKE_STATE = ASSETS.parent / "bake-state"  # a long bake's resumable state, committed to git (bake-state/README.md)
+BAKE_STATE = ASSETS.parent / "bake-state"  # a long bake's resumable state while it runs, committed to git between
+# working periods and removed when the bake ships (docs/experiments/teacher-v2.md)
 
 
 def home() -> Path:
