@@ -90,8 +90,9 @@ STUDENT_ROLES = (FEWER_STEPS_FROM, 2, 1)  # in the order they are made: the fewe
 # +0.21 / +0.87 (w_px 16).
 # From the v2 teacher (session 30) the 4-step role ships the DOLLAR network alone: the soup's gain
 # was measured by the judge only, whose count reading `toyworld-colour-count` is made of and
-# which the independent reader found flattering there (docs/RESULTS.md, "The shipped models by
-# both readers"); the v1 soup's recipes stay in PIXEL_REWARD_SOUP (set FOUR_STEP_SOUP to it).
+# which the independent reader found flattering there (docs/experiments/students-against-teacher.md,
+# "The v1 models by both readers"); the v1 soup's recipes stay in PIXEL_REWARD_SOUP (set
+# FOUR_STEP_SOUP to it).
 PIXEL_REWARD_SOUP = [{"w_px": 4.0, "px_reward": "toyworld-colour-count"},
                      {"w_px": 16.0, "px_reward": "toyworld-colour-count"}]
 FOUR_STEP_SOUP: list[dict] = []
