@@ -54,12 +54,12 @@ def play(loaded: LoadedModel, req: StreamRequest, stop: Callable[[], bool] = lam
     chunks = None if req.seconds is None else math.ceil(req.seconds * fps / frames_per_chunk)
     sigmas = schedule.student_sigmas(timesteps, info.shift).tolist()
     encoded: dict[str, torch.Tensor] = {}
-    prompts: list[str] = []
+    current = [req.prompt]  # the prompt the chunk being made is under (an endless stream keeps no list)
 
     def text_for(i: int) -> torch.Tensor:
         live = prompt_now() if prompt_now is not None else None
         prompt = live or req.prompt_at(i * frames_per_chunk / fps)
-        prompts.append(prompt)
+        current[0] = prompt
         if prompt not in encoded:
             encoded[prompt] = loaded.text.encode([prompt]).to(causal.dtype)
         return encoded[prompt]
@@ -75,7 +75,7 @@ def play(loaded: LoadedModel, req: StreamRequest, stop: Callable[[], bool] = lam
         done = time.perf_counter()
         if req.seconds is not None and index == chunks - 1:  # the last chunk cut to the asked length
             frames = frames[:max(1, round(req.seconds * fps) - index * frames_per_chunk)]
-        yield StreamChunk(index, frames, prompts[index], index * frames_per_chunk / fps, made - last, done - made,
+        yield StreamChunk(index, frames, current[0], index * frames_per_chunk / fps, made - last, done - made,
                           done - began, meta)
         if req.pace is not None:  # the next chunk starts no earlier than `pace` seconds before it plays
             start_next = (index + 1) * frames_per_chunk / fps - req.pace
@@ -94,4 +94,4 @@ def summary(chunks: list[StreamChunk], fps: int) -> dict:
     return {"frames": frames, "fps": fps, "chunks": len(chunks), "seconds": frames / fps,
             "first_chunk_s": round(chunks[0].since_play_s, 4), "chunk_s": round(statistics.median(per_chunk), 4),
             "realtime_factor": round(frames / fps / wall, 3) if wall > 0 else None,
-            "prompts": sorted({c.prompt for c in chunks}, key=[c.prompt for c in chunks].index)}
+            "prompts": list(dict.fromkeys(c.prompt for c in chunks))}
