@@ -89,3 +89,17 @@ def load_pairs(path: Path, meta: dict) -> dict | None:
     pairs = dict(load_file(str(path)))
     pairs["captions"] = json.loads(stored["captions"])
     return pairs
+
+
+def load_or_make(path: Path, settings: dict, teacher: FlowModel, text, captions: list[str], seed: int,
+                 amp: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+                 ) -> Generator[Progress, None, dict]:
+    """The pairs saved at `path` if they were made with `settings` (count, steps, guidance, shift,
+    latent_shape), else made now (yielding make_pairs' Progress) and saved there."""
+    pairs = load_pairs(path, settings)
+    if pairs is None:
+        pairs = yield from make_pairs(teacher, text, captions, tuple(settings["latent_shape"]), settings["count"],
+                                      settings["steps"], settings["guidance"], settings["shift"], seed, amp=amp)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_pairs(path, pairs, settings)
+    return pairs

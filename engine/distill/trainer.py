@@ -155,13 +155,9 @@ class DollarTrainer:
         yields Progress per batch made; the captions are `reg_pairs` train prompts of the data source."""
         path, settings = self.work / reg_mod.PAIRS_FILE, self.pair_settings()
         if self.acc.is_main_process:
-            self.pairs = reg_mod.load_pairs(path, settings)
-            if self.pairs is None:
-                self.pairs = yield from reg_mod.make_pairs(
-                    self.teacher, self.loaded.text, self.data.prompts("train", settings["count"], self.cfg.seed), tuple(settings["latent_shape"]), settings["count"],
-                    settings["steps"], settings["guidance"], settings["shift"], self.cfg.seed, amp=self._amp)
-                self.work.mkdir(parents=True, exist_ok=True)
-                reg_mod.save_pairs(path, self.pairs, settings)
+            self.pairs = yield from reg_mod.load_or_make(
+                path, settings, self.teacher, self.loaded.text,
+                self.data.prompts("train", settings["count"], self.cfg.seed), self.cfg.seed, amp=self._amp)
         self.acc.wait_for_everyone()
         if self.pairs is None:  # the other processes read what the main one saved
             self.pairs = reg_mod.load_pairs(path, settings)

@@ -100,15 +100,10 @@ class CausalTrainer:
 
     def prepare_pairs(self) -> Iterator[Progress]:
         """Make the teacher ODE pairs of the regression phase, or load the run's saved ones."""
-        path, settings = self.work / PAIRS_FILE, self.pair_settings()
-        self.pairs = reg_mod.load_pairs(path, settings)
-        if self.pairs is None:
-            self.pairs = yield from reg_mod.make_pairs(
-                self.teacher, self.loaded.text, self.data.prompts("train", settings["count"], self.cfg.seed),
-                tuple(settings["latent_shape"]), settings["count"], settings["steps"], settings["guidance"],
-                settings["shift"], self.cfg.seed)
-            self.work.mkdir(parents=True, exist_ok=True)
-            reg_mod.save_pairs(path, self.pairs, settings)
+        settings = self.pair_settings()
+        self.pairs = yield from reg_mod.load_or_make(
+            self.work / PAIRS_FILE, settings, self.teacher, self.loaded.text,
+            self.data.prompts("train", settings["count"], self.cfg.seed), self.cfg.seed)
 
     # --- one update ------------------------------------------------------------------------
     def _apply(self, loss: torch.Tensor, name: str, opt) -> None:
