@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 
 from engine import checkpoint
@@ -125,3 +126,26 @@ def test_empty_dicts_survive_a_checkpoint(tmp_path):
     _, state, _ = checkpoint.latest(tmp_path)
     assert state["opt"]["state"] == {} and state["nested"] == {"a": {}, "b": [{}, {"c": 1}]}
     torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))]).load_state_dict(state["opt"])
+
+
+def test_a_long_clip_continues_each_motion_past_one_clip():
+    from engine.toyworld import judge
+    from engine.toyworld.render import CLIP_FRAMES, ClipSpec, ObjectSpec, render, render_long
+
+    spec = ClipSpec("black", (ObjectSpec("circle", "red", "left", 0.5, 0.5, 0.12),
+                              ObjectSpec("square", "blue", "grow", 0.5, 0.2, 0.1)))
+    long = render_long(spec, 5 * CLIP_FRAMES)
+    np.testing.assert_array_equal(long[:CLIP_FRAMES], render(spec))
+    red = judge.assign(long) == list(judge.world.COLOURS).index("red")
+    columns = [np.nonzero(m.any(0))[0] for m in red]
+    centres = [c.mean() if len(c) else None for c in columns]
+    gone = [t for t, c in enumerate(centres) if c is None]
+    assert gone, "the mover never leaves the frame"
+    back = next(t for t in range(gone[-1], len(centres)) if centres[t] is not None)
+    assert centres[back] > 48  # it comes back in by the right edge
+    assert all(centres[t + 1] < centres[t] for t in range(back, len(centres) - 1) if centres[t + 1] is not None)
+    blue = (judge.assign(long) == list(judge.world.COLOURS).index("blue")).reshape(len(long), -1).sum(1)
+    np.testing.assert_array_equal(blue[CLIP_FRAMES:2 * CLIP_FRAMES], blue[:CLIP_FRAMES])  # grow repeats its clip
+    assert blue[CLIP_FRAMES - 1] > 4 * blue[0]
+    with pytest.raises(ValueError, match="at least one frame, got 0"):
+        render_long(spec, 0)

@@ -143,6 +143,24 @@ def test_the_sampler_streams_chunks_deterministically_and_stops_when_told():
         next(stream_chunks(causal, [1.5], text_for, (4, 4, 4), torch.Generator()))
 
 
+def test_streams_made_side_by_side_do_not_see_each_other():
+    from engine.stream.sampler import stream_chunks
+
+    causal = CausalWan(tiny_transformer().eval(), Window(chunk=2, sink=1, recent=1))
+
+    def run(second: torch.Tensor) -> list[torch.Tensor]:
+        text = torch.cat([_text(0), second])
+        return [x for _, x in stream_chunks(causal, [1.0, 0.5], lambda i: text, (4, 4, 4),
+                                            torch.Generator().manual_seed(3), chunks=5, batch=2)]
+
+    a, b = run(_text(1)), run(_text(2))
+    assert all(x.shape == (2, 4, 2, 4, 4) for x in a)
+    torch.testing.assert_close([x[0] for x in a], [x[0] for x in b])  # row 0 never reads row 1's cache
+    assert all((x[1] - y[1]).abs().max() > 1e-4 for x, y in zip(a, b))
+    with pytest.raises(ValueError, match="at least one stream, got 0"):
+        next(stream_chunks(causal, [1.0], lambda i: _text(0), (4, 4, 4), torch.Generator(), batch=0))
+
+
 def test_re_dmd_weights_keep_mean_one_and_beta_zero_is_plain_dmd():
     from engine.distill.vsd import reward_weights, vsd_loss
 
@@ -283,6 +301,11 @@ def test_the_command_line_distils_a_causal_student_and_streams_it(tiny_folder, t
                  "--ode-steps", "1", "--dmd-steps", "1", "--out", str(out)]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["done"] and report["updates"] == 2 and report["stream"]["lora"] == "students/causal-lora"
+    args = ["distill-stream", "--model", str(tiny_folder), "--config", str(config), "--init-student", "2", "--chunk",
+            "1", "--sink", "1", "--recent", "1", "--student-steps", "2", "--ode-steps", "1", "--dmd-steps", "1"]
+    assert main(args + ["--reward", "brightness", "--out", str(tmp_path / "re-dmd")]) == 0
+    assert "teacher ODE pairs" not in capsys.readouterr().out  # an ablation reuses the teacher's pairs
+    assert len(list(paths.runs().glob("causal-pairs-*/pairs.safetensors"))) == 1
     clip = tmp_path / "stream.mp4"
     assert main(["stream", "--model", str(out), "--prompt", "a red circle moving left", "--switch",
                  "0.5:a blue square rising", "--seconds", "1", "--out", str(clip), "--json"]) == 0

@@ -2,7 +2,10 @@
 
 The run's checkpoints live under `$RUSHES_HOME/runs/causal-<hash>` (the settings less the update
 counts, the teacher's and the starting student's weights, the data source), so the same run
-resumes and a longer one continues it. The student is exported into `out` (a copy of the
+resumes and a longer one continues it. The teacher ODE pairs are kept apart, under
+`runs/causal-pairs-<hash>` (the settings that make them, the teacher's weights, the data source):
+runs that differ in anything else (a reward, a learning rate) share them, so an ablation does not
+pay for them again. The student is exported into `out` (a copy of the
 teacher's folder, or the folder itself) as its `stream` entry: whole, or with `lora_rank` as a
 LoRA on the network of the student it started from.
 """
@@ -38,6 +41,15 @@ def run_dir(cfg: CausalConfig, folder: Path, info, init_student: int | None, sou
     return paths.runs() / f"causal-{key}"
 
 
+def pairs_path(cfg: CausalConfig, folder: Path, source: str) -> Path:
+    """Where the teacher ODE pairs of a run with these settings live (shared by every run that
+    would make the same ones)."""
+    settings = {k: getattr(cfg, k) for k in ("pairs", "pair_guidance", "pair_steps", "seed", "chunk", "sink", "recent")}
+    key = hashlib.sha1(json.dumps([settings, weights_fingerprint(folder / "transformer"), source],
+                                  sort_keys=True).encode()).hexdigest()[:10]
+    return paths.runs() / f"causal-pairs-{key}" / "pairs.safetensors"
+
+
 def run_causal_distillation(cfg: CausalConfig, model: str, out: str | Path, source: data.DataSource,
                             init_student: int | None = None, lora_rank: int | None = None, resume: bool = True,
                             should_stop: Callable[[], bool] = lambda: False) -> Iterator[str]:
@@ -54,7 +66,7 @@ def run_causal_distillation(cfg: CausalConfig, model: str, out: str | Path, sour
     store.update_run(run_id, pid=os.getpid(), checkpoint=str(work))
     try:
         for event in train(cfg, loaded, work, source, init_student=init_student, resume=resume,
-                           should_stop=should_stop):
+                           should_stop=should_stop, pairs_path=pairs_path(cfg, loaded.folder, source.name)):
             if isinstance(event, Progress) and event.stage == "pairs":
                 yield f"[distill-stream] teacher ODE pairs {event.step}/{event.total}"
             elif isinstance(event, Progress):

@@ -21,25 +21,28 @@ from engine.stream.causal import CausalWan
 
 def stream_chunks(causal: CausalWan, sigmas: list[float], text_for: Callable[[int], torch.Tensor],
                   latent_shape: tuple[int, int, int], generator: torch.Generator, chunks: int | None = None,
-                  stop: Callable[[], bool] = lambda: False) -> Iterator[tuple[int, torch.Tensor]]:
-    """Yield (index, clean latents [1, C, chunk, h, w]) for chunk 0, 1, ... until `chunks` are
+                  stop: Callable[[], bool] = lambda: False, batch: int = 1) -> Iterator[tuple[int, torch.Tensor]]:
+    """Yield (index, clean latents [batch, C, chunk, h, w]) for chunk 0, 1, ... until `chunks` are
     made (None: until `stop()` says so, asked before each chunk). `latent_shape` is (C, h, w);
-    `text_for(i)` gives chunk i's text states [1, L, D]."""
+    `text_for(i)` gives chunk i's text states [batch, L, D] (`batch` streams made side by side, as
+    a benchmark makes many)."""
     if not sigmas or any(not 0.0 < s <= 1.0 for s in sigmas):
         raise ValueError(f"a stream's student levels must lie in (0, 1], got {sigmas}")
     if chunks is not None and chunks < 1:
         raise ValueError(f"a stream needs at least one chunk, got {chunks}")
     cache, channels, (h, w) = causal.new_cache(), latent_shape[0], latent_shape[1:]
-    shape = (1, channels, causal.window.chunk, h, w)
+    if batch < 1:
+        raise ValueError(f"a stream batch holds at least one stream, got {batch}")
+    shape = (batch, channels, causal.window.chunk, h, w)
     index = 0
     with torch.no_grad():
         while (chunks is None or index < chunks) and not stop():
             text = text_for(index)
-            x = add_noise(torch.zeros(shape), noise_like(shape, generator, causal.device), sigmas[0])
+            x = add_noise(torch.zeros(shape, device=causal.device), noise_like(shape, generator, causal.device), sigmas[0])
             for k, s in enumerate(sigmas):
-                x0 = causal.chunk_x0(x, torch.full((1,), s), text, cache)
+                x0 = causal.chunk_x0(x, torch.full((batch,), s), text, cache)
                 if k + 1 < len(sigmas):
                     x = add_noise(x0, noise_like(shape, generator, x0.device), sigmas[k + 1])
-            causal.chunk_velocity(x0, torch.zeros(1), text, cache, write=True)
+            causal.chunk_velocity(x0, torch.zeros(batch), text, cache, write=True)
             yield index, x0
             index += 1

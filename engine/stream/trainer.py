@@ -47,8 +47,9 @@ PAIRS_FILE = "causal-pairs.safetensors"
 
 class CausalTrainer:
     def __init__(self, cfg: CausalConfig, loaded: LoadedModel, work: Path, data: DataSource,
-                 init_student: int | None = None):
+                 init_student: int | None = None, pairs_path: Path | None = None):
         self.cfg, self.loaded, self.work, self.data = cfg, loaded, work, data
+        self.pairs_path = pairs_path or work / PAIRS_FILE
         torch.manual_seed(cfg.seed)
         self.teacher = loaded.teacher
         self.teacher.transformer.requires_grad_(False)
@@ -102,7 +103,7 @@ class CausalTrainer:
         """Make the teacher ODE pairs of the regression phase, or load the run's saved ones."""
         settings = self.pair_settings()
         self.pairs = yield from reg_mod.load_or_make(
-            self.work / PAIRS_FILE, settings, self.teacher, self.loaded.text,
+            self.pairs_path, settings, self.teacher, self.loaded.text,
             self.data.prompts("train", settings["count"], self.cfg.seed), self.cfg.seed)
 
     # --- one update ------------------------------------------------------------------------
@@ -158,9 +159,11 @@ class CausalTrainer:
 
 
 def train(cfg: CausalConfig, loaded: LoadedModel, work: Path, data: DataSource, init_student: int | None = None,
-          resume: bool = True, should_stop: Callable[[], bool] = lambda: False) -> Iterator:
-    """Run (or continue) a causal distillation; yields Progress, then Result(trainer) or Failed."""
-    trainer = CausalTrainer(cfg, loaded, work, data, init_student)
+          resume: bool = True, should_stop: Callable[[], bool] = lambda: False,
+          pairs_path: Path | None = None) -> Iterator:
+    """Run (or continue) a causal distillation; yields Progress, then Result(trainer) or Failed.
+    The teacher ODE pairs are kept at `pairs_path` (default: in `work`), made there if absent."""
+    trainer = CausalTrainer(cfg, loaded, work, data, init_student, pairs_path)
     if resume:
         trainer.resume()
     if trainer.step > cfg.steps:

@@ -96,13 +96,54 @@ def _signed_distance(shape: str, px: np.ndarray, py: np.ndarray, r: float) -> np
 
 def render(spec: ClipSpec, frames: int = 17, size: int = 64) -> np.ndarray:
     """Render a clip: uint8 [frames, size, size, 3]."""
+    return _draw(spec, [trajectory(obj, frames) for obj in spec.objects], frames, size)
+
+
+CLIP_FRAMES = 17  # the frames of one clip: a long clip moves at a clip's pace per frame
+WRAP_MARGIN = 1.3  # radii past an edge where a wrapping object is wholly out of view (a square's corner: 1.2)
+
+
+def long_trajectory(obj: ObjectSpec, frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Centre x, centre y and radius per frame of a clip longer than one (the ground truth of a
+    stream, docs/ARCHITECTURE.md §5.7): the object keeps its clip's motion at the clip's pace.
+    A directed mover leaves by one edge and comes back in by the opposite one once it is wholly out
+    of view (the frame wraps, with a margin of WRAP_MARGIN radii); a bounce keeps bouncing; grow and
+    shrink repeat their clip (a new object starting the change again where the last one ended it);
+    still stays. Its first CLIP_FRAMES frames are `trajectory(obj, CLIP_FRAMES)`."""
+    if frames < 1:
+        raise ValueError(f"a clip has at least one frame, got {frames}")
+    u = np.arange(frames) / (CLIP_FRAMES - 1)  # clips elapsed
+    x, y, radius = (np.full(frames, v) for v in (obj.x, obj.y, obj.radius))
+    along = {"left": (-1, "x"), "right": (1, "x"), "up": (-1, "y"), "down": (1, "y")}
+    if obj.motion in along:
+        sign, axis = along[obj.motion]
+        margin = WRAP_MARGIN * obj.radius
+        start = obj.x if axis == "x" else obj.y
+        moved = (start + sign * TRAVEL * u + margin) % (1 + 2 * margin) - margin
+        x, y = (moved, y) if axis == "x" else (x, moved)
+    elif obj.motion == "bounce":
+        y = obj.y - BOUNCE_HEIGHT * np.abs(np.sin(2 * np.pi * u))
+    elif obj.motion in ("grow", "shrink"):
+        phase = (np.arange(frames) % CLIP_FRAMES) / (CLIP_FRAMES - 1)
+        low, high = SCALE_RANGE if obj.motion == "grow" else SCALE_RANGE[::-1]
+        radius = obj.radius * (low + (high - low) * phase)
+    return x, y, radius
+
+
+def render_long(spec: ClipSpec, frames: int, size: int = 64) -> np.ndarray:
+    """Render a clip of any length with `long_trajectory`: uint8 [frames, size, size, 3]."""
+    return _draw(spec, [long_trajectory(obj, frames) for obj in spec.objects], frames, size)
+
+
+def _draw(spec: ClipSpec, paths: list[tuple[np.ndarray, np.ndarray, np.ndarray]], frames: int,
+          size: int) -> np.ndarray:
+    """Frames of the spec's background with each object drawn along its path (x, y, radius per frame)."""
     grid = np.arange(size) + 0.5
     gx, gy = np.meshgrid(grid, grid)  # [H, W] pixel centres
     video = np.empty((frames, size, size, 3), np.float32)
     video[:] = np.array(world.BACKGROUNDS[spec.background], np.float32)
-    for obj in spec.objects:
+    for obj, (xs, ys, rs) in zip(spec.objects, paths):
         colour = np.array(world.COLOURS[obj.colour], np.float32)
-        xs, ys, rs = trajectory(obj, frames)
         for t in range(frames):
             d = _signed_distance(obj.shape, gx - xs[t] * size, gy - ys[t] * size, rs[t] * size)
             cover = np.clip(0.5 - d, 0.0, 1.0)[..., None]  # [H, W, 1]
