@@ -112,7 +112,9 @@ def _streams(loaded, prompts: list[list[str]], chunks: int, seed: int) -> np.nda
 def _row(label: str, split: str, scores: list[dict]) -> str:
     j = [s["judge"] for s in scores]
     r = [s["reader"] for s in scores]
-    mean = lambda rows, k: 100 * float(np.mean([x[k] for x in rows]))  # noqa: E731
+    def mean(rows, k):
+        return 100 * float(np.mean([x[k] for x in rows]))
+
     opposite = sum(x["opposite"] for x in r) / max(sum(x["directed"] for x in r), 1)
     return (f"| {label} | {split} | {mean(j, 'semantic'):.1f}% | {mean(r, 'semantic'):.1f}% | {mean(r, 'colour'):.1f}% | "
             f"{mean(r, 'shape'):.1f}% | {mean(r, 'motion'):.1f}% | {mean(r, 'count'):.1f}% | {100 * opposite:.1f}% |")
@@ -195,7 +197,9 @@ def quality(args) -> None:
                        _row(f"{label}: last {SPAN_S} s", split, late),
                        _row(f"{label}: window 2 chunks after a switch", split, post),
                        _row(f"{label}: {SPAN_S} s from 2 chunks after a switch", split, post_span)]
-            per = lambda s: _per_prompt(s, args.seeds)  # noqa: E731
+            def per(scores):
+                return _per_prompt(scores, args.seeds)
+
             diffs += [_difference(f"{label}: last {SPAN_S} s - first {SPAN_S} s (drift)", split, per(late), per(early)),
                       _difference(f"{label}: first window - 4-step student", split, per(first), per(student)),
                       _difference(f"{label}: after switch - fresh stream of the new prompt (window)", split,

@@ -100,6 +100,18 @@ def complete_checkpoints(root: Path) -> list[Path]:
     return sorted(p for p in root.glob("step-*") if (p / COMPLETE).exists())
 
 
+def refuse_restart(root: Path) -> str | None:
+    """Why a run that was not asked to resume may not start in `root` (None if it may): the folder
+    already holds a run's complete checkpoints, which the new run's would be mixed with and pruned
+    with. Nothing is deleted; the user chooses."""
+    found = complete_checkpoints(root)
+    if not found:
+        return None
+    step = json.loads((found[-1] / "meta.json").read_text())["step"]
+    return (f"{root} already holds a run with these settings ({step} updates made); pass --resume to continue "
+            f"(or, if it is finished, export) it, or remove that folder to start over")
+
+
 def latest(root: Path) -> tuple[int, dict, dict] | None:
     """(step, state, info) of the newest complete checkpoint, or None; sweeps dead writers' temp folders."""
     sweep_stale(root)

@@ -312,7 +312,7 @@ def parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bake", help="rebuild the embedded toyworld model",
                        description="Example: rushes bake toyworld --stage vae --resume")
     b.add_argument("target", choices=["toyworld"], help="what to bake")
-    b.add_argument("--stage", choices=["vae", "teacher", "students", "all"], default="all",
+    b.add_argument("--stage", choices=["vae", "teacher", "students", "stream", "all"], default="all",
                    help="one stage or all in order")
     b.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
     b.add_argument("--students", default=None,

@@ -178,3 +178,27 @@ def test_a_soup_recipe_marker_counts_only_when_whole_and_equal(tmp_path):
     assert not _holds(done, marker)
     done.write_text(json.dumps(marker))
     assert _holds(done, marker)
+
+
+def test_the_stream_stage_ships_a_causal_lora_on_the_student_and_resumes_without_training(
+        tiny_folder, tmp_path, monkeypatch):
+    import json
+
+    from engine import loading
+    from engine.toyworld import bake
+
+    folder = _students_bake(tiny_folder, tmp_path, monkeypatch, {})
+    monkeypatch.setattr(bake, "STREAM_SETTINGS", {"chunk": 1, "sink": 1, "recent": 1, "student_steps": 2, "batch": 2,
+                                                  "pairs": 2, "pair_steps": 2, "fake_updates": 1, "ode_steps": 1,
+                                                  "dmd_steps": 1})
+    monkeypatch.setattr(bake, "STREAM_FROM", 2)
+    monkeypatch.setattr(bake, "STREAM_LORA_RANK", 2)
+    lines = list(bake.bake("stream"))
+    assert sum("[distill-stream] ode" in line or "[distill-stream] dmd" in line for line in lines) == 2
+    entry = json.loads((folder / "rushes.json").read_text())["stream"]
+    assert entry["lora"] == "students/causal-lora" and entry["chunk"] == 1 and entry["folder"] == "students/2step"
+    assert json.loads((folder / "bake.json").read_text())["student_causal"]["rank"] == 2
+    network, _ = loading.load(str(folder)).stream
+    assert network is not None
+    again = list(bake.bake("stream"))  # the finished run re-exports, nothing trains
+    assert not any("[distill-stream] dmd" in line for line in again)

@@ -306,6 +306,13 @@ def test_the_command_line_distils_a_causal_student_and_streams_it(tiny_folder, t
     assert main(args + ["--reward", "brightness", "--out", str(tmp_path / "re-dmd")]) == 0
     assert "teacher ODE pairs" not in capsys.readouterr().out  # an ablation reuses the teacher's pairs
     assert len(list(paths.runs().glob("causal-pairs-*/pairs.safetensors"))) == 1
+    first = ["distill-stream", "--model", str(tiny_folder), "--config", str(config), "--init-student", "2",
+             "--lora-rank", "4", "--chunk", "1", "--sink", "1", "--recent", "1", "--student-steps", "2",
+             "--ode-steps", "1", "--dmd-steps", "1", "--out", str(tmp_path / "again")]
+    assert main(first) == 2  # the same run again without --resume: refused, its checkpoints untouched
+    assert "already holds a run with these settings (2 updates made); pass --resume" in capsys.readouterr().err
+    assert main(first + ["--resume"]) == 0  # finished: exported again, nothing trained
+    assert "[distill-stream] dmd" not in capsys.readouterr().out and (tmp_path / "again" / "rushes.json").exists()
     clip = tmp_path / "stream.mp4"
     assert main(["stream", "--model", str(out), "--prompt", "a red circle moving left", "--switch",
                  "0.5:a blue square rising", "--seconds", "1", "--out", str(clip), "--json"]) == 0

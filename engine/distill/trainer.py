@@ -332,6 +332,9 @@ def train(cfg: DistillConfig, loaded: LoadedModel, work: Path, data: DataSource,
           on_metrics: Callable[[int, dict], None] | None = None,
           accelerator: Accelerator | None = None) -> Iterator:
     """Run (or continue) a distillation; yields Progress, then Result(trainer) or Failed."""
+    if not resume and (why := checkpoint.refuse_restart(work)):
+        yield Failed(why)
+        return
     trainer = DollarTrainer(cfg, loaded, work, data, accelerator)
     if resume:
         trainer.resume()

@@ -163,6 +163,9 @@ def train(cfg: CausalConfig, loaded: LoadedModel, work: Path, data: DataSource, 
           pairs_path: Path | None = None) -> Iterator:
     """Run (or continue) a causal distillation; yields Progress, then Result(trainer) or Failed.
     The teacher ODE pairs are kept at `pairs_path` (default: in `work`), made there if absent."""
+    if not resume and (why := checkpoint.refuse_restart(work)):
+        yield Failed(why)
+        return
     trainer = CausalTrainer(cfg, loaded, work, data, init_student, pairs_path)
     if resume:
         trainer.resume()

@@ -1,8 +1,10 @@
 """`rushes bake toyworld`: rebuild the embedded model stage by stage, resumably.
 
 Each stage trains from its newest complete checkpoint under `$RUSHES_HOME/bake/<stage>`
-and, when done, writes its component into `assets/toyworld/` atomically. The VAE must exist
-before the teacher, the teacher before the students.
+(the causal student's, under its run folder: engine/stream/run.py) and, when done, writes its
+component into `assets/toyworld/` atomically. The VAE must exist before the teacher, the teacher
+before the students, the 4-step student before the causal one (`stream`), which is stored as a
+LoRA on it: remaking the 4-step student drops the causal one, and the stream stage remakes it.
 
 The teacher stage outlives the machine it runs on: it also keeps a bf16 snapshot of its weights
 in the repository's `bake-state/teacher/` (commit it; a fresh clone resumes from it) and the
@@ -24,7 +26,7 @@ from engine import paths
 from engine.store import Store
 from engine.toyworld.data import ToyworldData
 
-STAGES = ("vae", "teacher", "students")
+STAGES = ("vae", "teacher", "students", "stream")
 # The 4-step network is distilled by the full DOLLAR recipe (VSD + consistency distillation +
 # the latent reward model on `toyworld-semantic`, DistillConfig defaults) from the teacher.
 # Measured on the 30500-step teacher at 150 updates (docs/experiments/teacher-v1.md): DOLLAR 60.9% / 40.6%
@@ -98,6 +100,14 @@ PIXEL_REWARD_SOUP = [{"w_px": 4.0, "px_reward": "toyworld-colour-count"},
 FOUR_STEP_SOUP: list[dict] = []
 FOUR_STEP_PART_RANK = 16
 FOUR_STEP_SOUP_RANK = 16
+# The causal student that streams (engine/stream, `rushes distill-stream`): CausalConfig's defaults
+# (chunks of 4 latent frames, a 1-chunk sink and 2 recent chunks, 4 steps a chunk; 200 updates of
+# regression on teacher ODE pairs, then 300 of DMD on its own rollouts), started from the 4-step
+# network and stored as a LoRA of rank STREAM_LORA_RANK on it. Measured in docs/RESULTS.md, "Live
+# stream".
+STREAM_SETTINGS: dict = {}
+STREAM_FROM = FEWER_STEPS_FROM
+STREAM_LORA_RANK = 16
 
 
 def _vae(resume: bool) -> Iterator[str]:
@@ -186,6 +196,16 @@ def _students(resume: bool, roles: tuple[int, ...] = STUDENT_ROLES) -> Iterator:
     yield {"stage": "students", "done": True, "roles": list(roles)}
 
 
+def _stream(resume: bool) -> Iterator:
+    """Distil the causal student from the shipped teacher and 4-step student into assets/toyworld."""
+    from engine.stream.config import CausalConfig
+    from engine.stream.run import run_causal_distillation
+
+    yield from run_causal_distillation(CausalConfig(**STREAM_SETTINGS), "toyworld", paths.TOYWORLD, ToyworldData(),
+                                       init_student=STREAM_FROM, lora_rank=STREAM_LORA_RANK, resume=resume)
+    yield {"stage": "stream", "done": True}
+
+
 def _fewer_step_config(steps: int, recipe: dict):
     """A fewer-step role's DistillConfig: STUDENT_SETTINGS, then `recipe`, from the 4-step network."""
     from engine.distill.config import DistillConfig
@@ -265,7 +285,7 @@ def bake(stage: str = "all", resume: bool = True, students: tuple[int, ...] | No
         raise ValueError(f"unknown student role {bad[0] if bad else '(none)'}; "
                          f"available: {', '.join(map(str, STUDENT_ROLES))}")
     chosen = {"vae": _vae, "teacher": lambda resume: _teacher(resume, stop),
-              "students": lambda resume: _students(resume, roles)}
+              "students": lambda resume: _students(resume, roles), "stream": _stream}
     store = Store(paths.database())
     for name in stages:
         run_id = store.create_run(f"bake-{name}", {"stage": name, "resume": resume}, status="running")
