@@ -161,6 +161,22 @@ def test_streams_made_side_by_side_do_not_see_each_other():
         next(stream_chunks(causal, [1.0], lambda i: _text(0), (4, 4, 4), torch.Generator(), batch=0))
 
 
+def test_a_rollout_past_the_window_keeps_a_graph_only_where_the_loss_scores():
+    from engine.stream.rollout import rollout
+
+    network = tiny_transformer()
+    causal = CausalWan(network, Window(chunk=1, sink=1, recent=1))  # 3 slots
+    noise = torch.randn(1, 4, 5, 4, 4, generator=torch.Generator().manual_seed(1))
+    x = rollout(causal, noise, [1.0, 0.5], _text(0), 1, torch.Generator().manual_seed(2), grad_chunks=3)
+    assert x.shape == noise.shape
+    x[:, :, :2].sum().backward(retain_graph=True)
+    assert all(p.grad is None or p.grad.abs().max() == 0 for p in network.parameters())  # the first two: no graph
+    x[:, :, -3:].pow(2).sum().backward()
+    assert any(p.grad is not None and p.grad.abs().max() > 0 for p in network.parameters())
+    again = rollout(causal, noise, [1.0, 0.5], _text(0), 1, torch.Generator().manual_seed(2))
+    torch.testing.assert_close(again.detach(), x.detach())  # where the graph is kept changes no value
+
+
 def test_re_dmd_weights_keep_mean_one_and_beta_zero_is_plain_dmd():
     from engine.distill.vsd import reward_weights, vsd_loss
 
@@ -202,7 +218,8 @@ def test_a_causal_student_distils_in_two_phases_and_resumes(tiny_folder):
 
 
 @pytest.mark.parametrize("settings, match", [({"chunk": 0}, "window chunk"), ({"ode_steps": 0, "dmd_steps": 0},
-                                              "at least one update"), ({"reward": "nope"}, "unknown reward 'nope'")])
+                                              "at least one update"), ({"reward": "nope"}, "unknown reward 'nope'"),
+                                             ({"rollout_chunks": 3}, "at least the window's 4 slots .*got 3")])
 def test_bad_causal_settings_are_refused_naming_them(settings, match):
     from engine.stream.config import CausalConfig
 

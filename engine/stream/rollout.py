@@ -1,5 +1,8 @@
 """The causal student's training rollout (Self-Forcing, Huang et al. 2025): a clip made the way a
-stream makes it, so training sees the student's own context, not the teacher's.
+stream makes it, so training sees the student's own context, not the teacher's. A rollout
+may run past the window (more chunks than its slots), so the chunks at its end are made over a
+rolled cache (the sink and recent chunks, the oldest gone), as every chunk of a long stream is
+(Self-Forcing++ and LongLive train on such rollouts); the trainer scores its last window.
 
 Chunk after chunk, each from its slice of the given noise: the student's steps over the cache of
 the chunks this rollout already made, stopped at step `exit_step` (the same for every chunk of
@@ -20,22 +23,25 @@ from engine.stream.causal import CausalWan
 
 
 def rollout(causal: CausalWan, noise: torch.Tensor, sigmas: list[float], text: torch.Tensor, exit_step: int,
-            generator: torch.Generator) -> torch.Tensor:
+            generator: torch.Generator, grad_chunks: int | None = None) -> torch.Tensor:
     """x0 [B, C, T, h, w] (float32, with gradient through each chunk's last forward) from noise
-    [B, C, T, h, w], T a multiple of the window's chunk; text [B, L, D] for every chunk."""
+    [B, C, T, h, w], T a multiple of the window's chunk; text [B, L, D] for every chunk. With
+    `grad_chunks`, only the last that many chunks keep a graph (the ones a loss will score)."""
     chunk, frames = causal.window.chunk, noise.shape[2]
     if frames % chunk:
         raise ValueError(f"a rollout has a multiple of {chunk} latent frames, got {frames}")
     if not 0 <= exit_step < len(sigmas):
         raise ValueError(f"exit step {exit_step} is outside the student's {len(sigmas)} steps")
-    b, cache, made = noise.shape[0], causal.new_cache(), []
-    for i in range(frames // chunk):
+    b, cache, made, count = noise.shape[0], causal.new_cache(), [], frames // chunk
+    for i in range(count):
+        graph = grad_chunks is None or i >= count - grad_chunks
         x = add_noise(torch.zeros_like(noise[:, :, :chunk]), noise[:, :, i * chunk:(i + 1) * chunk], sigmas[0])
         with torch.no_grad():
             for k in range(exit_step):
                 x0 = causal.chunk_x0(x, torch.full((b,), sigmas[k]), text, cache)
                 x = add_noise(x0, noise_like(tuple(x0.shape), generator, x0.device), sigmas[k + 1])
-        x0 = causal.chunk_x0(x, torch.full((b,), sigmas[exit_step]), text, cache)
+        with torch.set_grad_enabled(graph and torch.is_grad_enabled()):
+            x0 = causal.chunk_x0(x, torch.full((b,), sigmas[exit_step]), text, cache)
         with torch.no_grad():
             causal.chunk_velocity(x0.detach(), torch.zeros(b), text, cache, write=True)
         made.append(x0)

@@ -7,9 +7,10 @@ clips the student makes the way a stream makes them (engine/stream/rollout.py):
 1. `ode`: CausVid's initialisation. Teacher ODE pairs (noise, the teacher's clip from it with
    CFG; engine/distill/regression.py) are made once; the student's rollout from a pair's noise
    regresses on the teacher's clip (L_reg).
-2. `dmd`: Self-Forcing. Rollouts from fresh noise are scored by DMD2's distribution matching
-   against the teacher (engine/distill/dmd.py: the fake score tracks the rollouts, L_VSD pulls
-   them toward the teacher's distribution). With a reward set, each rollout's term is weighted
+2. `dmd`: Self-Forcing. Rollouts from fresh noise, of a length drawn from the window's slots to
+   `rollout_chunks` (past the window, the cache rolls as a long stream's does), have their last
+   window scored by DMD2's distribution matching against the teacher (engine/distill/dmd.py: the
+   fake score tracks those windows, L_VSD pulls them toward the teacher's distribution). With a reward set, each rollout's term is weighted
    by Re-DMD's B * softmax(beta * r) (Reward Forcing; engine/distill/vsd.py).
 
 The teacher scores whole windows bidirectionally; the fake score is a bidirectional copy of it.
@@ -135,8 +136,12 @@ class CausalTrainer:
         else:
             captions = [self.prompts[i] for i in rng.integers(len(self.prompts), size=b)]
             text = self.loaded.text.encode(captions).float()
-            noise = torch.randn((b, *self.latent_shape), generator=gen)
-            x = rollout(self.causal, noise, self.sigmas, text, exit_step, gen)
+            window = cfg.window
+            chunks = int(rng.integers(window.slots, cfg.rollout_chunks + 1))
+            c, frames, h, w = self.latent_shape
+            noise = torch.randn((b, c, chunks * window.chunk, h, w), generator=gen)
+            x = rollout(self.causal, noise, self.sigmas, text, exit_step, gen, grad_chunks=window.slots)
+            x = x[:, :, -frames:]  # the last window: what the teacher and the fake score judge
             shift = self.loaded.info.shift
             logs = dmd.fake_score_updates(self.fake, x, text, shift, cfg.fake_updates, gen,
                                           lambda loss: self._apply(loss, "fake", self.opt_fake))
