@@ -16,8 +16,9 @@ the MiniBench judge and by the independent reader (engine/toyworld/eval_reader.p
 training code imports). Spans of windows are scored as a whole: the first window (a clip's
 length, comparable with the 4-step student's fresh clips of the same prompts and seeds), the first
 ten seconds and the last ten. Switch streams run the prompt of clip i for `--switch-at` seconds,
-then clip i+1's; the window two chunks after the switch, and the ten seconds from there, are set
-beside a fresh stream of clip i+1. The renderer's long clip of each prompt (render_long: movers
+then clip i+1's, with the cache rebuilt under the new prompt (KV re-cache, the default) and
+without; the window two chunks after the switch, and the ten seconds from there, are set beside
+a fresh stream of clip i+1. The renderer's long clip of each prompt (render_long: movers
 wrap at the edges, grow and shrink repeat) is the ground truth, read the same way: a window where
 an object wraps reads wrong even there, so the spans are compared with the ground truth's spans.
 """
@@ -86,7 +87,7 @@ def _window_scores(clip: np.ndarray, spec, starts: list[int]) -> dict[str, dict[
     return out
 
 
-def _streams(loaded, prompts: list[list[str]], chunks: int, seed: int) -> np.ndarray:
+def _streams(loaded, prompts: list[list[str]], chunks: int, seed: int, recache: bool = True) -> np.ndarray:
     """Streams side by side: `prompts[i]` is stream i's prompt per chunk; uint8 [N, frames, H, W, 3]."""
     causal, timesteps = causal_student(loaded)
     info = loaded.info
@@ -104,7 +105,8 @@ def _streams(loaded, prompts: list[list[str]], chunks: int, seed: int) -> np.nda
 
     made = []
     generator = torch.Generator().manual_seed(seed)
-    for _, latents in stream_chunks(causal, sigmas, text_for, (c, h, w), generator, chunks, batch=len(prompts)):
+    for _, latents in stream_chunks(causal, sigmas, text_for, (c, h, w), generator, chunks, batch=len(prompts),
+                                      recache=recache):
         made.append(loaded.codec.decode(latents))  # [N, chunk frames, H, W, 3]
     return np.concatenate(made, axis=1)
 
@@ -166,16 +168,20 @@ def quality(args) -> None:
                                     for i in range(0, len(plain), args.batch)])
             nxt = [(i + 1) % len(items) for i in range(len(items))]
             switched = [[captions[i]] * switch + [captions[nxt[i]]] for i in range(len(items)) for _ in range(args.seeds)]
-            switch_clips = np.concatenate([_streams(loaded, switched[i:i + args.batch], switch_chunks, seed=2000 + i)
-                                           for i in range(0, len(switched), args.batch)])
+            switch_clips = {recache: np.concatenate([_streams(loaded, switched[i:i + args.batch], switch_chunks,
+                                                              seed=2000 + i, recache=recache)
+                                                     for i in range(0, len(switched), args.batch)])
+                            for recache in (True, False)}
             made_s = time.perf_counter() - began
             specs = [spec for spec, _ in items for _ in range(args.seeds)]
             first = [_window_scores(c, s, [0]) for c, s in zip(clips, specs)]
             early = [_window_scores(c, s, first_span) for c, s in zip(clips, specs)]
             late = [_window_scores(c, s, last_span) for c, s in zip(clips, specs)]
             new_specs = [items[nxt[i]][0] for i in range(len(items)) for _ in range(args.seeds)]
-            post = [_window_scores(c, s, [after]) for c, s in zip(switch_clips, new_specs)]
-            post_span = [_window_scores(c, s, after_span) for c, s in zip(switch_clips, new_specs)]
+            post, post_span = {}, {}
+            for recache, made in switch_clips.items():
+                post[recache] = [_window_scores(c, s, [after]) for c, s in zip(made, new_specs)]
+                post_span[recache] = [_window_scores(c, s, after_span) for c, s in zip(made, new_specs)]
             k = args.seeds
             fresh_first = [first[nxt[i // k] * k + i % k] for i in range(len(first))]  # a fresh stream of the new prompt
             fresh_early = [early[nxt[i // k] * k + i % k] for i in range(len(early))]
@@ -195,18 +201,22 @@ def quality(args) -> None:
             tables += [_row(f"{label}: first window", split, first),
                        _row(f"{label}: first {SPAN_S} s", split, early),
                        _row(f"{label}: last {SPAN_S} s", split, late),
-                       _row(f"{label}: window 2 chunks after a switch", split, post),
-                       _row(f"{label}: {SPAN_S} s from 2 chunks after a switch", split, post_span)]
+                       *(_row(f"{label}: window 2 chunks after a switch{how}", split, post[recache])
+                         for recache, how in ((True, " (KV re-cache)"), (False, " (no re-cache)"))),
+                       *(_row(f"{label}: {SPAN_S} s from 2 chunks after a switch{how}", split, post_span[recache])
+                         for recache, how in ((True, " (KV re-cache)"), (False, " (no re-cache)")))]
             def per(scores):
                 return _per_prompt(scores, args.seeds)
 
             diffs += [_difference(f"{label}: last {SPAN_S} s - first {SPAN_S} s (drift)", split, per(late), per(early)),
                       _difference(f"{label}: first window - 4-step student", split, per(first), per(student)),
-                      _difference(f"{label}: after switch - fresh stream of the new prompt (window)", split,
-                                  per(post), per(fresh_first)),
-                      _difference(f"{label}: after switch - fresh stream of the new prompt ({SPAN_S} s)", split,
-                                  per(post_span), per(fresh_early))]
-            print(f"[{label} {split}] {2 * len(plain)} streams made and decoded in {made_s:.0f} s", flush=True)
+                      *(_difference(f"{label}: after switch{how} - fresh stream of the new prompt (window)", split,
+                                    per(post[recache]), per(fresh_first))
+                        for recache, how in ((True, ", KV re-cache"), (False, ", no re-cache"))),
+                      *(_difference(f"{label}: after switch{how} - fresh stream of the new prompt ({SPAN_S} s)",
+                                    split, per(post_span[recache]), per(fresh_early))
+                        for recache, how in ((True, ", KV re-cache"), (False, ", no re-cache")))]
+            print(f"[{label} {split}] {3 * len(plain)} streams made and decoded in {made_s:.0f} s", flush=True)
     fps, frames = fps_frames
     print(f"\nMiniBench on {WINDOW}-frame windows: {args.prompts} prompts x {args.seeds} seeds per split, streams of "
           f"{frames} frames ({frames / fps:.0f} s at {fps} fps); a span is every window starting at a chunk border "

@@ -37,3 +37,17 @@ def test_the_shipped_model_draws_the_asked_colour_on_its_background(engine, role
         assert _near(border[:, :, None], world.BACKGROUNDS["black"], 40).mean() > 0.8  # a black background
         shares.append(_near(frames, world.COLOURS["red"]).mean())
     assert max(shares) > 0.01, shares  # the red object covers at least ~40 pixels a frame in one of two seeds
+
+
+def test_the_shipped_model_streams_the_asked_colour_for_longer_than_its_window():
+    from engine import loading
+    from engine.requests import StreamRequest
+    from engine.stream.play import play, summary
+
+    loaded = loading.load("toyworld")
+    assert loaded.stream is not None, "assets/toyworld ships a causal student (rushes bake toyworld --stage stream)"
+    chunks = list(play(loaded, StreamRequest(prompt=PROMPT, seconds=6, seed=0)))
+    frames = np.concatenate([c.frames for c in chunks])
+    assert frames.shape == (48, 64, 64, 3) and summary(chunks, loaded.info.fps)["frames"] == 48
+    late = frames[-17:]  # past the window (16 latent frames): made over a rolled cache
+    assert late.std() > 10 and _near(late, world.COLOURS["red"]).mean() > 0.005

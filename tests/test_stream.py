@@ -143,6 +143,26 @@ def test_the_sampler_streams_chunks_deterministically_and_stops_when_told():
         next(stream_chunks(causal, [1.5], text_for, (4, 4, 4), torch.Generator()))
 
 
+def test_a_new_prompt_rebuilds_the_cache_under_it_and_nothing_else_does():
+    from engine.stream.sampler import stream_chunks
+
+    causal = CausalWan(tiny_transformer().eval(), Window(chunk=1, sink=1, recent=2))
+
+    def run(texts: dict, recache: bool) -> list[torch.Tensor]:
+        def text_for(i):
+            return texts[max(k for k in texts if k <= i)].clone()  # a new tensor each chunk: compared by value
+
+        return [x for _, x in stream_chunks(causal, [1.0, 0.5], text_for, (4, 4, 4), torch.Generator().manual_seed(5),
+                                            chunks=7, recache=recache)]
+
+    steady = {0: _text(0)}
+    torch.testing.assert_close(run(steady, True), run(steady, False))  # one prompt: no rebuild
+    switch = {0: _text(0), 4: _text(1)}
+    on, off = run(switch, True), run(switch, False)
+    torch.testing.assert_close(on[:4], off[:4])
+    assert all((a - b).abs().max() > 1e-5 for a, b in zip(on[4:], off[4:]))  # the cache now speaks the new prompt
+
+
 def test_streams_made_side_by_side_do_not_see_each_other():
     from engine.stream.sampler import stream_chunks
 
