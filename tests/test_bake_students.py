@@ -150,16 +150,19 @@ def test_the_four_step_role_ends_as_a_lora_soup_of_its_network_and_continuations
 
 def test_the_shipped_model_fits_its_size_budget_and_every_student_file_is_in_use():
     """assets/toyworld is at most 30 MB in all (issue 3), and rushes.json serves the 1-, 2- and
-    4-step students from folders that exist, with nothing under students/ left unused."""
+    4-step students and the causal one from folders that exist, with nothing under students/ left
+    unused."""
     import json
 
     from engine import paths
 
     size = sum(f.stat().st_size for f in paths.TOYWORLD.rglob("*") if f.is_file())
     assert size <= 30e6, f"assets/toyworld is {size / 1e6:.2f} MB"
-    students = json.loads((paths.TOYWORLD / "rushes.json").read_text())["students"]
+    info = json.loads((paths.TOYWORLD / "rushes.json").read_text())
+    students = info["students"]
     assert sorted(students, key=int) == ["1", "2", "4"]
-    used = {e[k] for e in students.values() for k in ("folder", "lora") if k in e}
+    assert info["stream"].get("lora")  # the causal student, a LoRA on the 4-step network
+    used = {e[k] for e in [*students.values(), info["stream"]] for k in ("folder", "lora") if k in e}
     assert all((paths.TOYWORLD / u).is_dir() for u in used)
     assert {f"students/{p.name}" for p in (paths.TOYWORLD / "students").iterdir()} == used
 

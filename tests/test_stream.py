@@ -239,7 +239,7 @@ def test_a_causal_student_distils_in_two_phases_and_resumes(tiny_folder):
 
 @pytest.mark.parametrize("settings, match", [({"chunk": 0}, "window chunk"), ({"ode_steps": 0, "dmd_steps": 0},
                                               "at least one update"), ({"reward": "nope"}, "unknown reward 'nope'"),
-                                             ({"rollout_chunks": 3}, "at least the window's 4 slots .*got 3")])
+                                             ({"rollout_chunks": 3}, "0 \\(one window\\) or at least the window's 4 slots .*got 3")])
 def test_bad_causal_settings_are_refused_naming_them(settings, match):
     from engine.stream.config import CausalConfig
 

@@ -7,9 +7,9 @@ clips the student makes the way a stream makes them (engine/stream/rollout.py):
 1. `ode`: CausVid's initialisation. Teacher ODE pairs (noise, the teacher's clip from it with
    CFG; engine/distill/regression.py) are made once; the student's rollout from a pair's noise
    regresses on the teacher's clip (L_reg).
-2. `dmd`: Self-Forcing. Rollouts from fresh noise, of a length drawn from the window's slots to
-   `rollout_chunks` (past the window, the cache rolls as a long stream's does), have their last
-   window scored by DMD2's distribution matching against the teacher (engine/distill/dmd.py: the
+2. `dmd`: Self-Forcing. Rollouts from fresh noise that fill the window once (or, with
+   `rollout_chunks`, of a length drawn from the window's slots to it: past the window the cache
+   rolls as a long stream's does) have their last window scored by DMD2's distribution matching against the teacher (engine/distill/dmd.py: the
    fake score tracks those windows, L_VSD pulls them toward the teacher's distribution). With a reward set, each rollout's term is weighted
    by Re-DMD's B * softmax(beta * r) (Reward Forcing; engine/distill/vsd.py).
 
@@ -137,7 +137,7 @@ class CausalTrainer:
             captions = [self.prompts[i] for i in rng.integers(len(self.prompts), size=b)]
             text = self.loaded.text.encode(captions).float()
             window = cfg.window
-            chunks = int(rng.integers(window.slots, cfg.rollout_chunks + 1))
+            chunks = window.slots if not cfg.rollout_chunks else int(rng.integers(window.slots, cfg.rollout_chunks + 1))
             c, frames, h, w = self.latent_shape
             noise = torch.randn((b, c, chunks * window.chunk, h, w), generator=gen)
             x = rollout(self.causal, noise, self.sigmas, text, exit_step, gen, grad_chunks=window.slots)
