@@ -21,6 +21,13 @@ from engine.requests import StreamRequest
 from engine.session import Session
 
 LEAD_S = 1.0  # seconds of video the stream may be made ahead of what is on screen
+SHOWN_PX = 256  # a small frame is drawn at least this tall, each pixel a square block (toyworld's are 64 px)
+
+
+def _enlarged(frame):
+    """A frame scaled up by a whole factor, nearest neighbour, so its smaller side is about SHOWN_PX."""
+    k = max(1, SHOWN_PX // min(frame.shape[:2]))
+    return frame if k == 1 else frame.repeat(k, axis=0).repeat(k, axis=1)
 GPU = {"concurrency_id": "gpu", "concurrency_limit": 1}
 
 
@@ -100,7 +107,7 @@ def render(session: Session, picker, prompt, seed, visible: bool) -> gr.Accordio
                         if wait > 0:
                             time.sleep(wait)
                         shown += 1
-                        yield frame, _status(event, first)
+                        yield _enlarged(frame), _status(event, first)
                 elif isinstance(event, Failed):
                     raise gr.Error(event.message)
                 elif isinstance(event, Result):
