@@ -3,6 +3,7 @@ windows of long streams against the renderer's long clips and the bidirectional 
 
     python bench/stream.py speed --model ~/models/toyworld-causal [--minutes 10]
     python bench/stream.py quality --rows "causal=~/models/toyworld-causal" ["Re-DMD=DIR" ...]
+                           ["retimed=DIR#retime" ...]
                            [--prompts 32 --seeds 2 --seconds 60 --switch-at 10]
 
 speed: one stream through `engine.stream.play` (what `rushes stream` and the studio run), batch 1,
@@ -18,7 +19,8 @@ length, comparable with the 4-step student's fresh clips of the same prompts and
 ten seconds and the last ten. Switch streams run the prompt of clip i for `--switch-at` seconds,
 then clip i+1's, with the cache rebuilt under the new prompt (KV re-cache, the default) and
 without; the window two chunks after the switch, and the ten seconds from there, are set beside
-a fresh stream of clip i+1. The renderer's long clip of each prompt (render_long: movers
+a fresh stream of clip i+1. A row's folder may end in `#retime` or `#no-retime`: its window's retime overridden (cache.py) for
+that row. The renderer's long clip of each prompt (render_long: movers
 wrap at the edges, grow and shrink repeat) is the ground truth, read the same way: a window where
 an object wraps reads wrong even there, so the spans are compared with the ground truth's spans.
 """
@@ -26,6 +28,7 @@ an object wraps reads wrong even there, so the spans are compared with the groun
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import statistics
 import time
@@ -36,6 +39,7 @@ import torch
 
 from engine import loading, schedule
 from engine.requests import StreamRequest
+from engine.stream.causal import CausalWan
 from engine.stream.play import causal_student, play
 from engine.stream.sampler import stream_chunks
 from engine.toyworld import eval_reader, judge, minibench
@@ -43,6 +47,7 @@ from engine.toyworld.render import render_long, sample_clip
 
 WINDOW = 17  # frames of a MiniBench clip
 SPAN_S = 10  # seconds of windows in a span
+RETIME = {"": None, "retime": True, "no-retime": False}  # a row's FOLDER#HOW: the window's retime overridden
 READERS = {"judge": judge.score, "reader": eval_reader.score}
 
 
@@ -87,9 +92,13 @@ def _window_scores(clip: np.ndarray, spec, starts: list[int]) -> dict[str, dict[
     return out
 
 
-def _streams(loaded, prompts: list[list[str]], chunks: int, seed: int, recache: bool = True) -> np.ndarray:
-    """Streams side by side: `prompts[i]` is stream i's prompt per chunk; uint8 [N, frames, H, W, 3]."""
+def _streams(loaded, prompts: list[list[str]], chunks: int, seed: int, recache: bool = True,
+             retime: bool | None = None) -> np.ndarray:
+    """Streams side by side: `prompts[i]` is stream i's prompt per chunk; uint8 [N, frames, H, W, 3].
+    `retime` overrides the window's setting (None: the model's)."""
     causal, timesteps = causal_student(loaded)
+    if retime is not None:
+        causal = CausalWan(causal.transformer, dataclasses.replace(causal.window, retime=retime))
     info = loaded.info
     c, _, h, w = loaded.codec.latent_shape(info.frames, info.height, info.width)
     sigmas = schedule.student_sigmas(timesteps, info.shift).tolist()
@@ -146,6 +155,10 @@ def quality(args) -> None:
     fps_frames = None
     student_rows, tables, diffs = {}, [], []
     for label, folder in rows:
+        folder, _, how = folder.partition("#")
+        if how not in RETIME:
+            raise SystemExit(f"row {label!r}: after '#' give one of {', '.join(k for k in RETIME if k)}, got {how!r}")
+        retime = RETIME[how]
         loaded = loading.load(str(Path(folder).expanduser()))
         fps = loaded.info.fps
         chunk_frames = causal_student(loaded)[0].window.chunk
@@ -164,12 +177,13 @@ def quality(args) -> None:
             captions = [c for _, c in items]
             began = time.perf_counter()
             plain = [[c] for c in captions for _ in range(args.seeds)]
-            clips = np.concatenate([_streams(loaded, plain[i:i + args.batch], chunks, seed=1000 + i)
+            clips = np.concatenate([_streams(loaded, plain[i:i + args.batch], chunks, seed=1000 + i,
+                                             retime=retime)
                                     for i in range(0, len(plain), args.batch)])
             nxt = [(i + 1) % len(items) for i in range(len(items))]
             switched = [[captions[i]] * switch + [captions[nxt[i]]] for i in range(len(items)) for _ in range(args.seeds)]
             switch_clips = {recache: np.concatenate([_streams(loaded, switched[i:i + args.batch], switch_chunks,
-                                                              seed=2000 + i, recache=recache)
+                                                              seed=2000 + i, recache=recache, retime=retime)
                                                      for i in range(0, len(switched), args.batch)])
                             for recache in (True, False)}
             made_s = time.perf_counter() - began

@@ -163,6 +163,50 @@ def test_a_new_prompt_rebuilds_the_cache_under_it_and_nothing_else_does():
     assert all((a - b).abs().max() > 1e-5 for a, b in zip(on[4:], off[4:]))  # the cache now speaks the new prompt
 
 
+def test_retime_writes_each_kept_chunk_at_the_slot_it_sits_in():
+    # frame-time channels that matter: a chunk's keys then depend on the slot it was written at
+    net = widen_inputs(tiny_transformer(), 3)
+    torch.nn.init.normal_(net.patch_embedding.weight, std=0.2)
+    clip, text = _clip(7), _text()
+
+    def kept_cache(retime: bool) -> tuple[KVCache, list[torch.Tensor]]:
+        causal = CausalWan(net.eval(), Window(chunk=1, sink=1, recent=2, retime=retime))
+        cache, kept = causal.new_cache(), []
+        with torch.no_grad():
+            for i in range(7):
+                causal.keep(clip[:, :, i:i + 1], kept, text, cache)
+        return cache, kept
+
+    retimed, kept = kept_cache(True)
+    plain, kept_plain = kept_cache(False)
+    assert [k.sum() for k in kept] == [clip[:, :, i].sum() for i in (0, 5, 6)] == [k.sum() for k in kept_plain]
+    # what a fresh stream of the sink and the two recent chunks would have cached, slot by slot
+    _, fresh = _stream(CausalWan(net.eval(), Window(chunk=1, sink=1, recent=2)), torch.cat(kept, dim=2), text)
+    for block in range(len(fresh.entries)):
+        for (k, v), (fk, fv) in zip(retimed.entries[block], fresh.entries[block]):
+            torch.testing.assert_close((k, v), (fk, fv))
+    assert (plain.entries[0][2][0] - fresh.entries[0][2][0]).abs().max() > 1e-4  # without: the last slot's time stays
+    assert (plain.written, retimed.written) == (7, 7 + 4)  # chunks 3-6 rolled the window: one more write each
+
+
+def test_retime_changes_nothing_until_the_window_rolls():
+    from engine.stream.sampler import stream_chunks
+
+    net = widen_inputs(tiny_transformer(), 3)
+    torch.nn.init.normal_(net.patch_embedding.weight, std=0.2)
+
+    def run(retime: bool) -> list[torch.Tensor]:
+        causal = CausalWan(net.eval(), Window(chunk=1, sink=1, recent=1, retime=retime))  # 3 slots
+        return [x for _, x in stream_chunks(causal, [1.0, 0.5], lambda i: _text(0), (4, 4, 4),
+                                            torch.Generator().manual_seed(9), chunks=6)]
+
+    on, off = run(True), run(False)
+    torch.testing.assert_close(on[:3], off[:3])  # chunk 3 is the first made over a rolled window
+    assert all((a - b).abs().max() > 1e-5 for a, b in zip(on[3:], off[3:]))
+    with pytest.raises(TypeError, match="retime must be true or false, got 'yes'"):
+        Window(retime="yes")
+
+
 def test_streams_made_side_by_side_do_not_see_each_other():
     from engine.stream.sampler import stream_chunks
 
@@ -195,6 +239,11 @@ def test_a_rollout_past_the_window_keeps_a_graph_only_where_the_loss_scores():
     assert any(p.grad is not None and p.grad.abs().max() > 0 for p in network.parameters())
     again = rollout(causal, noise, [1.0, 0.5], _text(0), 1, torch.Generator().manual_seed(2))
     torch.testing.assert_close(again.detach(), x.detach())  # where the graph is kept changes no value
+    switched = rollout(causal, noise, [1.0, 0.5], _text(0), 1, torch.Generator().manual_seed(2), switch=(3, _text(1)))
+    torch.testing.assert_close(switched[:, :, :3].detach(), x[:, :, :3].detach())  # the same until the switch
+    assert (switched[:, :, 3:] - x[:, :, 3:]).abs().min() > 0
+    with pytest.raises(ValueError, match="switches its prompt at chunk 1 to 4, got 5"):
+        rollout(causal, noise, [1.0, 0.5], _text(0), 1, torch.Generator(), switch=(5, _text(1)))
 
 
 def test_re_dmd_weights_keep_mean_one_and_beta_zero_is_plain_dmd():
@@ -232,8 +281,11 @@ def test_a_causal_student_distils_in_two_phases_and_resumes(tiny_folder):
     trained = events[-1].value.network.state_dict()
     assert any((trained[k] - start[k].float()).abs().max() > 0 for k in start)
     assert checkpoint.latest(work)[0] == 4
-    more = list(train(CausalConfig(**cfg.to_dict() | {"dmd_steps": 3}), loaded, work, TOYWORLD, init_student=2))
+    # the next update on a switching rollout past a retimed window (every such option in one update)
+    more = list(train(CausalConfig(**cfg.to_dict() | {"dmd_steps": 3, "switch_share": 1.0, "retime": True,
+                                                       "rollout_chunks": 5}), loaded, work, TOYWORLD, init_student=2))
     assert [(e.stage, e.step) for e in more if isinstance(e, Progress) and e.stage == "dmd"] == [("dmd", 3)]
+    assert isinstance(more[-1], Result) and np.isfinite(more[-2].metrics["vsd_loss"])
     assert checkpoint.latest(work)[0] == 5
 
 

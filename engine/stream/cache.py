@@ -12,6 +12,14 @@ the positions a network was trained on (Wan's 3D RoPE holds `rope_max_seq_len` f
 frame-time channel spans one clip). Keys are cached before RoPE and rotated for their slot at
 every read. Until the window is full a stream is laid out exactly like the start of one clip;
 after that, every new chunk takes the last slot.
+
+A chunk's keys and values also carry the frame time it was made at (a network with position
+channels reads it at its input, so it reaches every block). Without `retime` a chunk made in the
+last slot keeps that slot's time when it moves down the window, so past the first window every
+recent chunk says "the clip's last frames". With `retime` the recent chunks are run again at their
+new slots each time the window rolls (one more clean pass per chunk for each recent chunk beyond
+the first), so every window reads like one clip: the sink, then the recent chunks and the new one
+at the times of their slots (docs/experiments/live-stream.md, section 5).
 """
 
 from __future__ import annotations
@@ -28,8 +36,11 @@ class Window:
     chunk: int = 4  # latent frames per chunk
     sink: int = 1  # first chunks of the stream every later chunk attends to
     recent: int = 2  # chunks before the current one it attends to, besides the sink
+    retime: bool = False  # re-run the recent chunks at their new slots when the window rolls
 
     def __post_init__(self):
+        if not isinstance(self.retime, bool):
+            raise TypeError(f"window retime must be true or false, got {self.retime!r}")
         for name in ("chunk", "sink", "recent"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < (1 if name == "chunk" else 0):
@@ -67,7 +78,7 @@ class KVCache:
     def __init__(self, window: Window, blocks: int):
         self.window = window
         self.entries: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in range(blocks)]
-        self.written = 0  # chunks written so far (the stream's length in chunks)
+        self.written = 0  # chunk writes so far (a retime's writes again count too)
 
     @property
     def kept(self) -> int:
@@ -90,6 +101,12 @@ class KVCache:
             del kept[self.window.sink]
         if block == len(self.entries) - 1:
             self.written += 1
+
+    def truncate(self, chunks: int) -> None:
+        """Keep only the first `chunks` chunks in view (e.g. the sink, before the recent chunks are
+        written again)."""
+        for block in self.entries:
+            del block[chunks:]
 
     def nbytes(self) -> int:
         return sum(k.numel() * k.element_size() + v.numel() * v.element_size()

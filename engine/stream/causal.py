@@ -152,6 +152,33 @@ class CausalWan:
         x_in = network_inputs(x, self.transformer, frame_times=self.window.frame_times(slot))
         return self._run(x_in, sigma, text, state)
 
+    def keep(self, x0: torch.Tensor, kept: list[torch.Tensor], text: torch.Tensor, cache: KVCache) -> None:
+        """A clean chunk x0 [B, C, chunk, h, w] just made joins the stream's context: `kept` (the
+        clean chunks the cache holds, in slot order) and the cache, the oldest chunk after the sink
+        leaving both past the window. With the window's `retime`, a chunk made in the last slot
+        rolls the window: the recent chunks are written again at their new slots (cache.py)."""
+        window = self.window
+        rolled = cache.kept == window.sink + window.recent
+        kept.append(x0)
+        if len(kept) > window.sink + window.recent:
+            del kept[window.sink]
+        b = x0.shape[0]
+        if window.retime and rolled and window.recent:
+            cache.truncate(window.sink)
+            for latents in kept[window.sink:]:
+                self.chunk_velocity(latents, torch.zeros(b), text, cache, write=True)
+        else:
+            self.chunk_velocity(x0, torch.zeros(b), text, cache, write=True)
+
+    def rebuild(self, kept: list[torch.Tensor], text: torch.Tensor) -> KVCache:
+        """A new cache holding the kept clean chunks (in slot order) written again under `text`:
+        LongLive's KV re-cache on a prompt switch. A cached chunk's keys and values past the first
+        block carry the prompt it was made under (through cross-attention)."""
+        cache = self.new_cache()
+        for latents in kept:
+            self.chunk_velocity(latents, torch.zeros(latents.shape[0]), text, cache, write=True)
+        return cache
+
     def clip_velocity(self, x: torch.Tensor, sigma: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """v prediction (float32) for a whole clip x [B, C, T, h, w] (T a multiple of the chunk,
         at most the window's frames), every chunk seeing itself and the chunks before it; sigma

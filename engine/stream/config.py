@@ -18,6 +18,8 @@ class CausalConfig:
     sink: int = setting(1, "first chunks every later chunk attends to (the attention sink)", low=0, high=16, flag=True)
     recent: int = setting(2, "chunks before the current one it attends to, besides the sink", low=0, high=64,
                           flag=True)
+    retime: bool = setting(False, "when the window rolls, run the recent chunks again at their new slots, so their "
+                                  "frame time is their slot's (docs/experiments/live-stream.md, section 5)", flag=True)
     student_steps: int = setting(4, "student steps per chunk, evenly spaced: 4 -> 1000,750,500,250", low=1, high=8,
                                  flag=True)
     ode_steps: int = setting(200, "updates regressing the rollout on teacher ODE pairs first (CausVid's "
@@ -28,6 +30,10 @@ class CausalConfig:
                                      "a length from the window's slots to N chunks and the DMD terms score its last "
                                      "window, so training sees the rolled cache a long stream runs on (measured worse "
                                      "at 8 on toyworld: docs/experiments/live-stream.md)", low=0, flag=True)
+    switch_share: float = setting(0.0, "share of DMD rollouts whose prompt switches inside the scored window (at a "
+                                       "chunk drawn from 1 to the window's slots - 1, the cache rebuilt as a stream's "
+                                       "is); those windows are scored under the new prompt and only the chunks made "
+                                       "under it learn (LongLive's training on switches)", low=0, high=1, flag=True)
     batch: int = setting(4, "rollouts per update", low=1)
     lr: float = setting(5e-5, "student learning rate")
     fake_lr: float = setting(1e-4, "fake score learning rate")
@@ -49,7 +55,7 @@ class CausalConfig:
     seed: int = setting(0, "seed of the run's noise and prompt draws", low=0)
 
     def __post_init__(self):
-        window = Window(self.chunk, self.sink, self.recent)  # names a bad window field
+        window = self.window  # names a bad window field
         if 0 < self.rollout_chunks < window.slots:
             raise ValueError(f"rollout_chunks must be 0 (one window) or at least the window's {window.slots} slots "
                              f"(sink + recent + 1), got {self.rollout_chunks}")
@@ -63,7 +69,7 @@ class CausalConfig:
 
     @property
     def window(self) -> Window:
-        return Window(self.chunk, self.sink, self.recent)
+        return Window(self.chunk, self.sink, self.recent, self.retime)
 
     @property
     def steps(self) -> int:

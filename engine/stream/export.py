@@ -35,7 +35,8 @@ def add_causal_student(folder: Path, network, window: Window, timesteps: list[in
 
     info_path = folder / "rushes.json"
     info = json.loads(info_path.read_text())
-    entry = {"timesteps": list(timesteps), "chunk": window.chunk, "sink": window.sink, "recent": window.recent}
+    entry = {"timesteps": list(timesteps), "chunk": window.chunk, "sink": window.sink, "recent": window.recent,
+             "retime": window.retime}
     report = {}
     if rank is None:
         write_folder(folder / WHOLE, lambda tmp: copy.deepcopy(network).to(torch.bfloat16).save_pretrained(

@@ -39,7 +39,8 @@ def causal_student(loaded: LoadedModel) -> tuple[CausalWan, list[int]]:
         raise ValueError(f"model {loaded.info.name!r} has no causal student to stream with; distil one with "
                          f"`rushes distill-stream --model {loaded.info.name} --out DIR`")
     network, entry = loaded.stream
-    return CausalWan(network, Window(entry["chunk"], entry["sink"], entry["recent"])), list(entry["timesteps"])
+    return CausalWan(network, Window(entry["chunk"], entry["sink"], entry["recent"],
+                                       entry.get("retime", False))), list(entry["timesteps"])
 
 
 def play(loaded: LoadedModel, req: StreamRequest, stop: Callable[[], bool] = lambda: False,

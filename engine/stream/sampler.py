@@ -41,23 +41,17 @@ def stream_chunks(causal: CausalWan, sigmas: list[float], text_for: Callable[[in
         raise ValueError(f"a stream batch holds at least one stream, got {batch}")
     shape = (batch, channels, causal.window.chunk, h, w)
     index, kept, last_text = 0, [], None  # kept: the clean chunks the cache holds, in slot order
-    window = causal.window
     with torch.no_grad():
         while (chunks is None or index < chunks) and not stop():
             text = text_for(index)
             if recache and kept and not torch.equal(text, last_text):
-                cache = causal.new_cache()
-                for latents in kept:
-                    causal.chunk_velocity(latents, torch.zeros(batch), text, cache, write=True)
+                cache = causal.rebuild(kept, text)
             last_text = text
             x = add_noise(torch.zeros(shape, device=causal.device), noise_like(shape, generator, causal.device), sigmas[0])
             for k, s in enumerate(sigmas):
                 x0 = causal.chunk_x0(x, torch.full((batch,), s), text, cache)
                 if k + 1 < len(sigmas):
                     x = add_noise(x0, noise_like(shape, generator, x0.device), sigmas[k + 1])
-            causal.chunk_velocity(x0, torch.zeros(batch), text, cache, write=True)
-            kept.append(x0)
-            if len(kept) > window.sink + window.recent:  # as the cache drops it (KVCache.append)
-                del kept[window.sink]
+            causal.keep(x0, kept, text, cache)
             yield index, x0
             index += 1

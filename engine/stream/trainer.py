@@ -11,7 +11,10 @@ clips the student makes the way a stream makes them (engine/stream/rollout.py):
    `rollout_chunks`, of a length drawn from the window's slots to it: past the window the cache
    rolls as a long stream's does) have their last window scored by DMD2's distribution matching against the teacher (engine/distill/dmd.py: the
    fake score tracks those windows, L_VSD pulls them toward the teacher's distribution). With a reward set, each rollout's term is weighted
-   by Re-DMD's B * softmax(beta * r) (Reward Forcing; engine/distill/vsd.py).
+   by Re-DMD's B * softmax(beta * r) (Reward Forcing; engine/distill/vsd.py). With
+   `switch_share`, that share of rollouts changes prompt inside the scored window (the cache
+   rebuilt under the new one, as a stream's is) and the window is scored under the new prompt,
+   only the chunks made under it learning (LongLive trains on switches the same way).
 
 The teacher scores whole windows bidirectionally; the fake score is a bidirectional copy of it.
 The loop is engine/loop.py's; checkpoints hold the student, its EMA, the fake score and both
@@ -140,7 +143,14 @@ class CausalTrainer:
             chunks = window.slots if not cfg.rollout_chunks else int(rng.integers(window.slots, cfg.rollout_chunks + 1))
             c, frames, h, w = self.latent_shape
             noise = torch.randn((b, c, chunks * window.chunk, h, w), generator=gen)
-            x = rollout(self.causal, noise, self.sigmas, text, exit_step, gen, grad_chunks=window.slots)
+            switch, graded = None, window.slots
+            if cfg.switch_share and rng.random() < cfg.switch_share:
+                at = int(rng.integers(1, window.slots))  # the scored window's first chunk under the new prompt
+                captions = [self.prompts[i] for i in rng.integers(len(self.prompts), size=b)]
+                switch, graded = (chunks - window.slots + at, self.loaded.text.encode(captions).float()), window.slots - at
+            x = rollout(self.causal, noise, self.sigmas, text, exit_step, gen, grad_chunks=graded, switch=switch)
+            if switch is not None:
+                text = switch[1]  # the window is scored under the prompt it switched to
             x = x[:, :, -frames:]  # the last window: what the teacher and the fake score judge
             shift = self.loaded.info.shift
             logs = dmd.fake_score_updates(self.fake, x, text, shift, cfg.fake_updates, gen,
