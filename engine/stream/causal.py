@@ -162,22 +162,24 @@ class CausalWan:
         kept.append(x0)
         if len(kept) > window.sink + window.recent:
             del kept[window.sink]
-        b = x0.shape[0]
         if window.retime and rolled and window.recent:
             cache.truncate(window.sink)
-            for latents in kept[window.sink:]:
-                self.chunk_velocity(latents, torch.zeros(b), text, cache, write=True)
+            self._write(kept[window.sink:], text, cache)
         else:
-            self.chunk_velocity(x0, torch.zeros(b), text, cache, write=True)
+            self._write([x0], text, cache)
 
     def rebuild(self, kept: list[torch.Tensor], text: torch.Tensor) -> KVCache:
         """A new cache holding the kept clean chunks (in slot order) written again under `text`:
         LongLive's KV re-cache on a prompt switch. A cached chunk's keys and values past the first
         block carry the prompt it was made under (through cross-attention)."""
         cache = self.new_cache()
-        for latents in kept:
-            self.chunk_velocity(latents, torch.zeros(latents.shape[0]), text, cache, write=True)
+        self._write(kept, text, cache)
         return cache
+
+    def _write(self, chunks: list[torch.Tensor], text: torch.Tensor, cache: KVCache) -> None:
+        """Clean chunks run at noise level 0, in order, each joining the cache in the next slot."""
+        for latents in chunks:
+            self.chunk_velocity(latents, torch.zeros(latents.shape[0]), text, cache, write=True)
 
     def clip_velocity(self, x: torch.Tensor, sigma: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """v prediction (float32) for a whole clip x [B, C, T, h, w] (T a multiple of the chunk,
