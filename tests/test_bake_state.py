@@ -91,3 +91,16 @@ def test_after_a_snapshot_resume_the_lr_ramps_up_again():
                                          resume_warmup=4)
     assert [teacher_bake._lr(cfg, s, rewarm_from=50) for s in range(50, 55)] == [0.25, 0.5, 0.75, 1.0, 1.0]
     assert teacher_bake._lr(cfg, 50) == 1.0  # an exact resume keeps the schedule
+
+
+def test_a_machine_that_baked_no_teacher_goes_on_from_the_shipped_one():
+    from engine import paths
+    from engine.toyworld import bake
+
+    scratch = bake.teacher_scratch()  # RUSHES_HOME is a fresh folder here
+    shipped = teacher_bake.bake_record(paths.TOYWORLD)["teacher"]
+    assert teacher_bake.bake_record(scratch)["teacher"] == shipped
+    assert (scratch / "transformer" / "config.json").read_text() == (paths.TOYWORLD / "transformer" / "config.json").read_text()
+    record = teacher_bake.bake_record(scratch) | {"teacher": {"step": shipped["step"] + 5}}
+    (scratch / "bake.json").write_text(json.dumps(record))  # a bake that went on here
+    assert teacher_bake.bake_record(bake.teacher_scratch())["teacher"]["step"] == shipped["step"] + 5

@@ -59,3 +59,77 @@ def test_bad_causal_settings_are_refused_naming_them(settings, match):
 
     with pytest.raises(ValueError, match=match):
         CausalConfig(**settings)
+
+
+def _tiny_causal(window):
+    from engine.stream.causal import CausalWan
+    from tests.conftest import tiny_transformer
+
+    return CausalWan(tiny_transformer(), window)
+
+
+def test_the_continuation_term_sees_the_past_a_stream_would_and_nothing_after():
+    from engine.stream.cache import Window
+    from engine.stream.continuation import continuation_loss
+
+    causal = _tiny_causal(Window(chunk=1, sink=1, recent=1))
+    g = torch.Generator().manual_seed(0)
+    clips, text = torch.randn(2, 4, 6, 4, 4, generator=g), torch.randn(2, 3, 384, generator=g)
+
+    def loss(x, at=3):
+        value, logs = continuation_loss(causal, x, text, at, 0.5, torch.Generator().manual_seed(1))
+        assert logs["continuation_chunk"] == at
+        return value
+
+    base = loss(clips)
+    later = clips.clone()
+    later[:, :, 4:] += 1.0  # the chunks after the one being fitted
+    torch.testing.assert_close(loss(later), base)
+    for changed in (0, 2):  # the sink, and the recent chunk in view
+        past = clips.clone()
+        past[:, :, changed] += 1.0
+        assert (loss(past) - base).abs() > 1e-6, changed
+    rolled = clips.clone()
+    rolled[:, :, 1] += 1.0  # left the window, but its keys shaped the recent chunk's (made over it)
+    assert (loss(rolled) - base).abs() > 1e-6
+    base.backward()
+    assert all(p.grad is not None for p in causal.network.proj_out.parameters())
+    for at in (0, 6):
+        with pytest.raises(ValueError, match=f"chunk 1 to 5 of a 6-chunk clip, got {at}"):
+            loss(clips, at)
+
+
+def test_a_toyworld_pool_longer_than_a_clip_holds_the_worlds_long_clips():
+    from engine.toyworld.latents import LatentPool
+    from engine.toyworld.render import render, render_long, sample_clip
+
+    spec, _ = sample_clip("train", 3)
+    long = LatentPool(None, None, frames=40, size=16)
+    np.testing.assert_array_equal(long.render(spec), render_long(spec, 40, 16))
+    np.testing.assert_array_equal(LatentPool(None, None, frames=17, size=16).render(spec), render(spec, 17, 16))
+    with pytest.raises(ValueError, match="reversed pairs need clips of at most 17 frames, got frames=40"):
+        LatentPool(None, None, frames=40, reversed_pairs=True)
+
+
+def test_a_causal_distillation_with_the_continuation_term_fits_long_clips(tiny_folder):
+    from engine import loading
+    from engine.data import PromptFile
+    from engine.events import Progress, Result
+    from engine.stream.config import CausalConfig
+    from engine.stream.trainer import train
+    from tests.conftest import TOYWORLD, TRAIN_PROMPTS
+
+    loaded = loading.load(str(tiny_folder))
+    cfg = CausalConfig(chunk=1, sink=1, recent=1, student_steps=2, ode_steps=0, dmd_steps=2, batch=2,
+                       fake_updates=1, continuation_weight=1.0, continuation_chunks=5, continuation_clips=4)
+    events = list(train(cfg, loaded, tiny_folder.parent / "causal-long", TOYWORLD, init_student=2))
+    assert isinstance(events[-1], Result), events[-1]
+    logs = [e.metrics for e in events if isinstance(e, Progress) and e.stage == "dmd"]
+    assert len(logs) == 2 and all(np.isfinite(m["continuation_loss"]) and 1 <= m["continuation_chunk"] <= 4
+                                  for m in logs)
+    assert events[-1].value.long_pool.latents.shape[2] >= 5
+    listed = tiny_folder.parent / "causal-prompts.txt"
+    listed.write_text("\n".join(TRAIN_PROMPTS))
+    prompts_only = PromptFile(listed)
+    with pytest.raises(ValueError, match="continuation_weight 1.0 needs real clips"):
+        list(train(cfg, loaded, tiny_folder.parent / "causal-none", prompts_only, init_student=2))

@@ -34,6 +34,15 @@ class CausalConfig:
                                        "chunk drawn from 1 to the window's slots - 1, the cache rebuilt as a stream's "
                                        "is); those windows are scored under the new prompt and only the chunks made "
                                        "under it learn (LongLive's training on switches)", low=0, high=1, flag=True)
+    continuation_weight: float = setting(0.0, "weight of the continuation term (engine/stream/continuation.py): the "
+                                              "student's chunk regressed onto ground-truth long clips given their past, "
+                                              "added to every update; needs a data source with real clips; 0 = off",
+                                         low=0, flag=True)
+    continuation_chunks: int = setting(24, "chunks of a ground-truth long clip; the term fits chunk 1 to this - 1 "
+                                           "(toyworld: a mover leaves by one edge and is back in by ~16)", low=2,
+                                       flag=True)
+    continuation_clips: int = setting(256, "ground-truth long clips kept encoded for the term (one new per update)",
+                                      low=1)
     batch: int = setting(4, "rollouts per update", low=1)
     lr: float = setting(5e-5, "student learning rate")
     fake_lr: float = setting(1e-4, "fake score learning rate")

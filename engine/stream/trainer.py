@@ -16,6 +16,10 @@ clips the student makes the way a stream makes them (engine/stream/rollout.py):
    rebuilt under the new one, as a stream's is) and the window is scored under the new prompt,
    only the chunks made under it learning (LongLive trains on switches the same way).
 
+With `continuation_weight`, every update of either phase also fits the student's chunks of
+ground-truth long clips given their true past (engine/stream/continuation.py): what a stream does
+after its first window, which the teacher, trained on single clips, cannot say.
+
 The teacher scores whole windows bidirectionally; the fake score is a bidirectional copy of it.
 The loop is engine/loop.py's; checkpoints hold the student, its EMA, the fake score and both
 optimisers.
@@ -41,6 +45,7 @@ from engine.events import Failed, Progress, Result
 from engine.model import FlowModel
 from engine.stream.causal import CausalWan
 from engine.stream.config import CausalConfig
+from engine.stream.continuation import continuation_loss
 from engine.stream.rollout import rollout
 
 if TYPE_CHECKING:
@@ -75,8 +80,29 @@ class CausalTrainer:
         if cfg.reward:
             from engine.reward import builtin
             self.reward = builtin.get(cfg.reward)
+        self.long_pool = None
+        if cfg.continuation_weight:
+            self.long_pool = self._long_pool(data)
         self.pairs: dict | None = None
         self.step = 0
+
+    def _long_pool(self, data: DataSource):
+        """The data source's clips as long as `continuation_chunks` chunks (its long clips)."""
+        cfg, info, codec = self.cfg, self.loaded.info, self.loaded.codec
+        latent_frames = cfg.continuation_chunks * cfg.chunk
+        frames = next(f for f in range(1, 64 * latent_frames)
+                      if codec.latent_shape(f, info.height, info.width)[1] >= latent_frames)
+        pool = data.pool(codec, self.loaded.text, capacity=cfg.continuation_clips, seed=cfg.seed * 1000 + 7,
+                         frames=frames, size=min(info.height, info.width)) if data.has_clips else None
+        if pool is None:
+            raise ValueError(f"continuation_weight {cfg.continuation_weight} needs real clips, and the data source "
+                             f"{data.name!r} has none (give a folder of clips, or set continuation_weight 0)")
+        return pool
+
+    def fill_pool(self) -> None:
+        """The long-clip pool as it was at `self.step` (the same clips a run without a break holds)."""
+        if self.long_pool is not None:
+            self.long_pool.fast_forward(self.cfg.continuation_clips + self.step)
 
     # --- state -------------------------------------------------------------------------
     def state(self) -> dict:
@@ -164,6 +190,15 @@ class CausalTrainer:
                                        cfg.vsd_guidance, shift, gen, cfg.vsd_min_level, cfg.vsd_max_level,
                                        weights=weights)
             logs |= vlogs
+        if self.long_pool is not None:
+            self.long_pool.add(1)
+            clips, states, _ = self.long_pool.batch(b, rng)
+            frames = cfg.continuation_chunks * cfg.chunk
+            at = int(rng.integers(1, cfg.continuation_chunks))
+            sigma = self.sigmas[int(rng.integers(len(self.sigmas)))]
+            cont, clogs = continuation_loss(self.causal, clips[:, :, :frames], states.float(), at, sigma, gen)
+            loss = loss + cfg.continuation_weight * cont
+            logs |= clogs
         self._apply(loss, "student", self.opt)
         logs["student_loss"] = loss.item()
         with torch.no_grad():
@@ -187,6 +222,7 @@ def train(cfg: CausalConfig, loaded: LoadedModel, work: Path, data: DataSource, 
     if trainer.step > cfg.steps:
         yield Failed(f"the run in {work} has already made {trainer.step} updates, more than the {cfg.steps} asked for")
         return
+    trainer.fill_pool()
     if cfg.ode_steps and trainer.step < cfg.ode_steps:
         for event in trainer.prepare_pairs():
             if should_stop():

@@ -128,10 +128,19 @@ CURVE_PROMPTS, CURVE_SEEDS = 16, 2  # per split, at each of the teacher bake's e
 
 
 def teacher_scratch() -> Path:
-    """Where the teacher stage exports while it trains: a pipeline folder with the shipped VAE."""
+    """Where the teacher stage exports while it trains: a pipeline folder with the shipped VAE. On a
+    machine that has not baked a teacher it starts with the shipped one, so that `--resume` of a
+    lengthened schedule goes on from the shipped step (the newest snapshot, when committed, wins)."""
+    from engine.toyworld.teacher_bake import bake_record
+
     scratch = paths.home() / "bake" / "teacher-export"
     if not (scratch / "vae" / "config.json").exists():
         shutil.copytree(paths.TOYWORLD / "vae", scratch / "vae", dirs_exist_ok=True)
+    shipped = bake_record(paths.TOYWORLD)
+    if "teacher" not in bake_record(scratch) and "teacher" in shipped:
+        shutil.copytree(paths.TOYWORLD / "transformer", scratch / "transformer", dirs_exist_ok=True)
+        record = {k: shipped[k] for k in ("vae", "teacher") if k in shipped}
+        (scratch / "bake.json").write_text(json.dumps(record, indent=2))
     return scratch
 
 

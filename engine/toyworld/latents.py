@@ -13,6 +13,10 @@ their time-reversed latents (exact: the VAE codes frames one by one) under those
 
 With `motions`, the pool keeps only the stream's clips whose every object moves in one of those
 ways (a narrower world, e.g. left/right only, to test what a fresh network can learn).
+
+A pool of clips longer than one (`frames` > render.CLIP_FRAMES) holds the world's long clips, the
+ground truth of a stream: what a causal student's continuation term learns from
+(engine/stream/continuation.py).
 """
 
 from __future__ import annotations
@@ -23,13 +27,15 @@ import torch
 from engine.codec import VideoCodec
 from engine.textenc import TextEncoder
 from engine.toyworld import world
-from engine.toyworld.render import caption, render, reversed_clip, sample_clip
+from engine.toyworld.render import CLIP_FRAMES, caption, render, render_long, reversed_clip, sample_clip
 
 
 class LatentPool:
     def __init__(self, codec: VideoCodec, text: TextEncoder, split: str = "train",
                  capacity: int = 12000, seed: int = 0, frames: int = 17, size: int = 64, train_words: bool = False,
                  reversed_pairs: bool = False, motions: tuple[str, ...] | None = None):
+        if reversed_pairs and frames > CLIP_FRAMES:
+            raise ValueError(f"reversed pairs need clips of at most {CLIP_FRAMES} frames, got frames={frames}")
         if motions is not None and not (motions and set(motions) <= set(world.MOTIONS)):
             raise ValueError(f"LatentPool motions must be a non-empty subset of {world.MOTIONS}, got {motions!r}")
         self.motions = motions
@@ -64,7 +70,7 @@ class LatentPool:
     def add(self, count: int) -> None:
         """Render, encode and store the next `count` clips of the pool's stream."""
         specs = [self._clip(self.added + i) for i in range(count)]
-        videos = np.stack([render(spec, self.frames, self.clip_size) for spec, _ in specs])  # [n, T, H, W, 3]
+        videos = np.stack([self.render(spec) for spec, _ in specs])  # [n, T, H, W, 3]
         captions = [caption for _, caption in specs]
         z = self.codec.encode(videos)
         states = self.text.encode(captions).half().cpu()
@@ -90,6 +96,14 @@ class LatentPool:
             self.added += 1
         self.slots = sorted(filled)
         self.size = len(self.slots)
+
+    def render(self, spec) -> np.ndarray:
+        """A clip of the pool's length: the clip itself up to CLIP_FRAMES frames, past that the
+        world's long clip (its motion going on at the clip's pace, movers wrapping at the edges;
+        render.render_long), as a longer span of a real video would."""
+        if self.frames > CLIP_FRAMES:
+            return render_long(spec, self.frames, self.clip_size)
+        return render(spec, self.frames, self.clip_size)
 
     def _pair(self, j: int, spec) -> tuple[str, str] | None:
         """(caption of clip j, caption of it played backwards) from one random stream, or None
