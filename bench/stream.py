@@ -5,6 +5,7 @@ windows of long streams against the renderer's long clips and the bidirectional 
     python bench/stream.py quality --rows "causal=~/models/toyworld-causal" ["Re-DMD=DIR" ...]
                            ["retimed=DIR#retime" ...]
                            [--prompts 32 --seeds 2 --seconds 60 --switch-at 10]
+    python bench/stream.py continuation --rows "shipped=assets/toyworld" "LABEL=DIR" ... [--clips 16]
 
 speed: one stream through `engine.stream.play` (what `rushes stream` and the studio run), batch 1,
 for `--minutes`: time to the first decoded chunk, the median chunk cost (make + decode) in the
@@ -23,6 +24,12 @@ a fresh stream of clip i+1. A row's folder may end in `#retime` or `#no-retime`:
 that row. The renderer's long clip of each prompt (render_long: movers
 wrap at the edges, grow and shrink repeat) is the ground truth, read the same way: a window where
 an object wraps reads wrong even there, so the spans are compared with the ground truth's spans.
+
+continuation: how well each row's causal student says what comes next in the renderer's long clips
+(train-split specs, a seed no training run uses): the continuation term's mean squared error
+(engine/stream/continuation.py: the chunk's x0 estimate, the cache holding the clip's true past)
+at each of the student's levels, for chunks 2, 6, 12 and 20, beside "the last frame held" (the
+clip's last true frame repeated: what a stream that stops would draw).
 """
 
 from __future__ import annotations
@@ -246,6 +253,37 @@ def quality(args) -> None:
 _ENGINE = None
 
 
+CONTINUATION_CHUNKS = (2, 6, 12, 20)
+
+
+def continuation(args) -> None:
+    from engine.stream.continuation import continuation_loss
+    from engine.toyworld.latents import LatentPool
+
+    rows = [r.rpartition("=")[::2] for r in args.rows]
+    first = loading.load(str(Path(rows[0][1]).expanduser()))
+    chunk = causal_student(first)[0].window.chunk
+    frames = (max(CONTINUATION_CHUNKS) + 1) * chunk
+    pool = LatentPool(first.codec, first.text, capacity=args.clips, seed=99, frames=frames,
+                      size=first.info.height)
+    pool.fast_forward(args.clips)
+    clips, states = pool.latents, pool.states.float()
+    print(f"continuation MSE of the x0 estimate, {args.clips} long clips, at the student's levels (high to low)\n")
+    print("| row | chunk | " + " | ".join(f"level {i + 1}" for i in range(4)) + " | last frame held |")
+    print("|---|---|---|---|---|---|---|")
+    for label, folder in rows:
+        loaded = loading.load(str(Path(folder).expanduser()))
+        causal, timesteps = causal_student(loaded)
+        sigmas = schedule.student_sigmas(timesteps, loaded.info.shift).tolist()
+        for at in CONTINUATION_CHUNKS:
+            target = clips[:, :, at * chunk:(at + 1) * chunk]
+            held = (clips[:, :, at * chunk - 1:at * chunk].expand_as(target) - target).pow(2).mean().item()
+            with torch.no_grad():
+                errors = [continuation_loss(causal, clips, states, at, s, torch.Generator().manual_seed(0))[0].item()
+                          for s in sigmas]
+            print(f"| {label} | {at} | " + " | ".join(f"{e:.3f}" for e in errors) + f" | {held:.3f} |")
+
+
 def _engine():
     global _ENGINE
     if _ENGINE is None:
@@ -269,8 +307,11 @@ def main() -> None:
     q.add_argument("--switch-at", type=float, default=10.0)
     q.add_argument("--batch", type=int, default=32, help="streams made side by side")
     q.add_argument("--splits", default="public-eval,public-heldout")
+    c = sub.add_parser("continuation")
+    c.add_argument("--rows", nargs="+", required=True, help="LABEL=FOLDER of a model with a causal student")
+    c.add_argument("--clips", type=int, default=16)
     args = ap.parse_args()
-    speed(args) if args.what == "speed" else quality(args)
+    {"speed": speed, "quality": quality, "continuation": continuation}[args.what](args)
 
 
 if __name__ == "__main__":
