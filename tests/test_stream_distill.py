@@ -131,5 +131,31 @@ def test_a_causal_distillation_with_the_continuation_term_fits_long_clips(tiny_f
     listed = tiny_folder.parent / "causal-prompts.txt"
     listed.write_text("\n".join(TRAIN_PROMPTS))
     prompts_only = PromptFile(listed)
-    with pytest.raises(ValueError, match="continuation_weight 1.0 needs real clips"):
+    with pytest.raises(ValueError, match="continuation_weight 1.0, continuation_steps 0\\) needs real clips"):
         list(train(cfg, loaded, tiny_folder.parent / "causal-none", prompts_only, init_student=2))
+
+
+def test_a_continuation_phase_alone_runs_between_the_ode_and_dmd_phases_without_the_teacher(tiny_folder):
+    from engine import loading
+    from engine.events import Progress, Result
+    from engine.stream.config import CausalConfig
+    from engine.stream.trainer import train
+    from tests.conftest import TOYWORLD
+
+    loaded = loading.load(str(tiny_folder))
+    cfg = CausalConfig(chunk=1, sink=1, recent=1, student_steps=2, ode_steps=0, continuation_steps=3, dmd_steps=1,
+                       batch=2, fake_updates=1, continuation_chunks=5, continuation_clips=4, checkpoint_every=1)
+    assert cfg.steps == 4
+    work = tiny_folder.parent / "causal-alone"
+    events = list(train(cfg, loaded, work, TOYWORLD, init_student=2, should_stop=lambda: False))
+    assert isinstance(events[-1], Result), events[-1]
+    trainer = events[-1].value
+    stages = [(e.stage, e.step, e.total) for e in events if isinstance(e, Progress) and e.stage != "pairs"]
+    assert stages == [("continuation", 1, 3), ("continuation", 2, 3), ("continuation", 3, 3), ("dmd", 1, 1)]
+    alone = [e.metrics for e in events if isinstance(e, Progress) and e.stage == "continuation"]
+    dmd_logs = [e.metrics for e in events if isinstance(e, Progress) and e.stage == "dmd"]
+    # the phase alone is the term alone: no teacher or fake score terms; the DMD phase (weight 0) has no term
+    assert all("vsd_loss" not in m and m["student_loss"] == pytest.approx(m["continuation_loss"]) for m in alone)
+    assert "continuation_loss" not in dmd_logs[0] and np.isfinite(dmd_logs[0]["vsd_loss"])
+    # one long clip joined the pool per update of the phase, none in the DMD phase; a resumed run refills it so
+    assert trainer.long_pool.added == 4 + 3 and trainer._clips_added(4) == 3

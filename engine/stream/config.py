@@ -24,6 +24,9 @@ class CausalConfig:
                                  flag=True)
     ode_steps: int = setting(200, "updates regressing the rollout on teacher ODE pairs first (CausVid's "
                                   "initialisation)", low=0, flag=True)
+    continuation_steps: int = setting(0, "updates of the continuation term alone between the ODE and DMD phases (no "
+                                         "teacher in the loop: an update costs the context's chunk passes); needs a "
+                                         "data source with real clips", low=0, flag=True)
     dmd_steps: int = setting(300, "updates of distribution matching on the student's own rollouts (Self-Forcing)",
                              low=0, flag=True)
     rollout_chunks: int = setting(0, "0: a DMD rollout fills the window once (Self-Forcing). N: each update draws "
@@ -68,9 +71,9 @@ class CausalConfig:
         if 0 < self.rollout_chunks < window.slots:
             raise ValueError(f"rollout_chunks must be 0 (one window) or at least the window's {window.slots} slots "
                              f"(sink + recent + 1), got {self.rollout_chunks}")
-        if self.ode_steps + self.dmd_steps < 1:
-            raise ValueError(f"a causal distillation needs at least one update, got ode_steps {self.ode_steps} "
-                             f"and dmd_steps {self.dmd_steps}")
+        if self.steps < 1:
+            raise ValueError(f"a causal distillation needs at least one update, got ode_steps {self.ode_steps}, "
+                             f"continuation_steps {self.continuation_steps} and dmd_steps {self.dmd_steps}")
         if self.reward:
             from engine.reward import builtin
             builtin.get(self.reward)  # names the unknown reward
@@ -82,7 +85,7 @@ class CausalConfig:
 
     @property
     def steps(self) -> int:
-        return self.ode_steps + self.dmd_steps
+        return self.ode_steps + self.continuation_steps + self.dmd_steps
 
     def student_timesteps(self) -> list[int]:
         from engine.schedule import default_student_timesteps

@@ -30,7 +30,7 @@ from engine.stream.trainer import train
 
 
 def run_dir(cfg: CausalConfig, folder: Path, info, init_student: int | None, source: str) -> Path:
-    settings = {k: v for k, v in cfg.to_dict().items() if k not in ("ode_steps", "dmd_steps")}
+    settings = {k: v for k, v in cfg.to_dict().items() if k not in ("ode_steps", "continuation_steps", "dmd_steps")}
     weights = [weights_fingerprint(folder / "transformer")]
     if init_student is not None:
         entry = info.students.get(str(init_student))

@@ -16,9 +16,11 @@ clips the student makes the way a stream makes them (engine/stream/rollout.py):
    rebuilt under the new one, as a stream's is) and the window is scored under the new prompt,
    only the chunks made under it learning (LongLive trains on switches the same way).
 
-With `continuation_weight`, every update of either phase also fits the student's chunks of
-ground-truth long clips given their true past (engine/stream/continuation.py): what a stream does
-after its first window, which the teacher, trained on single clips, cannot say.
+Ground-truth long clips teach what a stream does after its first window, which the teacher,
+trained on single clips, cannot say (engine/stream/continuation.py: the student's chunk fitted
+given the clip's true past). `continuation_steps` runs that term alone between the two phases
+(no teacher in the loop, so an update is cheap and thousands fit); `continuation_weight` adds it
+to every update of the ODE and DMD phases.
 
 The teacher scores whole windows bidirectionally; the fake score is a bidirectional copy of it.
 The loop is engine/loop.py's; checkpoints hold the student, its EMA, the fake score and both
@@ -81,7 +83,7 @@ class CausalTrainer:
             from engine.reward import builtin
             self.reward = builtin.get(cfg.reward)
         self.long_pool = None
-        if cfg.continuation_weight:
+        if cfg.continuation_weight or cfg.continuation_steps:
             self.long_pool = self._long_pool(data)
         self.pairs: dict | None = None
         self.step = 0
@@ -95,14 +97,22 @@ class CausalTrainer:
         pool = data.pool(codec, self.loaded.text, capacity=cfg.continuation_clips, seed=cfg.seed * 1000 + 7,
                          frames=frames, size=min(info.height, info.width)) if data.has_clips else None
         if pool is None:
-            raise ValueError(f"continuation_weight {cfg.continuation_weight} needs real clips, and the data source "
-                             f"{data.name!r} has none (give a folder of clips, or set continuation_weight 0)")
+            raise ValueError(f"the continuation term (continuation_weight {cfg.continuation_weight}, continuation_steps "
+                             f"{cfg.continuation_steps}) needs real clips, and the data source {data.name!r} has none "
+                             f"(give a folder of clips, or set both to 0)")
         return pool
 
     def fill_pool(self) -> None:
         """The long-clip pool as it was at `self.step` (the same clips a run without a break holds)."""
         if self.long_pool is not None:
-            self.long_pool.fast_forward(self.cfg.continuation_clips + self.step)
+            self.long_pool.fast_forward(self.cfg.continuation_clips + self._clips_added(self.step))
+
+    def _clips_added(self, steps: int) -> int:
+        """Long clips added to the pool over the first `steps` updates: one per update that fits the term."""
+        cfg = self.cfg
+        if cfg.continuation_weight:
+            return steps
+        return min(max(steps - cfg.ode_steps, 0), cfg.continuation_steps)
 
     # --- state -------------------------------------------------------------------------
     def state(self) -> dict:
@@ -157,7 +167,10 @@ class CausalTrainer:
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step)
         rng = np.random.default_rng([cfg.seed, self.step])
         exit_step = int(torch.randint(len(self.sigmas), (1,), generator=gen))
-        if self.step < cfg.ode_steps:
+        alone = cfg.ode_steps <= self.step < cfg.ode_steps + cfg.continuation_steps
+        if alone:
+            loss, logs = torch.zeros(()), {}
+        elif self.step < cfg.ode_steps:
             pick = torch.from_numpy(rng.choice(len(self.pairs["captions"]), size=b, replace=False))
             noise, text = self.pairs["noise"][pick], self.pairs["states"][pick].float()
             x = rollout(self.causal, noise, self.sigmas, text, exit_step, gen)
@@ -190,14 +203,14 @@ class CausalTrainer:
                                        cfg.vsd_guidance, shift, gen, cfg.vsd_min_level, cfg.vsd_max_level,
                                        weights=weights)
             logs |= vlogs
-        if self.long_pool is not None:
+        if alone or (self.long_pool is not None and cfg.continuation_weight):
             self.long_pool.add(1)
             clips, states, _ = self.long_pool.batch(b, rng)
             frames = cfg.continuation_chunks * cfg.chunk
             at = int(rng.integers(1, cfg.continuation_chunks))
             sigma = self.sigmas[int(rng.integers(len(self.sigmas)))]
             cont, clogs = continuation_loss(self.causal, clips[:, :, :frames], states.float(), at, sigma, gen)
-            loss = loss + cfg.continuation_weight * cont
+            loss = loss + (1.0 if alone else cfg.continuation_weight) * cont
             logs |= clogs
         self._apply(loss, "student", self.opt)
         logs["student_loss"] = loss.item()
@@ -245,9 +258,12 @@ def train(cfg: CausalConfig, loaded: LoadedModel, work: Path, data: DataSource, 
             raise
 
     def phase(done: int) -> loop.Phase:
-        if done <= cfg.ode_steps and cfg.ode_steps:
-            return loop.Phase("ode", done, cfg.ode_steps)
-        return loop.Phase("dmd", done - cfg.ode_steps, cfg.dmd_steps)
+        start = 0
+        for stage, length in (("ode", cfg.ode_steps), ("continuation", cfg.continuation_steps)):
+            if length and done <= start + length:
+                return loop.Phase(stage, done - start, length)
+            start += length
+        return loop.Phase("dmd", done - start, cfg.dmd_steps)
 
     for event in loop.run(step, start=trainer.step, total=cfg.steps, save=save, checkpoint_every=cfg.checkpoint_every,
                           phase=phase, should_stop=should_stop, skip=(Diverged,), max_skipped=cfg.max_nonfinite):
