@@ -159,3 +159,6 @@ def test_a_continuation_phase_alone_runs_between_the_ode_and_dmd_phases_without_
     assert "continuation_loss" not in dmd_logs[0] and np.isfinite(dmd_logs[0]["vsd_loss"])
     # one long clip joined the pool per update of the phase, none in the DMD phase; a resumed run refills it so
     assert trainer.long_pool.added == 4 + 3 and trainer._clips_added(4) == 3
+    # a longer DMD phase resumes past the phase alone: nothing left uses the pool, so it is not refilled
+    longer = list(train(CausalConfig(**cfg.to_dict() | {"dmd_steps": 2}), loaded, work, TOYWORLD, init_student=2))
+    assert isinstance(longer[-1], Result) and longer[-1].value.step == 5 and longer[-1].value.long_pool.added == 0

@@ -56,4 +56,4 @@ def continuation_loss(causal: CausalWan, clips: torch.Tensor, text: torch.Tensor
     b = target.shape[0]
     x0 = causal.chunk_x0(add_noise(target, eps, torch.full((b,), sigma)), torch.full((b,), sigma), text, cache)
     loss = (x0 - target).pow(2).mean()
-    return loss, {"continuation_loss": loss.item(), "continuation_chunk": at}
+    return loss, {"continuation_loss": loss.item(), "continuation_chunk": at, "continuation_level": sigma}

@@ -104,8 +104,10 @@ class CausalTrainer:
 
     def fill_pool(self) -> None:
         """The long-clip pool as it was at `self.step` (the same clips a run without a break holds)."""
-        if self.long_pool is not None:
-            self.long_pool.fast_forward(self.cfg.continuation_clips + self._clips_added(self.step))
+        cfg = self.cfg
+        needed = cfg.continuation_weight or self.step < cfg.ode_steps + cfg.continuation_steps
+        if self.long_pool is not None and needed:  # not for a run resumed past the phase that used it
+            self.long_pool.fast_forward(cfg.continuation_clips + self._clips_added(self.step))
 
     def _clips_added(self, steps: int) -> int:
         """Long clips added to the pool over the first `steps` updates: one per update that fits the term."""
