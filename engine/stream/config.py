@@ -87,6 +87,19 @@ class CausalConfig:
     def steps(self) -> int:
         return self.ode_steps + self.continuation_steps + self.dmd_steps
 
+    def stages(self) -> list[tuple[str, int]]:
+        """The run's phases in order, each with its number of updates."""
+        return [("ode", self.ode_steps), ("continuation", self.continuation_steps), ("dmd", self.dmd_steps)]
+
+    def stage(self, step: int) -> str:
+        """The phase that update `step` (0-based) belongs to."""
+        start = 0
+        for name, length in self.stages():
+            start += length
+            if step < start:
+                return name
+        return "dmd"
+
     def student_timesteps(self) -> list[int]:
         from engine.schedule import default_student_timesteps
 

@@ -105,7 +105,7 @@ class CausalTrainer:
     def fill_pool(self) -> None:
         """The long-clip pool as it was at `self.step` (the same clips a run without a break holds)."""
         cfg = self.cfg
-        needed = cfg.continuation_weight or self.step < cfg.ode_steps + cfg.continuation_steps
+        needed = cfg.continuation_weight or cfg.stage(self.step) in ("ode", "continuation")
         if self.long_pool is not None and needed:  # not for a run resumed past the phase that used it
             self.long_pool.fast_forward(cfg.continuation_clips + self._clips_added(self.step))
 
@@ -169,10 +169,11 @@ class CausalTrainer:
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step)
         rng = np.random.default_rng([cfg.seed, self.step])
         exit_step = int(torch.randint(len(self.sigmas), (1,), generator=gen))
-        alone = cfg.ode_steps <= self.step < cfg.ode_steps + cfg.continuation_steps
+        stage = cfg.stage(self.step)
+        alone = stage == "continuation"
         if alone:
             loss, logs = torch.zeros(()), {}
-        elif self.step < cfg.ode_steps:
+        elif stage == "ode":
             pick = torch.from_numpy(rng.choice(len(self.pairs["captions"]), size=b, replace=False))
             noise, text = self.pairs["noise"][pick], self.pairs["states"][pick].float()
             x = rollout(self.causal, noise, self.sigmas, text, exit_step, gen)
@@ -238,7 +239,7 @@ def train(cfg: CausalConfig, loaded: LoadedModel, work: Path, data: DataSource, 
         yield Failed(f"the run in {work} has already made {trainer.step} updates, more than the {cfg.steps} asked for")
         return
     trainer.fill_pool()
-    if cfg.ode_steps and trainer.step < cfg.ode_steps:
+    if cfg.stage(trainer.step) == "ode":
         for event in trainer.prepare_pairs():
             if should_stop():
                 yield Failed("cancelled", kind="cancelled")
@@ -261,11 +262,10 @@ def train(cfg: CausalConfig, loaded: LoadedModel, work: Path, data: DataSource, 
 
     def phase(done: int) -> loop.Phase:
         start = 0
-        for stage, length in (("ode", cfg.ode_steps), ("continuation", cfg.continuation_steps)):
-            if length and done <= start + length:
+        for stage, length in cfg.stages():
+            if length and done <= start + length or stage == "dmd":
                 return loop.Phase(stage, done - start, length)
             start += length
-        return loop.Phase("dmd", done - start, cfg.dmd_steps)
 
     for event in loop.run(step, start=trainer.step, total=cfg.steps, save=save, checkpoint_every=cfg.checkpoint_every,
                           phase=phase, should_stop=should_stop, skip=(Diverged,), max_skipped=cfg.max_nonfinite):
